@@ -1,0 +1,182 @@
+"""Checkpoints you can trust: self-describing folders, written atomically, verified before loading.
+
+    RUN/checkpoints/last/        newest state, for `train.resume=auto`
+    RUN/checkpoints/best/        best by `eval.best_rule`, what `predict`/`eval`/`export` load
+    RUN/checkpoints/epoch_0007/  the last `checkpoint.keep_last` epoch ends, fallbacks for resume
+
+Each folder holds
+    model.pt        plain dict: weights (float32, CPU), classes, model name, preprocessing, temperature,
+                    config, metrics, versions -- loads with torch.load(weights_only=True)
+    train_state.pt  optimizer, scheduler, scaler, EMA, per-process RNG, epoch, step, position in epoch
+    meta.json       written last: sha256 of each file, classes, epoch, metrics, versions
+
+A folder is written under a temporary name and renamed into place, so a crash (kill -9, full disk)
+leaves the previous checkpoint intact; a folder whose meta.json is missing or whose checksums do not
+match is rejected, and resume falls back to the previous good one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from checkbox_dist.errors import UserError
+
+FORMAT = 1
+MODEL_FILE, STATE_FILE, META_FILE = "model.pt", "train_state.pt", "meta.json"
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, damaged, or from another format."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def versions() -> dict:
+    import accelerate
+    import timm
+
+    from checkbox_dist import __version__
+
+    info = {"checkbox_dist": __version__, "torch": str(torch.__version__), "timm": str(timm.__version__),
+            "accelerate": str(accelerate.__version__), "python": platform.python_version()}
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        if rev.returncode == 0:
+            info["git"] = rev.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def save(folder: Path, model_payload: dict, train_state: dict | None, meta: dict) -> Path:
+    """Write the checkpoint into `folder` atomically (temp folder + rename)."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        torch.save(model_payload, tmp / MODEL_FILE)
+        files = [MODEL_FILE]
+        if train_state is not None:
+            torch.save(train_state, tmp / STATE_FILE)
+            files.append(STATE_FILE)
+        manifest = dict(meta, format=FORMAT, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        files={name: _sha256(tmp / name) for name in files})
+        (tmp / META_FILE).write_text(json.dumps(manifest, indent=1, default=str))
+        for name in files + [META_FILE]:  # data on disk before the rename makes it visible
+            with (tmp / name).open("rb") as handle:
+                os.fsync(handle.fileno())
+        # rename() cannot replace a non-empty folder: move the old one aside, swap, then delete it.
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not folder.exists():
+            os.replace(old, folder)
+        raise CheckpointError(f"could not write checkpoint {folder}: {err.strerror or err}; "
+                              f"the previous checkpoint is untouched") from None
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def problem(folder: Path) -> str:
+    """'' if `folder` is a complete, uncorrupted checkpoint; otherwise why not."""
+    meta_file = folder / META_FILE
+    if not meta_file.is_file():
+        return "no meta.json (incomplete write?)"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except ValueError:
+        return "meta.json is not valid JSON"
+    if meta.get("format") != FORMAT:
+        return f"checkpoint format {meta.get('format')} is not {FORMAT}"
+    for name, digest in meta.get("files", {}).items():
+        file = folder / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if _sha256(file) != digest:
+            return f"{name} does not match its checksum (truncated or corrupted)"
+    return ""
+
+
+def resolve(path: str | Path) -> Path:
+    """A run folder, a checkpoint folder or its model.pt -> the checkpoint folder (run -> best)."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.name == MODEL_FILE:
+        path = path.parent
+    if (path / "checkpoints" / "best").is_dir():
+        path = path / "checkpoints" / "best"
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not (path / MODEL_FILE).is_file() and not (path / META_FILE).is_file():
+        raise CheckpointError(f"{path}: not a checkpoint folder (no {MODEL_FILE})")
+    return path
+
+
+def load(folder: Path, with_state: bool = False) -> tuple[dict, dict | None]:
+    """Verified load of (model payload, train state). Plain tensors and containers only."""
+    reason = problem(folder)
+    if reason:
+        raise CheckpointError(f"{folder}: {reason}")
+    payload = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+    state = None
+    if with_state:
+        if not (folder / STATE_FILE).is_file():
+            raise CheckpointError(f"{folder}: has no {STATE_FILE}, so it cannot resume training")
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    return payload, state
+
+
+def epoch_folders(checkpoints: Path) -> list[Path]:
+    return sorted(p for p in checkpoints.glob("epoch_*") if p.is_dir())
+
+
+def find_resumable(checkpoints: Path, say=print) -> Path | None:
+    """Newest good checkpoint with a train state: last, else the newest epoch_N; says what it skipped."""
+    candidates = [checkpoints / "last"] + list(reversed(epoch_folders(checkpoints)))
+    candidates += sorted(checkpoints.glob(".last.old-*"))  # a crash between the two renames
+    for folder in candidates:
+        if not folder.is_dir():
+            continue
+        reason = problem(folder) or ("" if (folder / STATE_FILE).is_file() else f"no {STATE_FILE}")
+        if not reason:
+            return folder
+        say(f"resume: skipping {folder}: {reason}")
+    return None
+
+
+def prune_epochs(checkpoints: Path, keep: int) -> None:
+    for folder in epoch_folders(checkpoints)[: max(0, len(epoch_folders(checkpoints)) - keep)]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """For inference: (model in eval mode, payload) from any checkpoint path, strictly loaded."""
+    from checkbox_dist.model import build_model, load_weights
+    from checkbox_dist.config import ModelConfig
+
+    folder = resolve(path)
+    payload, _ = load(folder)
+    preprocess = payload["preprocess"]
+    channels = 4 if preprocess.get("alpha_channel") else 3
+    model = build_model(ModelConfig(name=payload["model_name"]), len(payload["classes"]), channels)
+    load_weights(model, payload["model"], str(folder))
+    return model.to(device).eval(), payload

@@ -1,0 +1,158 @@
+"""Decode any image file into the fixed-size uint8 tensor the model sees, the same way everywhere.
+
+Training, evaluation, `predict` and `serve` all call `decode(source, spec)`; the spec travels inside
+every checkpoint, so inference always preprocesses exactly as training did.
+
+Why it is not `Image.open(p).convert("RGB")`: the real crops are RGBA with transparent backgrounds, and
+`convert("RGB")` keeps whatever colour the transparent pixels hold (often black), so a dark-on-clear
+tick turns into black-on-black. We composite over `background`. Crops run from 24 px to 1804 px and up
+to ~10:1 wide; `letterbox` keeps their shape (pads with the background), `stretch` is the seed's resize.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageColor, ImageFile, ImageSequence, UnidentifiedImageError
+
+from checkbox_dist.errors import UserError
+
+# 64 Mpx (8k x 8k) is ~40x the largest real crop (1804 px); a bigger file is a decompression bomb.
+MAX_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class BadImageError(UserError):
+    """A file that is not a readable image; the message starts with its path."""
+
+
+@dataclass
+class PreprocessSpec:
+    """Everything needed to turn a file into model input; saved in each checkpoint as a plain dict."""
+
+    image_size: int = 224
+    resize: str = "letterbox"
+    background: str = "#ffffff"
+    alpha_channel: bool = False
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+    @property
+    def channels(self) -> int:
+        return 4 if self.alpha_channel else 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PreprocessSpec":
+        return cls(**data)
+
+    @classmethod
+    def from_data_config(cls, data_cfg) -> "PreprocessSpec":
+        return cls(image_size=data_cfg.image_size, resize=data_cfg.resize, background=data_cfg.background,
+                   alpha_channel=data_cfg.alpha_channel, mean=list(data_cfg.mean), std=list(data_cfg.std))
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    try:
+        return ImageColor.getrgb(text)[:3]
+    except ValueError:
+        raise UserError(f"data.background: {text!r} is not a colour (use a name or #rrggbb)") from None
+
+
+def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:
+    """Open and fully decode `source` as RGBA; any failure is one `BadImageError` naming the file."""
+    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    try:
+        if isinstance(source, bytes):
+            if not source:
+                raise BadImageError(f"{label}: empty file")
+            handle = io.BytesIO(source)
+        else:
+            path = Path(source)
+            if path.stat().st_size == 0:
+                raise BadImageError(f"{label}: empty file (0 bytes)")
+            handle = path.open("rb")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(handle) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise BadImageError(f"{label}: {width}x{height} is over the {MAX_PIXELS:,} pixel limit")
+                if getattr(img, "n_frames", 1) > 1:  # animated GIF/WebP/APNG: the first frame
+                    img = next(iter(ImageSequence.Iterator(img)))
+                return _to_rgba(img)
+    except BadImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        kind = "not an image" if isinstance(err, UnidentifiedImageError) else "decompression bomb"
+        raise BadImageError(f"{label}: {kind}") from None
+    except (OSError, SyntaxError, ValueError) as err:  # truncated/corrupt data raise these in PIL
+        raise BadImageError(f"{label}: unreadable image ({err})") from None
+
+
+def _to_rgba(img: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGBA, keeping transparency (palette tRNS, LA) and scaling 16-bit data."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: PIL's convert("L") clips at 255, so rescale to 0-255 first.
+        array = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        array = np.asarray(img, dtype=np.float64)
+        span = max(array.max() - array.min(), 1e-12)
+        img = Image.fromarray(((array - array.min()) * (255.0 / span)).astype(np.uint8), "L")
+    elif img.mode == "P" or img.mode == "PA":
+        img = img.convert("RGBA")
+    elif img.mode == "CMYK" or img.mode == "YCbCr" or img.mode == "LAB" or img.mode == "HSV":
+        img = img.convert("RGB")
+    img.load()
+    return img.convert("RGBA")
+
+
+def to_uint8_tensor(rgba: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
+    """RGBA image -> (C, S, S) uint8 tensor: alpha composited over the background, resized per spec."""
+    size = spec.image_size
+    background = parse_color(spec.background)
+    if spec.resize == "letterbox":
+        scale = size / max(rgba.size)
+        new_size = (max(1, round(rgba.width * scale)), max(1, round(rgba.height * scale)))
+        resized = rgba.resize(new_size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+        canvas = Image.new("RGBA", (size, size), (*background, 0))
+        canvas.paste(resized, ((size - new_size[0]) // 2, (size - new_size[1]) // 2))
+        rgba = canvas
+    else:
+        rgba = rgba.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    array = np.asarray(rgba, dtype=np.float32)
+    alpha = array[..., 3:4] / 255.0
+    rgb = array[..., :3] * alpha + np.asarray(background, dtype=np.float32) * (1.0 - alpha)
+    channels = [rgb, array[..., 3:4]] if spec.alpha_channel else [rgb]
+    out = np.concatenate(channels, axis=-1).round().clip(0, 255).astype(np.uint8)
+    return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+
+def decode(source: str | Path | bytes, spec: PreprocessSpec, name: str | None = None) -> torch.Tensor:
+    return to_uint8_tensor(open_image(source, name), spec)
+
+
+def normalize(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """uint8 or [0,1] float (N, C, S, S) -> normalised float; the alpha channel maps to [-1, 1]."""
+    x = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch
+    mean = list(spec.mean) + ([0.5] if spec.alpha_channel else [])
+    std = list(spec.std) + ([0.5] if spec.alpha_channel else [])
+    mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")

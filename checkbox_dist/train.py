@@ -1,0 +1,355 @@
+"""Train a timm classifier on a folder of UI crops with Accelerate: one loop, top to bottom.
+
+    checkbox-dist train --config configs/quickstart.yaml                       # CPU, synthetic data
+    checkbox-dist train --config configs/checkbox_state_v2.yaml data.root=/data/checkbox_state_v2/train
+    accelerate launch --config_file launch/multi_gpu.yaml train.py --config configs/checkbox_state_v2.yaml
+    ACCELERATE_USE_CPU=true accelerate launch --config_file launch/cpu_2proc.yaml train.py --config ...
+    sbatch slurm/train.sh --config configs/checkbox_state_v2.yaml              # see slurm/train.sh
+
+Order of events: config -> Accelerator -> data -> model/optimizer/scheduler -> prepare -> resume ->
+epochs (train, evaluate, checkpoint, plots, early stopping) -> temperature scaling on the best model.
+SIGUSR1/SIGTERM (Slurm preemption) or a file RUN/STOP saves `last` and exits with code 75.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, gather_object, set_seed
+from tqdm.auto import tqdm
+
+from checkbox_dist import augment, checkpoint
+from checkbox_dist.config import Config, to_dict
+from checkbox_dist.errors import UserError
+from checkbox_dist.evaluate import collect_logits, is_better
+from checkbox_dist.images import normalize, parse_color
+from checkbox_dist.loaders import build_data
+from checkbox_dist.metrics import classification_metrics, fit_temperature
+from checkbox_dist.model import build_model, load_weights
+from checkbox_dist.optim import build_optimizer, build_scheduler, effective_lr
+from checkbox_dist.run_output import RunOutput
+
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: "try again later"; slurm/train.sh requeues on it
+_stop_signal: list[str] = []
+
+
+def _on_signal(signum, _frame):
+    _stop_signal.append(signal.Signals(signum).name)
+
+
+def resolve_run_dir(cfg: Config, config_path: str | None, accelerator: Accelerator) -> Path:
+    name = [cfg.train.output_dir or f"runs/{Path(config_path or 'run').stem}-{time.strftime('%Y%m%d-%H%M%S')}"]
+    broadcast_object_list(name)  # every process must agree on one folder (timestamps can differ)
+    return Path(name[0]).expanduser()
+
+
+def rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def main(cfg: Config, config_path: str | None = None) -> dict:
+    A = cfg.train.grad_accum_steps
+    accelerator = Accelerator(
+        mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=A,
+        log_with=cfg.tracking.backends or None, step_scheduler_with_optimizer=False,
+        dataloader_config=DataLoaderConfiguration(even_batches=True))
+    world, rank = accelerator.num_processes, accelerator.process_index
+    run_dir = resolve_run_dir(cfg, config_path, accelerator)
+    ckpt_dir = run_dir / "checkpoints"
+    resume_from = None
+    if cfg.train.resume == "auto":
+        resume_from = checkpoint.find_resumable(ckpt_dir, say=accelerator.print)
+    elif cfg.train.resume:
+        resume_from = checkpoint.resolve(cfg.train.resume)
+    elif checkpoint.find_resumable(ckpt_dir, say=lambda _: None):
+        raise UserError(f"{run_dir} already holds checkpoints: pass train.resume=auto to continue it, "
+                        f"or another train.output_dir")
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    out = RunOutput(accelerator, run_dir, cfg)
+    set_seed(cfg.train.seed)  # same seed on every process: identical initial weights
+
+    # ---- data, model, optimizer, schedule ----------------------------------------------------------
+    data = build_data(cfg, accelerator, say=out.print)
+    model = build_model(cfg.model, len(data.classes), data.spec.channels)
+    if cfg.train.init_from:
+        payload, _ = checkpoint.load(checkpoint.resolve(cfg.train.init_from))
+        load_weights(model, payload["model"], cfg.train.init_from, skip_head=payload["classes"] != data.classes)
+    model = model.to(accelerator.device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    global_batch = cfg.data.batch_size * world * A
+    lr = effective_lr(cfg.optim, global_batch)
+    optimizer = build_optimizer(cfg.optim, model, lr)
+    micro_per_epoch = len(data.train_loader) // world  # what each process will see after sharding
+    steps_per_epoch = max(1, math.ceil(micro_per_epoch / A))
+    total_steps = steps_per_epoch * cfg.train.epochs
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    scheduler = build_scheduler(cfg.schedule, optimizer, total_steps, steps_per_epoch, lr)
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, data.train_loader, data.val_loader, scheduler)
+    if cfg.train.compile:
+        model = torch.compile(model)
+    ema = None
+    if cfg.train.ema_decay:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.train.ema_decay, device=accelerator.device)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    background = parse_color(cfg.data.background)
+
+    out.print(
+        f"run: {run_dir} | {accelerator.distributed_type.value.replace('NO', 'single process')} on "
+        f"{accelerator.device} | world size {world} "
+        f"(process {rank}) | precision {cfg.train.mixed_precision}",
+        f"batch: {cfg.data.batch_size}/process x {world} processes x {A} accumulation = {global_batch} global "
+        f"| lr {lr:g} ({cfg.optim.name}{', scaled from ' + format(cfg.optim.lr, 'g') if lr != cfg.optim.lr else ''}"
+        f", {cfg.schedule.name} schedule) | {steps_per_epoch} optimizer steps/epoch, {total_steps} planned",
+        data.summary(),
+        f"model: {cfg.model.name} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
+        f"pretrained={cfg.model.pretrained}) | {len(data.classes)} classes")
+
+    # ---- resume --------------------------------------------------------------------------------------
+    state = {"epoch": 1, "micro_step": 0, "global_step": 0, "best": None, "bad_epochs": 0}
+    if resume_from:
+        payload, saved = checkpoint.load(resume_from, with_state=True)
+        if payload["classes"] != data.classes:
+            raise UserError(f"{resume_from}: trained on classes {payload['classes']}, data has {data.classes}")
+        load_weights(accelerator.unwrap_model(model), saved["raw_model"], str(resume_from))
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if accelerator.scaler is not None and saved.get("scaler"):
+            accelerator.scaler.load_state_dict(saved["scaler"])
+        if ema is not None and saved.get("ema"):
+            ema.load_state_dict(saved["ema"])
+        rng = saved["rng"][rank] if rank < len(saved["rng"]) else saved["rng"][0]
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+        state = saved["loop"]
+        out.print(f"resumed from {resume_from}: epoch {state['epoch']}, batch {state['micro_step']} of "
+                  f"{micro_per_epoch}, optimizer step {state['global_step']}")
+    out.start_trackers()
+
+    def save(folder_name: str, metrics: dict, with_state: bool = True) -> None:
+        """Every process takes part (RNG gather); only the main process writes."""
+        rngs = gather_object([rng_state()]) if with_state else []
+        if accelerator.is_main_process:
+            weights = (ema.module if ema is not None else accelerator.unwrap_model(model)).state_dict()
+            payload = {"model": {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
+                                 for k, v in weights.items()},
+                       "classes": data.classes, "model_name": cfg.model.name, "preprocess": data.spec.to_dict(),
+                       "temperature": 1.0, "config": to_dict(cfg), "metrics": metrics,
+                       "epoch": metrics.get("epoch", state["epoch"] - 1),
+                       "global_step": state["global_step"], "versions": checkpoint.versions()}
+            train_state = None
+            if with_state:
+                train_state = {"raw_model": {k: v.detach().cpu() for k, v in
+                                             accelerator.unwrap_model(model).state_dict().items()},
+                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
+                               "ema": ema.state_dict() if ema is not None else None,
+                               "rng": rngs, "loop": dict(state), "world_size": world}
+            meta = {"classes": data.classes, "model_name": cfg.model.name, "epoch": payload["epoch"],
+                    "global_step": state["global_step"], "metrics": metrics, "versions": payload["versions"]}
+            checkpoint.save(ckpt_dir / folder_name, payload, train_state, meta)
+        accelerator.wait_for_everyone()
+
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+
+    def stop_requested() -> bool:
+        """One tiny all-reduce: every process must agree to stop at the same step."""
+        local = bool(_stop_signal) or (run_dir / "STOP").exists()
+        flag = accelerator.reduce(torch.tensor([float(local)], device=accelerator.device), reduction="sum")
+        return bool(flag.item() > 0)
+
+    # ---- epochs --------------------------------------------------------------------------------------
+    summary: dict = {}
+    last_metrics: dict = {}
+    stopped_early = preempted = False
+    while state["epoch"] <= cfg.train.epochs and not preempted:
+        epoch = state["epoch"]
+        train_loader.set_epoch(epoch)
+        skip = state["micro_step"]
+        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        model.train()
+        loss_sum = torch.zeros((), device=accelerator.device)
+        correct = torch.zeros((), device=accelerator.device)
+        seen = torch.zeros((), device=accelerator.device)
+        nonfinite = torch.zeros((), device=accelerator.device, dtype=torch.bool)
+        started, window_loss = time.perf_counter(), []
+        bar = tqdm(total=micro_per_epoch, initial=skip, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
+                   disable=not (accelerator.is_main_process and cfg.train.progress))
+        for micro, batch in enumerate(loader, start=skip):
+            images, labels, _ = data.train_set.fetch(batch)
+            params = augment.sample_params(len(labels), cfg.data.augment,
+                                           augment.batch_generator(cfg.train.seed, epoch, micro, rank))
+            x = normalize(augment.apply(images, params, background, cfg.data.augment), data.spec)
+            if cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            target = labels
+            if cfg.train.mixup_alpha > 0:
+                x, target = augment.mixup(x, labels, len(data.classes), cfg.train.mixup_alpha,
+                                          augment.batch_generator(cfg.train.seed + 1, epoch, micro, rank))
+            # A short last window (e.g. 10 micro-batches with accumulation 4 -> 4, 4, 2) must average over
+            # its real length; Accelerate divides every micro-batch by A, so rescale by A / window_len.
+            window_len = min(A, micro_per_epoch - (micro // A) * A)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    logits = model(x)
+                    loss = criterion(logits, target)
+                if cfg.train.nan_policy == "skip" and not torch.isfinite(loss):  # opt-in host sync
+                    out.print(f"non-finite loss at epoch {epoch} batch {micro}: batch skipped")
+                    loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0
+                accelerator.backward(loss * (A / window_len))
+                if accelerator.sync_gradients and cfg.optim.clip_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients and cfg.schedule.name != "plateau":
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            detached = loss.detach().float()
+            nonfinite |= ~torch.isfinite(detached)
+            loss_sum += detached * len(labels)
+            correct += logits.detach().argmax(1).eq(labels).sum()
+            seen += len(labels)
+            bar.update(1)
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.update(accelerator.unwrap_model(model), step=state["global_step"])
+            state["global_step"] += 1
+            state["micro_step"] = micro + 1
+            if state["global_step"] % cfg.train.log_every_steps == 0 or state["micro_step"] == micro_per_epoch:
+                # The only host syncs of the hot loop: once per log interval.
+                if bool(nonfinite.item()) and cfg.train.nan_policy == "stop":
+                    raise UserError(f"non-finite loss by optimizer step {state['global_step']} (epoch {epoch}); "
+                                    f"stopped, last good checkpoint kept in {ckpt_dir} (try a lower optim.lr, "
+                                    f"or train.nan_policy=skip)")
+                rate = float(seen) * world / max(1e-9, time.perf_counter() - started)
+                step_row = {"kind": "step", "epoch": epoch, "step": state["global_step"],
+                            "train_loss": float(loss_sum / seen.clamp_min(1)),
+                            "lr": optimizer.param_groups[0]["lr"], "img_per_s": rate}
+                bar.set_postfix(loss=f"{step_row['train_loss']:.4f}", lr=f"{step_row['lr']:.2e}", img_s=f"{rate:.1f}")
+                out.record(step_row)
+                out.log({"train/loss": step_row["train_loss"], "train/lr": step_row["lr"],
+                         "train/img_per_s": rate}, step=state["global_step"])
+                if stop_requested():
+                    reason = _stop_signal[0] if _stop_signal else "stop request"
+                    save("last", last_metrics)
+                    out.print(f"{reason}: saved {ckpt_dir / 'last'} at epoch {epoch} batch {state['micro_step']}; "
+                              f"exiting with code {PREEMPTED_EXIT} (resume with train.resume=auto)")
+                    preempted = True
+                    break
+            if cfg.checkpoint.every_steps and state["global_step"] % cfg.checkpoint.every_steps == 0:
+                save("last", last_metrics)
+            if cfg.train.max_steps and state["global_step"] >= cfg.train.max_steps:
+                break
+        bar.close()
+        if preempted:
+            break
+
+        # ---- evaluate ----------------------------------------------------------------------------------
+        totals = accelerator.reduce(torch.stack([loss_sum, correct, seen]).float(), reduction="sum")
+        train_loss, train_top1 = float(totals[0] / totals[2].clamp_min(1)), float(totals[1] / totals[2].clamp_min(1))
+        done = cfg.train.max_steps and state["global_step"] >= cfg.train.max_steps
+        row = {"kind": "epoch", "epoch": epoch, "step": state["global_step"], "train_loss": train_loss,
+               "train_top1": train_top1, "lr": optimizer.param_groups[0]["lr"],
+               "epoch_seconds": time.perf_counter() - started}
+        if epoch % cfg.eval.every_epochs == 0 or epoch == cfg.train.epochs or done:
+            eval_model = ema.module if ema is not None else model
+            logits, labels = collect_logits(eval_model, val_loader, data.val_set.fetch, data.spec, accelerator)
+            metrics = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins)
+            row.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)})
+            row["val_per_class"], row["val_confusion"] = metrics["per_class"], metrics["confusion"]
+            if cfg.schedule.name == "plateau":
+                scheduler.step(metrics["loss"])
+            row["is_best"] = is_better(cfg.eval.best_rule, metrics, state["best"])
+            last_metrics = {k: v for k, v in row.items() if k not in ("val_per_class", "val_confusion")}
+            state["bad_epochs"] = 0 if row["is_best"] else state["bad_epochs"] + 1
+            if row["is_best"]:
+                state["best"] = {"loss": metrics["loss"], "top1": metrics["top1"], "macro_f1": metrics["macro_f1"],
+                                 "epoch": epoch}
+            out.record(row)
+            out.epoch_plots(epoch, metrics["confusion"], data.classes, metrics["top1"], state["global_step"])
+            out.log({"epoch": epoch, "train/epoch_loss": train_loss, "train/top1": train_top1,
+                     **{f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}}, step=state["global_step"])
+            out.print(f"epoch {epoch}: train loss {train_loss:.4f} top-1 {train_top1:.3f} | val loss "
+                      f"{metrics['loss']:.4f} top-1 {metrics['top1']:.3f} top-{min(cfg.eval.top_k, len(data.classes))} "
+                      f"{row.get(f'val_top{min(cfg.eval.top_k, len(data.classes))}', 0):.3f} F1 "
+                      f"{metrics['macro_f1']:.3f}{' | new best' if row['is_best'] else ''} "
+                      f"({row['epoch_seconds']:.1f}s)")
+        # ---- checkpoint ---------------------------------------------------------------------------------
+        state["epoch"], state["micro_step"] = epoch + 1, 0
+        if row.get("is_best"):
+            save("best", last_metrics, with_state=False)
+            out.summary({"best/epoch": epoch, "best/val_top1": row["val_top1"], "best/val_loss": row["val_loss"]})
+        if epoch % cfg.checkpoint.every_epochs == 0 or done or epoch == cfg.train.epochs:
+            save("last", last_metrics)
+            if cfg.checkpoint.keep_last:
+                save(f"epoch_{epoch:04d}", last_metrics)
+                if accelerator.is_main_process:
+                    checkpoint.prune_epochs(ckpt_dir, cfg.checkpoint.keep_last)
+        patience = cfg.train.early_stopping_patience
+        if patience and state["bad_epochs"] >= patience:
+            out.print(f"early stopping: no new best for {patience} epochs (best epoch {state['best']['epoch']})")
+            stopped_early = True
+            break
+        if done:
+            break
+
+    # ---- finish: temperature scaling on the best model ---------------------------------------------------
+    if preempted:
+        out.finish()
+        accelerator.end_training()
+        sys.exit(PREEMPTED_EXIT)
+    best_dir = ckpt_dir / "best"
+    if accelerator.is_main_process and (best_dir / checkpoint.MODEL_FILE).is_file():
+        payload, _ = checkpoint.load(best_dir)
+        best_model = build_model(cfg.model, len(data.classes), data.spec.channels).to(accelerator.device)
+        load_weights(best_model, payload["model"], str(best_dir))
+        plain_val = torch.utils.data.DataLoader(data.val_set, batch_size=cfg.data.eval_batch_size)
+        logits, labels = collect_logits(best_model, plain_val, data.val_set.fetch, data.spec, None)
+        before = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins)
+        temperature = fit_temperature(logits, labels) if cfg.eval.calibrate else 1.0
+        after = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins, temperature)
+        payload["temperature"] = temperature
+        payload["metrics"] = dict(payload["metrics"], ece_before_calibration=before["ece"],
+                                  ece_after_calibration=after["ece"], temperature=temperature)
+        meta = {"classes": payload["classes"], "model_name": payload["model_name"], "epoch": payload["epoch"],
+                "global_step": payload["global_step"], "metrics": payload["metrics"], "versions": payload["versions"]}
+        checkpoint.save(best_dir, payload, None, meta)
+        summary = {"best_epoch": payload["epoch"], "val_top1": before["top1"], "val_loss": before["loss"],
+                   "val_macro_f1": before["macro_f1"], "val_ece": before["ece"], "val_ece_calibrated": after["ece"],
+                   "temperature": temperature, "stopped_early": stopped_early, "run_dir": str(run_dir),
+                   "best_checkpoint": str(best_dir), "metrics_plot": str(run_dir / "plots" / "metrics_plot.png")}
+        (run_dir / "summary.json").write_text(__import__("json").dumps(summary, indent=1))
+        out.summary({"best/temperature": temperature, "best/ece_calibrated": after["ece"]})
+        out.print(f"done: best epoch {summary['best_epoch']} | val top-1 {before['top1']:.4f} | loss "
+                  f"{before['loss']:.4f} | macro-F1 {before['macro_f1']:.4f} | ECE {before['ece']:.4f} -> "
+                  f"{after['ece']:.4f} at temperature {temperature:.3f}",
+                  f"best checkpoint: {best_dir}",
+                  f"plots: {run_dir / 'plots' / 'metrics_plot.png'} and "
+                  f"{run_dir / 'plots'}/confusion_matrix_epoch_<N>.png")
+    accelerator.wait_for_everyone()
+    out.finish()
+    return summary
+
+
+
+if __name__ == "__main__":  # python -m checkbox_dist.train --config C [overrides]: same as `checkbox-dist train`
+    from checkbox_dist.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))

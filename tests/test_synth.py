@@ -1,0 +1,177 @@
+"""Tests for the synthetic UI-widget generator (checkbox_dist.synth). ~3 s, most of it importing torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from checkbox_dist import synth
+from checkbox_dist.errors import UserError
+from checkbox_dist.synth import CLASSES, generate, render_index, render_sample, render_sample_meta
+
+
+def _arr(img: Image.Image) -> np.ndarray:
+    return np.asarray(img)
+
+
+def test_classes_are_sorted_folder_names():
+    assert CLASSES == ("checked", "other", "unchecked") == tuple(sorted(CLASSES))
+
+
+def test_render_index_is_deterministic_and_seed_dependent():
+    for i in (0, 1, 2, 17):
+        a, la = render_index(0, i)
+        b, lb = render_index(0, i)
+        assert la == lb == CLASSES[i % 3]
+        assert a.mode == "RGBA" and a.size == b.size
+        assert np.array_equal(_arr(a), _arr(b))
+    # another seed gives other pictures (same class, by index)
+    differs = [not np.array_equal(_arr(render_index(0, i)[0]), _arr(render_index(1, i)[0])) for i in range(6)]
+    assert all(differs)
+    # another index of the same seed differs too
+    assert not np.array_equal(_arr(render_index(0, 3)[0]), _arr(render_index(0, 6)[0]))
+
+
+def test_render_sample_respects_label_and_is_uniform_without_one():
+    rng = np.random.default_rng(123)
+    for label in CLASSES:
+        for _ in range(5):
+            img, got = render_sample(rng, label)
+            assert got == label and img.mode == "RGBA"
+    with pytest.raises(ValueError):
+        render_sample(rng, "indeterminate")
+    labels = [render_sample(rng)[1] for _ in range(150)]
+    for c in CLASSES:
+        assert 25 <= labels.count(c) <= 75, labels.count(c)  # ~50 each; 25/75 is > 5 sigma away
+
+
+def test_transparent_variants_have_clear_corners_and_opaque_ones_are_opaque():
+    rng = np.random.default_rng(7)
+    n_clear = n_opaque = 0
+    for i in range(150):
+        img, _, meta = render_sample_meta(rng, CLASSES[i % 3])
+        a = _arr(img)[..., 3]
+        if meta["transparent"]:
+            n_clear += 1
+            assert max(a[0, 0], a[0, -1], a[-1, 0], a[-1, -1]) == 0, (i, meta)
+            assert a.max() >= 200, (i, meta)  # ...and something solid was drawn (blur softens thin text)
+        else:
+            n_opaque += 1
+            assert a.min() == 255, (i, meta)
+    assert n_clear >= 45 and n_opaque >= 30, (n_clear, n_opaque)  # ~60% / 40%
+
+
+def test_size_and_aspect_distribution_looks_like_real_crops():
+    sizes = np.array([render_index(11, i)[0].size for i in range(300)], dtype=float)
+    w, h = sizes[:, 0], sizes[:, 1]
+    assert w.min() >= 16 and h.min() >= 16 and w.max() <= 600 and h.max() <= 600
+    aspect = w / h
+    assert (aspect > 2).mean() > 0.35  # real: 57% wider than 2:1 (widget + label)
+    assert ((aspect > 0.8) & (aspect < 1.25)).mean() > 0.08  # real: 21% square-ish (widget alone)
+    assert (aspect > 4).any() and (aspect < 1).any()
+    assert 100 <= np.median(w) <= 260 and 40 <= np.median(h) <= 110  # real median 178 x 72
+    assert (h < 40).any() and (w > 300).any()
+
+
+def test_checked_controls_are_more_colourful_than_unchecked_ones():
+    """A trivial classifier signal: 'on' controls carry the accent fill, 'off' ones are grey outlines."""
+
+    def chroma(img):
+        a = _arr(img).astype(float)
+        wt = a[..., 3] / 255.0
+        c = a[..., :3].max(-1) - a[..., :3].min(-1)
+        return (c * wt).sum() / max(wt.sum(), 1.0)
+
+    rng = np.random.default_rng(3)
+    checked = np.mean([chroma(render_sample(rng, "checked")[0]) for _ in range(60)])
+    unchecked = np.mean([chroma(render_sample(rng, "unchecked")[0]) for _ in range(60)])
+    assert checked > 2 * unchecked, (checked, unchecked)  # measured ~45 vs ~12
+
+
+def _files(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_generate_layout_counts_balance_and_cache(tmp_path):
+    out = tmp_path / "synth"
+    counts = generate(out, 12, seed=3)
+    assert counts == {"checked": 4, "other": 4, "unchecked": 4}
+    expected = [f"{CLASSES[i % 3]}/{CLASSES[i % 3]}_{i:06d}.png" for i in range(12)]
+    assert _files(out) == sorted(expected + ["SYNTH.json"])  # no .tmp leftovers
+    stamp = json.loads((out / "SYNTH.json").read_text())
+    assert (stamp["n"], stamp["seed"], stamp["version"]) == (12, 3, synth.VERSION)
+    img = Image.open(out / "other" / "other_000001.png")
+    assert img.mode == "RGBA"
+    assert np.array_equal(np.asarray(img), _arr(render_index(3, 1)[0]))  # PNG is lossless
+
+    mtimes = {p: os.stat(out / p).st_mtime_ns for p in _files(out)}
+    os.utime(out / expected[0], ns=(1, 1))  # an old mtime: a rewrite would reset it
+    assert generate(out, 12, seed=3) == counts
+    assert os.stat(out / expected[0]).st_mtime_ns == 1
+    assert all(os.stat(out / p).st_mtime_ns == t for p, t in mtimes.items() if p != expected[0])
+
+    # a different n regenerates and drops files beyond the new n
+    assert generate(out, 6, seed=3) == {"checked": 2, "other": 2, "unchecked": 2}
+    assert len(_files(out)) == 7 and json.loads((out / "SYNTH.json").read_text())["n"] == 6
+    assert os.stat(out / expected[0]).st_mtime_ns != 1
+
+
+def test_generate_is_byte_identical_across_runs_and_workers(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate(a, 9, seed=5)
+    generate(b, 9, seed=5, workers=2)
+    files = [p for p in _files(a) if p.endswith(".png")]
+    assert files == [p for p in _files(b) if p.endswith(".png")] and len(files) == 9
+    for p in files:
+        assert (a / p).read_bytes() == (b / p).read_bytes(), p
+    c = tmp_path / "c"
+    generate(c, 9, seed=6)
+    assert any((a / p).read_bytes() != (c / p).read_bytes() for p in files)
+
+
+def test_generate_refuses_bad_arguments(tmp_path):
+    with pytest.raises(UserError, match="at least 1"):
+        generate(tmp_path / "x", 0)
+    with pytest.raises(UserError, match="workers"):
+        generate(tmp_path / "x", 3, workers=0)
+    f = tmp_path / "file.txt"
+    f.write_text("not a folder")
+    with pytest.raises(UserError, match="not a directory"):
+        generate(f, 3)
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_subcommand_prints_one_summary_line(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="checkbox-dist")
+    synth.add_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "cli"
+    args = parser.parse_args(["synth", "--out", str(out), "--n", "6", "--seed", "2"])
+    assert synth.run(args) == 0
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and "checked=2" in line and "other=2" in line and str(out) in line
+    assert synth.run(args) == 0
+    assert "cached" in capsys.readouterr().out
+    with pytest.raises(UserError):
+        synth.run(parser.parse_args(["synth", "--out", str(out), "--n", "0"]))
+
+
+def test_synth_dataset_renders_on_the_fly():
+    ds = synth.SynthDataset(7, seed=4)
+    assert len(ds) == 7
+    for i in (0, 1, 2, 6, -1):
+        img, y = ds[i]
+        j = i % 7
+        assert isinstance(img, Image.Image) and img.mode == "RGBA"
+        assert y == j % 3 and CLASSES[y] == render_index(4, j)[1]
+        assert np.array_equal(_arr(img), _arr(render_index(4, j)[0]))
+    with pytest.raises(IndexError):
+        ds[7]
+    import torch.utils.data
+
+    assert isinstance(ds, torch.utils.data.Dataset)
+    assert synth.SynthDataset(3, 0, transform=lambda im: im.size)[0][0] == render_index(0, 0)[0].size
