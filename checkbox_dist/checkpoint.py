@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from checkbox_dist import faults
 from checkbox_dist.errors import UserError
 
 FORMAT = 1
@@ -64,6 +65,29 @@ def versions() -> dict:
     return info
 
 
+def _write_failure(err: Exception, where: Path) -> str:
+    """Why a write failed, in words. torch.save's C++ writer says "unexpected pos 443520 vs 443416" for a full
+    disk or `ulimit -f`, and "open file failed with strerror: Read-only file system" for a read-only one."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    text = str(err)
+    if "strerror:" in text:
+        return text.rsplit("strerror:", 1)[1].strip()
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return f"File too large (the file size limit, `ulimit -f`, is {limit:,} bytes)"
+    try:
+        stat = os.statvfs(where)
+        free = stat.f_bavail * stat.f_frsize
+    except OSError:
+        free = None
+    if free is not None and free < 16 << 20:  # a failed write fills the disk: a few MiB left at most
+        return f"No space left on device ({free / 2**20:.1f} MiB free)"
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
 def save(folder: Path, model_payload: dict, train_state: dict | None, meta: dict) -> Path:
     """Write the checkpoint into `folder` atomically (temp folder + rename)."""
     folder = Path(folder)
@@ -73,10 +97,12 @@ def save(folder: Path, model_payload: dict, train_state: dict | None, meta: dict
     try:
         tmp.mkdir(parents=True)
         torch.save(model_payload, tmp / MODEL_FILE)
+        faults.point("save.model")  # test-only fault hooks (checkbox_dist/faults.py): a dict lookup each
         files = [MODEL_FILE]
         if train_state is not None:
             torch.save(train_state, tmp / STATE_FILE)
             files.append(STATE_FILE)
+        faults.point("save.state")
         manifest = dict(meta, format=FORMAT, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         files={name: _sha256(tmp / name) for name in files})
         (tmp / META_FILE).write_text(json.dumps(manifest, indent=1, default=str))
@@ -86,12 +112,14 @@ def save(folder: Path, model_payload: dict, train_state: dict | None, meta: dict
         # rename() cannot replace a non-empty folder: move the old one aside, swap, then delete it.
         if folder.exists():
             os.replace(folder, old)
+            faults.point("save.swap")
         os.replace(tmp, folder)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # torch.save reports a full or read-only disk as RuntimeError
+        reason = _write_failure(err, folder.parent)  # before cleaning up: the partial files show a full disk
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not folder.exists():
             os.replace(old, folder)
-        raise CheckpointError(f"could not write checkpoint {folder}: {err.strerror or err}; "
+        raise CheckpointError(f"could not write checkpoint {folder}: {reason}; "
                               f"the previous checkpoint is untouched") from None
     shutil.rmtree(old, ignore_errors=True)
     return folder
@@ -147,6 +175,21 @@ def load(folder: Path, with_state: bool = False) -> tuple[dict, dict | None]:
 
 def epoch_folders(checkpoints: Path) -> list[Path]:
     return sorted(p for p in checkpoints.glob("epoch_*") if p.is_dir())
+
+
+def recover(checkpoints: Path, say=print) -> None:
+    """Finish what a killed `save` left: drop its uncommitted `.NAME.tmp-PID` folders, and when it died
+    between its two renames (NAME moved to `.NAME.old-PID`, the new one not yet in place) put the old
+    one back. Run by one process before resuming; afterwards only committed checkpoints remain."""
+    for tmp in sorted(checkpoints.glob(".*.tmp-*")):
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in sorted(checkpoints.glob(".*.old-*")):
+        folder = checkpoints / old.name[1:].rsplit(".old-", 1)[0]
+        if not folder.exists() and not problem(old):
+            os.replace(old, folder)
+            say(f"checkpoint: restored {folder} from {old.name} (its save was interrupted)")
+        elif folder.exists() and not problem(folder):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def find_resumable(checkpoints: Path, say=print) -> Path | None:

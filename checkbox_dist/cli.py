@@ -13,6 +13,7 @@ A problem the user can fix (bad path, bad config, corrupt image) prints one line
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -20,8 +21,12 @@ from pathlib import Path
 
 from checkbox_dist.errors import UserError
 
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM}
+
 # Modules that provide a subcommand (add_parser + run), in `--help` order.
-COMMAND_MODULES = ["checkbox_dist.evaluate", "checkbox_dist.synth"]
+COMMAND_MODULES = ["checkbox_dist.evaluate", "checkbox_dist.synth", "checkbox_dist.cv", "checkbox_dist.sweep",
+                   "checkbox_dist.audit", "checkbox_dist.predict", "checkbox_dist.export",
+                   "checkbox_dist.serve", "checkbox_dist.bench_infer", "checkbox_dist.bench_train"]
 
 
 def _add_train(sub) -> None:
@@ -143,6 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0" or os.environ.get("CHECKBOX_DIST_ALL_RANKS_ERRORS"):
             print(f"error: {err}", file=sys.stderr, flush=True)
         return err.exit_code
+    except OSError as err:
+        # A full, read-only or failing disk under the run folder (log, metrics, plots): one line too.
+        # Checkpoints have their own message (checkpoint.save); anything else stays a traceback (a bug).
+        if err.errno not in _DISK_ERRNOS:
+            raise
+        if os.environ.get("RANK", "0") == "0" or os.environ.get("CHECKBOX_DIST_ALL_RANKS_ERRORS"):
+            print(f"error: {err.filename or 'write'}: {err.strerror}", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

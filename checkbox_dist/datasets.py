@@ -114,14 +114,20 @@ def build_split(root: Path, split_file: str = "", val_fraction: float = 0.2, see
 
 def write_split_file(root: Path, out: Path, val_fraction: float, seed: int) -> Split:
     split = build_split(root, "", val_fraction, seed)
-    rel = lambda items: [[p.relative_to(root).as_posix(), split.classes[y]] for p, y in items]  # noqa: E731
-    payload = {"format": 1, "root": str(root.resolve()), "val_fraction": val_fraction, "seed": seed,
-               "classes": split.classes, "train": rel(split.train), "val": rel(split.val)}
+    write_split_lists(out, root, split.classes, split.train, split.val, {"val_fraction": val_fraction, "seed": seed})
+    return split
+
+
+def write_split_lists(out: Path, root: Path, classes: list[str], train: list[tuple[Path, int]],
+                      val: list[tuple[Path, int]], extra: dict | None = None) -> None:
+    """An index file (the `split` format) from explicit lists, e.g. one cross-validation fold."""
+    rel = lambda items: [[p.relative_to(root).as_posix(), classes[y]] for p, y in items]  # noqa: E731
+    payload = {"format": 1, "root": str(root.resolve()), **(extra or {}),
+               "classes": classes, "train": rel(train), "val": rel(val)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # pid: parallel writers never share a temp file
     tmp.write_text(json.dumps(payload, indent=1))
     os.replace(tmp, out)
-    return split
 
 
 def read_split_file(path: Path, root: Path, excluded: set[str] = frozenset()) -> Split:
@@ -267,9 +273,11 @@ def make_loader(dataset: Dataset, labels: torch.Tensor, batch_size: int, *, trai
     # so gradient accumulation windows average equal-sized batches. Eval keeps every image.
     batches = BatchSampler(sampler, batch_size, drop_last=train and len(labels) >= batch_size)
     workers = num_workers if isinstance(dataset, FileImages) else 0
+    # Own generator: each new iterator draws a worker seed, from the global RNG otherwise, so a resumed run
+    # (one more iterator) would see other dropout masks than an uninterrupted one.
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                       pin_memory=workers > 0 and torch.cuda.is_available(),
-                      persistent_workers=workers > 0)
+                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
 def class_counts(items: list[tuple[Path, int]], n_classes: int) -> list[int]:

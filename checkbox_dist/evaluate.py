@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from checkbox_dist import faults
 from checkbox_dist.errors import UserError
 from checkbox_dist.images import normalize
 
@@ -25,6 +26,7 @@ def collect_logits(model, loader, fetch, spec, accelerator=None, tta: bool = Fal
     model.eval()
     all_logits, all_labels = [], []
     for batch in loader:
+        faults.point("eval")  # test-only fault hook (checkbox_dist/faults.py): a dict lookup
         images, labels, _ = fetch(batch)
         x = normalize(images, spec)
         context = accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)

@@ -3,9 +3,10 @@
 Training, evaluation, `predict` and `serve` all call `decode(source, spec)`; the spec travels inside
 every checkpoint, so inference always preprocesses exactly as training did.
 
-Why it is not `Image.open(p).convert("RGB")`: the real crops are RGBA with transparent backgrounds, and
-`convert("RGB")` keeps whatever colour the transparent pixels hold (often black), so a dark-on-clear
-tick turns into black-on-black. We composite over `background`. Crops run from 24 px to 1804 px and up
+Why it is not `Image.open(p).convert("RGB")`: crops are often RGBA, and `convert("RGB")` keeps whatever
+colour transparent pixels hold (often black), so a dark-on-clear tick turns into black-on-black. We
+composite over `background`. (The 411 checkbox_state_v2 training PNGs are RGBA but, measured, every
+pixel has alpha 255; the synthetic data and users' crops do use transparency.) Crops run from 24 px to 1804 px and up
 to ~10:1 wide; `letterbox` keeps their shape (pads with the background), `stretch` is the seed's resize.
 """
 
@@ -58,8 +59,11 @@ class PreprocessSpec:
 
     @classmethod
     def from_data_config(cls, data_cfg) -> "PreprocessSpec":
+        imagenet = data_cfg.normalize == "imagenet"  # custom: data.mean/std, e.g. from `checkbox-dist stats`
         return cls(image_size=data_cfg.image_size, resize=data_cfg.resize, background=data_cfg.background,
-                   alpha_channel=data_cfg.alpha_channel, mean=list(data_cfg.mean), std=list(data_cfg.std))
+                   alpha_channel=data_cfg.alpha_channel,
+                   mean=[0.485, 0.456, 0.406] if imagenet else list(data_cfg.mean),
+                   std=[0.229, 0.224, 0.225] if imagenet else list(data_cfg.std))
 
 
 def parse_color(text: str) -> tuple[int, int, int]:

@@ -17,7 +17,9 @@ import json
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 
 from checkbox_dist import plots
 from checkbox_dist.config import Config, dump_yaml, to_flat_dict
@@ -32,12 +34,14 @@ def wandb_mode(requested: str) -> tuple[str, str]:
     has_key = bool(os.environ.get("WANDB_API_KEY")) or Path("~/.netrc").expanduser().is_file()
     if not has_key:
         return "offline", "no WANDB_API_KEY or ~/.netrc"
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1].split("/")[0]
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    host = url.netloc or url.path  # a self-hosted server often listens on another port (http://host:8080)
     try:
-        with socket.create_connection((host.split(":")[0], 443), timeout=5):
+        port = url.port or (80 if url.scheme == "http" else 443)
+        with socket.create_connection((url.hostname or host, port), timeout=5):
             return "online", ""
-    except OSError as err:
-        return "offline", f"{host} unreachable ({err.strerror or err})"
+    except (OSError, ValueError) as err:  # ValueError: a port that is not a number
+        return "offline", f"{host} unreachable ({getattr(err, 'strerror', None) or err})"
 
 
 class RunOutput:
@@ -64,6 +68,10 @@ class RunOutput:
             print(line, flush=True)
             self._log.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
+    def remove_stop_file(self) -> None:
+        if self.is_main:
+            (self.run_dir / "STOP").unlink(missing_ok=True)
+
     # -- trackers --------------------------------------------------------------------------------------
     def start_trackers(self) -> None:
         """Called on every process (Accelerate initialises trackers on the main one only)."""
@@ -76,16 +84,15 @@ class RunOutput:
             if why:
                 self.print(f"W&B: offline ({why}); sync later with `wandb sync {tracking_dir}/wandb/offline-run-*`")
             id_file = self.run_dir / "wandb_id.txt"
-            if self.is_main and not id_file.exists():
-                import wandb
-
-                id_file.write_text(wandb.util.generate_id())
+            if self.is_main and not id_file.exists():  # kept in the run folder: a resumed run continues it
+                id_file.write_text(uuid.uuid4().hex[:12])
             self.accelerator.wait_for_everyone()
             init_kwargs["wandb"] = {"mode": mode, "dir": str(tracking_dir), "id": id_file.read_text().strip(),
                                     "resume": "allow", "name": self.cfg.tracking.run_name or self.run_dir.name,
                                     "entity": self.cfg.tracking.entity or None}
         if self.is_main:
             tracking_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator.project_configuration.logging_dir = str(tracking_dir)  # TensorBoard writes here
         flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in to_flat_dict(self.cfg).items()}
         self.accelerator.init_trackers(self.cfg.tracking.project, config=flat, init_kwargs=init_kwargs)
 

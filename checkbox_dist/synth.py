@@ -5,7 +5,8 @@
 
 Writes OUT/<class>/<class>_<index:06d>.png (RGBA) for the three classes of the real data:
   checked    checkboxes (7 styles: filled+tick, outline+tick, cross, filled cross, inner square, round tick,
-             solid accent box; tick shapes randomised), radios with a dot, toggles with the knob RIGHT on an accent track;
+             solid accent box; tick shapes randomised), radios with a dot, toggles with the knob RIGHT on an
+             accent track;
   unchecked  the same controls empty / knob LEFT on a grey track (some greyed "disabled" ones);
   other      buttons, icons (14 glyphs, bare or in circles/rounded squares), text, text inputs with caret,
              dropdowns, open menus, badges, sliders, progress bars, star/heart ratings, icon+label menu rows,
@@ -22,7 +23,8 @@ so a loader's compositing is exercised; dark-theme samples are always opaque, be
 composited over white looks like nothing real.
 
 Speed (median of 500, 2 CPU cores shared with other work, Pillow 13): render_sample ~2.9 ms (p90 ~7 ms,
-the wide 2x-supersampled crops), ~3.6 ms with the PNG encode; generate() wrote 150 images/s with 1 worker, 180 with 2.
+the wide 2x-supersampled crops), ~3.6 ms with the PNG encode;
+generate() wrote 150 images/s with 1 worker, 180 with 2 (the 2 cores were busy with other work).
 `python -m checkbox_dist.synth 500` re-measures. Each index has its own RNG (SeedSequence([seed, index])),
 so any sample can be rendered alone, in any order, in any process.
 """

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, gather_object, set_seed
+from accelerate.utils import (DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, gather_object,
+                               set_seed)
 from tqdm.auto import tqdm
 
-from checkbox_dist import augment, checkpoint
+from checkbox_dist import augment, checkpoint, faults
 from checkbox_dist.config import Config, to_dict
+from checkbox_dist.distributed import RankTrace, check_launch
 from checkbox_dist.errors import UserError
 from checkbox_dist.evaluate import collect_logits, is_better
 from checkbox_dist.images import normalize, parse_color
@@ -61,12 +63,18 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=A,
         log_with=cfg.tracking.backends or None, step_scheduler_with_optimizer=False,
-        dataloader_config=DataLoaderConfiguration(even_batches=True))
+        dataloader_config=DataLoaderConfiguration(even_batches=True),
+        project_config=ProjectConfiguration(logging_dir="."))  # the real folder is set once run_dir is known
+    check_launch(accelerator, cfg)  # N processes that each see world size 1: one clear error (distributed.py)
     world, rank = accelerator.num_processes, accelerator.process_index
     run_dir = resolve_run_dir(cfg, config_path, accelerator)
+    trace = RankTrace.from_env(run_dir, accelerator)  # only with CHECKBOX_DIST_RANK_TRACE=1 (tests, debugging)
     ckpt_dir = run_dir / "checkpoints"
     resume_from = None
     if cfg.train.resume == "auto":
+        if accelerator.is_main_process and ckpt_dir.is_dir():
+            checkpoint.recover(ckpt_dir, say=accelerator.print)  # a save killed half-way (kill -9, OOM)
+        accelerator.wait_for_everyone()
         resume_from = checkpoint.find_resumable(ckpt_dir, say=accelerator.print)
     elif cfg.train.resume:
         resume_from = checkpoint.resolve(cfg.train.resume)
@@ -78,6 +86,11 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
     accelerator.wait_for_everyone()
     out = RunOutput(accelerator, run_dir, cfg)
     set_seed(cfg.train.seed)  # same seed on every process: identical initial weights
+    if accelerator.device.type == "cuda":
+        # Shapes are static (drop_last), so cuDNN's autotuner pays off after the first step; TF32 matmuls
+        # are ~2x fp32 on Hopper for fp32 runs (bf16 runs are unaffected).
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     # ---- data, model, optimizer, schedule ----------------------------------------------------------
     data = build_data(cfg, accelerator, say=out.print)
@@ -91,14 +104,19 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
     global_batch = cfg.data.batch_size * world * A
     lr = effective_lr(cfg.optim, global_batch)
     optimizer = build_optimizer(cfg.optim, model, lr)
-    micro_per_epoch = len(data.train_loader) // world  # what each process will see after sharding
+    model, optimizer, train_loader, val_loader = accelerator.prepare(
+        model, optimizer, data.train_loader, data.val_loader)
+    # Per process after sharding. With drop_last, batches that cannot go to every process are dropped:
+    # 330 images at 32 x 8 processes give 1 step (256 images) per epoch; the order reshuffles each epoch.
+    micro_per_epoch = len(train_loader)
+    if micro_per_epoch == 0:
+        raise UserError(f"train split ({len(data.train_set)} images) is smaller than one global batch "
+                        f"({cfg.data.batch_size} x {world} processes): lower data.batch_size")
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / A))
     total_steps = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
-    scheduler = build_scheduler(cfg.schedule, optimizer, total_steps, steps_per_epoch, lr)
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, data.train_loader, data.val_loader, scheduler)
+    scheduler = accelerator.prepare(build_scheduler(cfg.schedule, optimizer, total_steps, steps_per_epoch, lr))
     if cfg.train.compile:
         model = torch.compile(model)
     ema = None
@@ -122,6 +140,7 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
 
     # ---- resume --------------------------------------------------------------------------------------
     state = {"epoch": 1, "micro_step": 0, "global_step": 0, "best": None, "bad_epochs": 0}
+    resumed_sums = None
     if resume_from:
         payload, saved = checkpoint.load(resume_from, with_state=True)
         if payload["classes"] != data.classes:
@@ -138,13 +157,18 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
         state = saved["loop"]
+        if state["micro_step"] and saved.get("world_size") == world:
+            resumed_sums = rng.get("epoch_sums")
         out.print(f"resumed from {resume_from}: epoch {state['epoch']}, batch {state['micro_step']} of "
                   f"{micro_per_epoch}, optimizer step {state['global_step']}")
     out.start_trackers()
 
     def save(folder_name: str, metrics: dict, with_state: bool = True) -> None:
         """Every process takes part (RNG gather); only the main process writes."""
-        rngs = gather_object([rng_state()]) if with_state else []
+        # With each process's RNG, its running sums of the epoch so far: resumed mid-epoch, the epoch's
+        # train loss/top-1 then cover the whole epoch, as in an uninterrupted run.
+        rngs = gather_object([dict(rng_state(), epoch_sums=[float(loss_sum), float(correct), float(seen)])]
+                             ) if with_state else []
         if accelerator.is_main_process:
             weights = (ema.module if ema is not None else accelerator.unwrap_model(model)).state_dict()
             payload = {"model": {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
@@ -169,6 +193,16 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
     for sig in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(sig, _on_signal)
 
+    def check_finite(first_bad: torch.Tensor, epoch: int) -> None:
+        """nan_policy=stop: before anything is logged or saved, every process agrees the loss stayed finite."""
+        if cfg.train.nan_policy != "stop":
+            return
+        bad = [step for step in accelerator.gather(first_bad.reshape(1)).tolist() if step]
+        if bad:
+            raise UserError(f"non-finite loss (NaN/inf) at optimizer step {min(bad)} (epoch {epoch}); stopped "
+                            f"before saving it: the last good checkpoint is kept in {ckpt_dir} (try a lower "
+                            f"optim.lr, or train.nan_policy=skip)")
+
     def stop_requested() -> bool:
         """One tiny all-reduce: every process must agree to stop at the same step."""
         local = bool(_stop_signal) or (run_dir / "STOP").exists()
@@ -188,12 +222,21 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
         loss_sum = torch.zeros((), device=accelerator.device)
         correct = torch.zeros((), device=accelerator.device)
         seen = torch.zeros((), device=accelerator.device)
-        nonfinite = torch.zeros((), device=accelerator.device, dtype=torch.bool)
-        started, window_loss = time.perf_counter(), []
+        nonfinite = torch.zeros((), device=accelerator.device, dtype=torch.long)  # first bad step; 0 = none
+        window_skipped = False  # nan_policy=skip: a batch of this accumulation window had a non-finite loss
+        if resumed_sums:  # resumed mid-epoch: carry on with the running sums saved with the checkpoint
+            loss_sum += resumed_sums[0]
+            correct += resumed_sums[1]
+            seen += resumed_sums[2]
+            resumed_sums = None
+        started = time.perf_counter()
+        interval = [started, float(seen)]  # time and images at the last log: the steady-state rate
         bar = tqdm(total=micro_per_epoch, initial=skip, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
                    disable=not (accelerator.is_main_process and cfg.train.progress))
         for micro, batch in enumerate(loader, start=skip):
-            images, labels, _ = data.train_set.fetch(batch)
+            images, labels, indices = data.train_set.fetch(batch)
+            if trace:
+                trace.train_batch(epoch, indices)
             params = augment.sample_params(len(labels), cfg.data.augment,
                                            augment.batch_generator(cfg.train.seed, epoch, micro, rank))
             x = normalize(augment.apply(images, params, background, cfg.data.augment), data.spec)
@@ -210,36 +253,44 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
                 with accelerator.autocast():
                     logits = model(x)
                     loss = criterion(logits, target)
-                if cfg.train.nan_policy == "skip" and not torch.isfinite(loss):  # opt-in host sync
-                    out.print(f"non-finite loss at epoch {epoch} batch {micro}: batch skipped")
-                    loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0
+                if poison := faults.point("step"):  # test-only fault hook (checkbox_dist/faults.py): a dict lookup
+                    loss = loss * float(poison)  # "nan"/"inf": spreads into the gradients, as a real overflow does
+                if cfg.train.nan_policy == "skip":  # opt-in: a host sync and a tiny all-reduce per batch
+                    if accelerator.reduce((~torch.isfinite(loss.detach())).float().reshape(1), reduction="sum").item():
+                        out.print(f"non-finite loss at optimizer step {state['global_step'] + 1} (epoch {epoch}, "
+                                  f"batch {micro}): update skipped")
+                        loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0  # every process still runs backward (DDP)
+                        window_skipped = True  # 0 x NaN is NaN: the window's gradients are unusable
                 accelerator.backward(loss * (A / window_len))
                 if accelerator.sync_gradients and cfg.optim.clip_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
-                optimizer.step()
+                if not window_skipped:
+                    optimizer.step()
                 if accelerator.sync_gradients and cfg.schedule.name != "plateau":
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             detached = loss.detach().float()
-            nonfinite |= ~torch.isfinite(detached)
+            nonfinite = torch.where((nonfinite == 0) & ~torch.isfinite(detached), state["global_step"] + 1, nonfinite)
             loss_sum += detached * len(labels)
             correct += logits.detach().argmax(1).eq(labels).sum()
             seen += len(labels)
             bar.update(1)
             if not accelerator.sync_gradients:
                 continue
+            window_skipped = False
             if ema is not None:
                 ema.update(accelerator.unwrap_model(model), step=state["global_step"])
             state["global_step"] += 1
             state["micro_step"] = micro + 1
             if state["global_step"] % cfg.train.log_every_steps == 0 or state["micro_step"] == micro_per_epoch:
                 # The only host syncs of the hot loop: once per log interval.
-                if bool(nonfinite.item()) and cfg.train.nan_policy == "stop":
-                    raise UserError(f"non-finite loss by optimizer step {state['global_step']} (epoch {epoch}); "
-                                    f"stopped, last good checkpoint kept in {ckpt_dir} (try a lower optim.lr, "
-                                    f"or train.nan_policy=skip)")
-                rate = float(seen) * world / max(1e-9, time.perf_counter() - started)
+                check_finite(nonfinite, epoch)
+                now, seen_now = time.perf_counter(), float(seen)
+                rate = seen_now * world / max(1e-9, now - started)
+                interval_rate = (seen_now - interval[1]) * world / max(1e-9, now - interval[0])
+                interval[:] = [now, seen_now]
                 step_row = {"kind": "step", "epoch": epoch, "step": state["global_step"],
+                            "interval_img_per_s": interval_rate,
                             "train_loss": float(loss_sum / seen.clamp_min(1)),
                             "lr": optimizer.param_groups[0]["lr"], "img_per_s": rate}
                 bar.set_postfix(loss=f"{step_row['train_loss']:.4f}", lr=f"{step_row['lr']:.2e}", img_s=f"{rate:.1f}")
@@ -249,17 +300,20 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
                 if stop_requested():
                     reason = _stop_signal[0] if _stop_signal else "stop request"
                     save("last", last_metrics)
+                    out.remove_stop_file()  # else the requeued job would stop again at once
                     out.print(f"{reason}: saved {ckpt_dir / 'last'} at epoch {epoch} batch {state['micro_step']}; "
                               f"exiting with code {PREEMPTED_EXIT} (resume with train.resume=auto)")
                     preempted = True
                     break
             if cfg.checkpoint.every_steps and state["global_step"] % cfg.checkpoint.every_steps == 0:
+                check_finite(nonfinite, epoch)  # never save weights a non-finite step has reached
                 save("last", last_metrics)
             if cfg.train.max_steps and state["global_step"] >= cfg.train.max_steps:
                 break
         bar.close()
         if preempted:
             break
+        check_finite(nonfinite, epoch)  # also after a max_steps break between log intervals
 
         # ---- evaluate ----------------------------------------------------------------------------------
         totals = accelerator.reduce(torch.stack([loss_sum, correct, seen]).float(), reduction="sum")
@@ -270,7 +324,8 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
                "epoch_seconds": time.perf_counter() - started}
         if epoch % cfg.eval.every_epochs == 0 or epoch == cfg.train.epochs or done:
             eval_model = ema.module if ema is not None else model
-            logits, labels = collect_logits(eval_model, val_loader, data.val_set.fetch, data.spec, accelerator)
+            logits, labels = collect_logits(eval_model, val_loader, trace.eval_fetch(data.val_set.fetch) if trace
+                                            else data.val_set.fetch, data.spec, accelerator)
             metrics = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins)
             row.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)})
             row["val_per_class"], row["val_confusion"] = metrics["per_class"], metrics["confusion"]
@@ -343,6 +398,8 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
                   f"best checkpoint: {best_dir}",
                   f"plots: {run_dir / 'plots' / 'metrics_plot.png'} and "
                   f"{run_dir / 'plots'}/confusion_matrix_epoch_<N>.png")
+    if trace:
+        trace.finish(accelerator.unwrap_model(model))
     accelerator.wait_for_everyone()
     out.finish()
     return summary

@@ -1,0 +1,165 @@
+"""bench-train: our training loop against a minimal plain-PyTorch loop, side by side in one process.
+
+    checkbox-dist bench-train --config configs/quickstart.yaml                  # CPU, synthetic data
+    checkbox-dist bench-train --config configs/checkbox_state_v2.yaml data.root="" data.synth_n=4000 \
+        model.name=resnet50 data.image_size=224 data.batch_size=256 train.mixed_precision=bf16 \
+        train.channels_last=true [train.compile=true] [--find-batch-size]
+
+Three rates, alternated (plain, ours, plain, ours, ...) and reported as medians of `--repeats`:
+  plain step   `model(x)` + cross-entropy + backward + optimizer step on one random batch already on the
+               device: same model, batch, precision, memory format, optimizer. The ceiling.
+  ours, step   our real loop (checkbox_dist.train.main) between its log intervals: index fetch from the
+               device-resident uint8 images, augmentation, normalisation, Accelerate's wrappers.
+  ours, epoch  the same run's whole epochs (images / epoch wall time, evaluation excluded).
+Ratios are what we track (targets: step >= 0.97 x plain, epoch >= 0.95 x step); absolute img/s depend on
+the machine. `--find-batch-size` doubles then bisects the plain step's batch until it no longer fits.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from checkbox_dist.config import load_config
+from checkbox_dist.errors import UserError
+from checkbox_dist.model import build_model
+from checkbox_dist.optim import build_optimizer
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_step_rate(cfg, device: torch.device, batch: int, steps: int, warmup: int) -> float:
+    """img/s of the textbook loop on one random batch resident on the device."""
+    channels = 4 if cfg.data.alpha_channel else 3
+    model = build_model(cfg.model, 3, channels).to(device)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format).train()
+    optimizer = build_optimizer(cfg.optim, model, cfg.optim.lr)
+    step_fn = torch.compile(model) if cfg.train.compile else model
+    x = torch.randn(batch, channels, cfg.data.image_size, cfg.data.image_size, device=device)
+    x = x.contiguous(memory_format=memory_format)
+    y = torch.randint(0, 3, (batch,), device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.mixed_precision)
+    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = F.cross_entropy(step_fn(x), y)
+        (scaler.scale(loss) if scaler else loss).backward()
+        scaler.step(optimizer) if scaler else optimizer.step()
+        if scaler:
+            scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return batch * steps / (time.perf_counter() - start)
+
+
+def our_loop_rates(cfg, epochs: int) -> tuple[float, float, float]:
+    """Run the real loop for `epochs` epochs (evaluation off); (step img/s, epoch img/s, peak GiB)."""
+    from checkbox_dist.train import main as train_main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg.train.output_dir = str(Path(tmp) / "run")
+        cfg.train.epochs = epochs
+        cfg.train.max_steps = 0
+        cfg.train.progress = False
+        cfg.train.early_stopping_patience = 0
+        cfg.eval.every_epochs = 10**6  # the last epoch still evaluates once: excluded below
+        cfg.eval.calibrate = False
+        cfg.checkpoint.keep_last = 0
+        cfg.checkpoint.every_epochs = 10**6
+        cfg.tracking.backends = []
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        train_main(cfg)
+        rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["interval_img_per_s"] for r in rows if r["kind"] == "step" and r["epoch"] > 1]
+    epoch_rows = [r for r in rows if r["kind"] == "epoch" and r["epoch"] > 1]
+    # epoch_seconds covers the batches only (measured before evaluation starts).
+    steps_done = [r["step"] for r in rows if r["kind"] == "epoch"]
+    images_per_step = cfg.data.batch_size * cfg.train.grad_accum_steps  # one process: bench-train is local
+    per_epoch = [(b - a) * images_per_step / r["epoch_seconds"]
+                 for a, b, r in zip(steps_done, steps_done[1:], [r for r in rows if r["kind"] == "epoch"][1:])]
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    if not steps or not per_epoch:
+        raise UserError("bench-train needs >= 3 epochs with several log intervals each: raise --epochs, "
+                        "data.synth_n, or lower train.log_every_steps")
+    return statistics.median(steps), statistics.median(per_epoch), peak
+
+
+def find_batch_size(cfg, device: torch.device, start: int = 8, limit: int = 8192) -> int:
+    """Largest batch whose plain training step fits in accelerator memory (doubling, then bisection)."""
+    def fits(batch: int) -> bool:
+        try:
+            plain_step_rate(cfg, device, batch, steps=1, warmup=1)
+            return True
+        except torch.OutOfMemoryError:
+            return False
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    low, high = 0, start
+    while high <= limit and fits(high):
+        low, high = high, high * 2
+    while high - low > max(1, low // 16):  # within ~6 %
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench-train", help="our training loop vs a plain PyTorch loop, same process")
+    p.add_argument("--config", default="configs/quickstart.yaml")
+    p.add_argument("overrides", nargs="*", help="section.key=value (model, size, batch, precision, compile)")
+    p.add_argument("--repeats", type=int, default=3, help="alternations of plain and ours (median reported)")
+    p.add_argument("--epochs", type=int, default=4, help="epochs of our loop per repeat (the first is warm-up)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps of the plain loop per repeat")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--find-batch-size", action="store_true", help="also find the largest batch that fits")
+
+
+def run(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":  # the same flags our loop sets, so the plain loop is not handicapped
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    desc = (f"{cfg.model.name} {cfg.data.image_size}px batch {cfg.data.batch_size} {cfg.train.mixed_precision} "
+            f"channels_last={cfg.train.channels_last} compile={cfg.train.compile} on "
+            f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}")
+    print(f"bench-train: {desc}; {args.repeats} alternations")
+    plain, step, epoch, peaks = [], [], [], []
+    for repeat in range(args.repeats):
+        plain.append(plain_step_rate(cfg, device, cfg.data.batch_size, args.steps, args.warmup))
+        ours = our_loop_rates(load_config(args.config, args.overrides), args.epochs)
+        step.append(ours[0])
+        epoch.append(ours[1])
+        peaks.append(ours[2])
+        print(f"  repeat {repeat + 1}: plain {plain[-1]:.1f} img/s | ours step {step[-1]:.1f} | ours epoch {epoch[-1]:.1f}")
+    p, s, e = statistics.median(plain), statistics.median(step), statistics.median(epoch)
+    print(f"{'':<14}{'img/s (median)':>15}{'ratio':>10}")
+    print(f"{'plain step':<14}{p:>15.1f}{1.0:>10.3f}")
+    print(f"{'ours, step':<14}{s:>15.1f}{s / p:>10.3f}   (target >= 0.97 x plain)")
+    print(f"{'ours, epoch':<14}{e:>15.1f}{e / s:>10.3f}   (x ours step; target >= 0.95)")
+    if device.type == "cuda":
+        print(f"peak accelerator memory: {max(peaks):.2f} GiB")
+    if args.find_batch_size:
+        print(f"largest batch that fits (plain step): {find_batch_size(cfg, device)}")
+    return 0

@@ -1,0 +1,135 @@
+"""Helpers of the reliability suite (tests/test_reliability_*.py): run the real CLI in real processes, fast.
+
+`cli(argv)` and `start(argv)` run `checkbox_dist.cli.main(argv)` -- the function behind the `checkbox-dist`
+console script -- in a fresh OS process forked from a multiprocessing "forkserver" that has already
+imported torch, timm, accelerate and the package. Importing those costs ~6-8 s of CPU per process on the
+2-core CI machine; the fork costs ~0.1 s, so a tiny training run drops from ~12 s to ~3 s. The child is a
+real process with its own pid, environment, stdout/stderr files and exit status: `kill -9`, SIGTERM and
+exit code 75 behave exactly as for the console script. (A few tests also run the console script itself.)
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PRELOAD = ["checkbox_dist.cli", "checkbox_dist.train", "checkbox_dist.evaluate", "checkbox_dist.faults",
+           "checkbox_dist.synth", "matplotlib.pyplot", "reliability_harness"]
+_ctx = None
+
+
+def _context():
+    global _ctx
+    if _ctx is None:
+        _ctx = multiprocessing.get_context("forkserver")
+        _ctx.set_forkserver_preload(PRELOAD)
+    return _ctx
+
+
+def _child(argv: list[str], env: dict, cwd: str, out_file: str, err_file: str, max_file_bytes: int | None) -> None:
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    os.chdir(cwd)
+    for fd, path in ((1, out_file), (2, err_file)):
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(handle, fd)
+        os.close(handle)
+    if max_file_bytes is not None:  # `ulimit -f`: a bigger write fails with EFBIG (Python ignores SIGXFSZ)
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the forkserver's handlers are not the CLI's
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    from checkbox_dist import faults
+    from checkbox_dist.cli import main
+
+    faults.reload()  # CHECKBOX_DIST_FAULT was read when the server imported the module
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+@dataclass
+class Result:
+    rc: int | None
+    out: str
+    err: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+class Child:
+    """A running CLI process: .pid, .wait(timeout) -> Result, .signal(sig)."""
+
+    def __init__(self, argv: list[str], env: dict | None, cwd: Path, log_dir: Path, max_file_bytes: int | None):
+        log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = f"{time.monotonic_ns()}"
+        self.out_file, self.err_file = log_dir / f"out-{stamp}.txt", log_dir / f"err-{stamp}.txt"
+        full_env = {"PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", "CHECKBOX_DIST_FAULT": None}
+        full_env.update(env or {})
+        self.process = _context().Process(target=_child, args=(list(argv), full_env, str(cwd), str(self.out_file),
+                                                               str(self.err_file), max_file_bytes))
+        self.process.start()
+        self.pid = self.process.pid
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 300) -> Result:
+        self.process.join(timeout)
+        if self.process.exitcode is None:  # hung: that is a failure of the test, not a pass
+            os.kill(self.pid, signal.SIGKILL)
+            self.process.join(30)
+            rc = None
+        else:
+            rc = self.process.exitcode
+        read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
+        return Result(rc, read(self.out_file), read(self.err_file))
+
+
+def start(argv: list[str], env: dict | None = None, cwd: Path = REPO, log_dir: Path | None = None,
+          max_file_bytes: int | None = None) -> Child:
+    return Child(argv, env, cwd, log_dir or Path(os.environ.get("TMPDIR", "/tmp")) / "checkbox_dist_cli_logs",
+                 max_file_bytes)
+
+
+def cli(argv: list[str], env: dict | None = None, cwd: Path = REPO, timeout: float = 300,
+        log_dir: Path | None = None, max_file_bytes: int | None = None) -> Result:
+    return start(argv, env, cwd, log_dir, max_file_bytes).wait(timeout)
+
+
+def one_line_error(result: Result) -> str:
+    """The single `error: ...` line a user-facing failure must print (asserts: no traceback, exit 2)."""
+    assert result.rc == 2, f"exit {result.rc}, expected 2\n--- stdout\n{result.out[-2000:]}\n--- stderr\n{result.err[-3000:]}"
+    assert "Traceback" not in result.err, result.err[-3000:]
+    lines = [line for line in result.error_lines if line.startswith("error:")]
+    assert len(lines) == 1, result.err[-3000:]
+    return lines[0]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def wait_for(predicate, timeout: float, what: str, child: Child | None = None) -> None:
+    """Poll `predicate` every 50 ms (a hang guard, not a timing measurement)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if child is not None and child.process.exitcode is not None:
+            raise AssertionError(f"the process exited ({child.process.exitcode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)

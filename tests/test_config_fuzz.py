@@ -1,0 +1,198 @@
+"""Config fuzzing (hypothesis): any YAML file and any `section.key=value` overrides give either a config that
+works or one `ConfigError` line -- never a traceback, never a config that crashes later.
+
+    .venv/bin/pytest tests/test_config_fuzz.py -q                        # ~600 derandomized examples
+    FUZZ_EXAMPLES=20000 FUZZ_RANDOM=1 .venv/bin/pytest tests/test_config_fuzz.py -q   # deeper, new seeds
+
+"Works" is checked on everything a config feeds that is cheap to build: the optimizer and LR schedule (all
+steps), the colour, the preprocessing, augmentation and mixup on a tiny batch, dropout, and the round trip
+through the `config.yaml` every run saves. The in-process cases are fast; a few go through the CLI.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from checkbox_dist import augment
+from checkbox_dist.config import Config, ConfigError, dump_yaml, load_config, to_flat_dict
+from checkbox_dist.errors import UserError
+from checkbox_dist.images import PreprocessSpec, parse_color
+from checkbox_dist.optim import build_optimizer, build_scheduler, effective_lr
+from reliability_harness import REPO, cli, one_line_error
+
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "200")), deadline=None,
+                derandomize=not os.environ.get("FUZZ_RANDOM"), database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+DEFAULTS = to_flat_dict(Config())
+KEYS = sorted(DEFAULTS)
+SECTIONS = sorted({k.split(".")[0] for k in KEYS})
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-10**30, max_value=10**30), st.integers(-3, 600),
+    st.floats(allow_nan=True, allow_infinity=True), st.floats(-2.0, 2.0),
+    st.text(max_size=12), st.sampled_from(["auto", "skip", "stop", "no", "yes", "off", "on", "null", "~", "1e-3",
+                                           "3e-4", ".nan", "-.inf", "#ffffff", "red", "resnet18", "wandb"]))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                       st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+                      max_leaves=6)
+# Near-valid values: the default of some key, nudged (the interesting failures are just past a boundary).
+keys = st.one_of(st.sampled_from(KEYS), st.sampled_from(SECTIONS), st.text(max_size=10),
+                 st.sampled_from(KEYS).map(lambda k: k + ".x"), st.sampled_from(KEYS).map(lambda k: k.upper()))
+
+
+def _nested(flat: dict) -> dict:
+    tree: dict = {}
+    for key, value in flat.items():
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return tree
+
+
+def _assert_one_line(err: Exception) -> None:
+    text = str(err)
+    assert text.strip() and "\n" not in text and "\r" not in text, repr(text)
+
+
+def assert_works(cfg: Config, tmp_path: Path) -> None:
+    """What an accepted config feeds, built for real on a tiny scale. A UserError here is still one clean
+    line for the user (e.g. a colour checked when the run starts); anything else is a bug."""
+    try:
+        parse_color(cfg.data.background)
+    except UserError as err:
+        _assert_one_line(err)
+        return
+    spec = PreprocessSpec.from_data_config(cfg.data)
+    model = torch.nn.Sequential(torch.nn.Conv2d(spec.channels, 2, 1), torch.nn.Flatten(), torch.nn.LazyLinear(3),
+                                torch.nn.Dropout(cfg.model.drop_rate))
+    model(torch.zeros(1, spec.channels, 4, 4))
+    lr = effective_lr(cfg.optim, cfg.data.batch_size * cfg.train.grad_accum_steps)
+    optimizer = build_optimizer(cfg.optim, model, lr)
+    steps_per_epoch = 3
+    total = min(steps_per_epoch * cfg.train.epochs, cfg.train.max_steps or 10**18)
+    scheduler = build_scheduler(cfg.schedule, optimizer, total, steps_per_epoch, lr)
+    for _ in range(min(total, 12)):
+        optimizer.step()
+        scheduler.step(1.0) if cfg.schedule.name == "plateau" else scheduler.step()
+        assert all(math.isfinite(g["lr"]) and g["lr"] >= 0 for g in optimizer.param_groups), optimizer.param_groups
+    images = torch.randint(0, 256, (2, spec.channels, 8, 8), dtype=torch.uint8)
+    params = augment.sample_params(2, cfg.data.augment, augment.batch_generator(cfg.train.seed, 1, 0, 0))
+    out = augment.apply(images, params, parse_color(cfg.data.background), cfg.data.augment)
+    assert torch.isfinite(out.float()).all()
+    if cfg.train.mixup_alpha > 0:
+        augment.mixup(out.float(), torch.tensor([0, 1]), 3, cfg.train.mixup_alpha,
+                      augment.batch_generator(cfg.train.seed + 1, 1, 0, 0))
+    saved = tmp_path / "saved_config.yaml"  # what every run writes as RUN/config.yaml must load back as is
+    saved.write_text(dump_yaml(cfg))
+    assert load_config(saved) == cfg
+
+
+def check(tmp_path: Path, yaml_text: str | bytes | None, overrides: list[str]) -> None:
+    path = None
+    if yaml_text is not None:
+        path = tmp_path / "fuzz.yaml"
+        path.write_bytes(yaml_text if isinstance(yaml_text, bytes) else yaml_text.encode("utf-8", "surrogatepass"))
+    try:
+        cfg = load_config(path, overrides)
+    except ConfigError as err:
+        _assert_one_line(err)
+        return
+    assert_works(cfg, tmp_path)
+
+
+@FUZZ
+@given(flat=st.dictionaries(keys, values, max_size=5))
+def test_fuzzed_yaml_values_are_a_working_config_or_one_line(tmp_path_factory, flat):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    check(tmp, yaml.safe_dump(_nested(flat), allow_unicode=True), [])
+
+
+@FUZZ
+@given(pairs=st.lists(st.tuples(keys, st.one_of(values.map(lambda v: yaml.safe_dump(v, default_flow_style=True)
+                                                                 .strip().removesuffix("...").strip()),
+                                                st.text(max_size=15))), max_size=4),
+       junk=st.lists(st.text(max_size=10), max_size=1))
+def test_fuzzed_overrides_are_a_working_config_or_one_line(tmp_path_factory, pairs, junk):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    check(tmp, None, [f"{k}={v}" for k, v in pairs] + junk)
+
+
+@FUZZ
+@given(text=st.one_of(st.text(max_size=80), st.binary(max_size=40),
+                      st.lists(st.sampled_from(["data:", "  root: x", "train:", "  epochs: 2", "- 1", "[", "{",
+                                                "]", "}", ":", "&a", "*a", "!!python/object:os.system", "? ",
+                                                "\t", "  ", "'", '"', "#", "%YAML 1.2", "---", "..."]),
+                               max_size=8).map("\n".join)))
+def test_fuzzed_yaml_text_is_a_working_config_or_one_line(tmp_path_factory, text):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    check(tmp, text, [])
+
+
+# Found by the fuzzers above (kept as plain cases so they stay covered whatever hypothesis draws).
+EDGES = {
+    "nested 5000 deep": ("a: " + "[" * 5000 + "]" * 5000, []),
+    "not UTF-8": (b"\xff\xfe\x00 not text", []),
+    "NaN learning rate": (None, ["optim.lr=.nan"]),
+    "infinite learning rate": (None, ["optim.lr=1e400"]),
+    "infinite warmup": ("schedule:\n  warmup_epochs: .inf\n", []),
+    "step schedule every 0 epochs": (None, ["schedule.name=step", "schedule.step_epochs=0"]),
+    "negative momentum": (None, ["optim.momentum=-1"]),
+    "betas outside [0, 1)": (None, ["optim.name=adam", "optim.betas=[2, 3]"]),
+    "plateau factor 1": (None, ["schedule.name=plateau", "schedule.plateau_factor=1.0"]),
+    "dropout 1.5": (None, ["model.drop_rate=1.5"]),
+    "newline in a key": ('"a\\nb": 1\n', []),
+    "newline in an override key": (None, ["train.a\nb=1"]),
+    "NaN image mean": (None, ["data.mean=[.nan, 0.5, 0.5]"]),
+    "flip probability 2": (None, ["data.augment.hflip=2.0"]),
+}
+
+
+@pytest.mark.parametrize("case", list(EDGES))
+def test_edge_cases_found_by_fuzzing(case: str, tmp_path: Path):
+    text, overrides = EDGES[case]
+    check(tmp_path, text, overrides)
+
+
+CLI_CASES = {
+    "unknown key": ("train:\n  epoch: 3\n", [], "unknown key 'train.epoch'"),
+    "wrong type": ("", ["train.epochs=three"], "train.epochs: expected int"),
+    "not UTF-8": (b"\xff\xfe garbage", [], "not a UTF-8 text file"),
+    "NaN learning rate": ("", ["optim.lr=.nan"], "optim.lr"),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_cli_config_errors_are_one_line_exit_2(case: str, tmp_path: Path):
+    text, overrides, expected = CLI_CASES[case]
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    line = one_line_error(cli(["train", "--config", str(path), *overrides, f"train.output_dir={tmp_path / 'run'}"]))
+    assert expected in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_console_script_config_error_is_one_line_exit_2(tmp_path: Path):
+    """The installed console script itself, once (no preloaded server)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("train: " + "[" * 5000 + "]" * 5000)
+    proc = subprocess.run([str(Path(sys.executable).parent / "checkbox-dist"), "train", "--config", str(path)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), lines

@@ -1,0 +1,165 @@
+"""`checkbox-dist cv` through the real CLI on 60 synthetic images (test_resnet, 32 px, 1 epoch, 3 folds).
+
+One CV run (first folds 0 and 1 with --fold, then the rest) is shared by the tests; ~40-60 s in all on 2 cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, TINY, run_cli
+from checkbox_dist.cli import main as cli_main
+
+EXCLUDED = ["checked/checked_000000.png", "other/other_000001.png"]
+
+
+def _cv_args(root: Path, out: Path, cache_dir: Path, *extra: str) -> list[str]:
+    return ["cv", "--config", str(REPO / "configs" / "quickstart.yaml"), "--folds", "3", "--out", str(out), *TINY,
+            "train.epochs=1", f"data.root={root}", f"data.cache_dir={cache_dir}", "data.batch_size=16", *extra]
+
+
+@pytest.fixture(scope="module")
+def cv_run(synth_root, cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cv") / "out"
+    exclude = out.parent / "exclude.txt"
+    exclude.write_text("# leave these out\n" + "\n".join(EXCLUDED) + "\n")
+    args = _cv_args(synth_root, out, cache_dir, f"data.exclude_file={exclude}")
+    partial = run_cli(*args, "--fold", "0", "--fold", "1")
+    full = run_cli(*args)
+    return {"out": out, "root": synth_root, "args": args, "partial": partial, "full": full, "exclude": exclude}
+
+
+def _all_images(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.glob("*/*.png")} - set(EXCLUDED)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_partial_run_defers_the_summary_and_the_full_run_reuses_finished_folds(cv_run):
+    assert "not done yet" in cv_run["partial"].stdout
+    assert "---- fold 3/3" not in cv_run["partial"].stdout
+    full = cv_run["full"].stdout
+    assert "fold 0: done before, kept" in full and "fold 1: done before, kept" in full
+    assert "---- fold 3/3" in full and "---- fold 1/3" not in full
+    assert "mean±std" in full and "cv top-1" in full
+
+
+def test_folds_are_disjoint_cover_everything_once_and_are_stratified(cv_run):
+    out, root = cv_run["out"], cv_run["root"]
+    everything = _all_images(root)
+    vals = []
+    for i in range(3):
+        fold = json.loads((out / "folds" / f"fold_{i}.json").read_text())
+        train = {p for p, _ in fold["train"]}
+        val = {p for p, _ in fold["val"]}
+        assert not train & val
+        assert train | val == everything  # exclusions honoured: neither trained on nor predicted
+        for path, label in fold["train"] + fold["val"]:
+            assert path.split("/")[0] == label
+        counts = {c: sum(1 for _, y in fold["val"] if y == c) for c in fold["classes"]}
+        assert max(counts.values()) - min(counts.values()) <= 1, counts
+        vals.append(val)
+    assert set().union(*vals) == everything
+    assert sum(len(v) for v in vals) == len(everything)
+    sizes = [len(v) for v in vals]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_every_image_is_predicted_exactly_once_out_of_fold(cv_run):
+    out, root = cv_run["out"], cv_run["root"]
+    rows = _read_csv(out / "oof_predictions.csv")
+    assert sorted(r["path"] for r in rows) == sorted(_all_images(root))
+    for r in rows:
+        fold = json.loads((out / "folds" / f"fold_{r['fold']}.json").read_text())
+        assert [r["path"], r["given"]] in fold["val"]
+        probs = {k[2:]: float(v) for k, v in r.items() if k.startswith("p_")}
+        assert abs(sum(probs.values()) - 1) < 1e-4
+        assert r["predicted"] == max(probs, key=probs.get)
+
+
+def test_summary_equals_recomputation_from_the_oof_csv(cv_run):
+    out = cv_run["out"]
+    rows = _read_csv(out / "oof_predictions.csv")
+    summary = json.loads((out / "cv_summary.json").read_text())
+    classes = summary["classes"]
+    top1s, macro = [], []
+    f1s = {c: [] for c in classes}
+    for i in range(3):
+        fold = [r for r in rows if int(r["fold"]) == i]
+        top1s.append(sum(r["given"] == r["predicted"] for r in fold) / len(fold))
+        per = []
+        for c in classes:
+            tp = sum(r["given"] == c and r["predicted"] == c for r in fold)
+            fp = sum(r["given"] != c and r["predicted"] == c for r in fold)
+            fn = sum(r["given"] == c and r["predicted"] != c for r in fold)
+            f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+            f1s[c].append(f1)
+            per.append(f1)
+        macro.append(sum(per) / len(per))
+        confusion = [[sum(r["given"] == a and r["predicted"] == b for r in fold) for b in classes] for a in classes]
+        assert summary["per_fold"][i]["confusion"] == confusion
+    assert summary["top1"]["mean"] == pytest.approx(statistics.mean(top1s))
+    assert summary["top1"]["std"] == pytest.approx(statistics.stdev(top1s))
+    assert summary["macro_f1"]["mean"] == pytest.approx(statistics.mean(macro))
+    for c in classes:
+        assert summary["per_class_f1"][c]["mean"] == pytest.approx(statistics.mean(f1s[c]))
+    assert summary["pooled_oof"]["top1"] == pytest.approx(sum(r["given"] == r["predicted"] for r in rows) / len(rows))
+    assert (out / "confusion_oof.png").stat().st_size > 1000
+    assert f"{summary['top1']['mean']:.4f} ± {summary['top1']['std']:.4f}" in cv_run["full"].stdout
+
+
+def test_each_fold_trained_and_validated_on_exactly_its_split(cv_run):
+    out = cv_run["out"]
+    summary = json.loads((out / "cv_summary.json").read_text())
+    for i in range(3):
+        fold = json.loads((out / "folds" / f"fold_{i}.json").read_text())
+        log = (out / f"fold_{i}" / "log.txt").read_text()
+        assert f"train {len(fold['train'])} (" in log and f"val {len(fold['val'])} (" in log
+        run_summary = json.loads((out / f"fold_{i}" / "summary.json").read_text())
+        # selection=final: the checkpoint is the last epoch, so the loop's own val score is the OOF score
+        assert run_summary["best_epoch"] == 1
+        assert run_summary["val_top1"] == pytest.approx(summary["per_fold"][i]["top1"], abs=1e-6)
+
+
+def test_rerun_into_the_same_folder_with_other_settings_is_one_clear_error(cv_run, capsys):
+    args = list(cv_run["args"])
+    args[args.index("--folds") + 1] = "4"
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "folds=3" in err
+
+
+def test_audit_of_the_cv_output_ranks_every_image(cv_run, capsys):
+    out = cv_run["out"]
+    assert cli_main(["audit", "--cv-dir", str(out), "--top", "4"]) == 0
+    with (out / "audit" / "audit.csv").open(newline="") as handle:
+        ranked = list(csv.DictReader(handle))
+    assert sorted(r["path"] for r in ranked) == sorted(_all_images(cv_run["root"]))
+    assert [int(r["rank"]) for r in ranked] == list(range(1, len(ranked) + 1))
+    assert (out / "audit" / "suspects.png").stat().st_size > 1000
+
+
+def test_plan_folds_is_seeded_balanced_and_stratified():
+    from checkbox_dist.cv import plan_folds
+
+    labels = [0] * 177 + [1] * 124 + [2] * 110
+    folds = plan_folds(labels, 5, seed=42)
+    assert folds == plan_folds(labels, 5, seed=42) and folds != plan_folds(labels, 5, seed=1)
+    sizes = [folds.count(f) for f in range(5)]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == 411
+    for label in range(3):
+        per = [sum(1 for y, f in zip(labels, folds) if y == label and f == k) for k in range(5)]
+        assert max(per) - min(per) <= 1
+
+
+def test_too_few_images_per_class_is_one_clear_error(synth_root, tmp_path, capsys):
+    assert cli_main(["cv", "--folds", "30", "--out", str(tmp_path / "o"), f"data.root={synth_root}"]) == 2
+    assert "fewer than --folds 30" in capsys.readouterr().err

@@ -1,0 +1,166 @@
+"""Data: layouts, the split tool, mean/std, image decoding of every mode, letterbox/stretch, augmentation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from checkbox_dist import augment
+from checkbox_dist.config import AugmentConfig
+from checkbox_dist.datasets import build_split, stratified_split
+from checkbox_dist.errors import UserError
+from checkbox_dist.images import BadImageError, PreprocessSpec, decode, open_image
+from conftest import run_cli
+
+
+def _png(path: Path, img: Image.Image) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def test_alpha_is_composited_over_the_background_not_dropped(tmp_path: Path):
+    # A fully transparent pixel whose RGB is black: convert("RGB") would give black.
+    img = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    img.putpixel((0, 0), (255, 0, 0, 255))
+    file = _png(tmp_path / "a.png", img)
+    white = decode(file, PreprocessSpec(image_size=4, resize="stretch", background="#ffffff"))
+    navy = decode(file, PreprocessSpec(image_size=4, resize="stretch", background="#0e1929"))
+    assert white[:, 3, 3].tolist() == [255, 255, 255]
+    assert navy[:, 3, 3].tolist() == [14, 25, 41]
+    with_alpha = decode(file, PreprocessSpec(image_size=4, resize="stretch", alpha_channel=True))
+    assert with_alpha.shape == (4, 4, 4) and with_alpha[3, 3, 3] == 0 and with_alpha[3, 0, 0] == 255
+
+
+def test_letterbox_keeps_the_aspect_and_stretch_fills(tmp_path: Path):
+    file = _png(tmp_path / "wide.png", Image.new("RGBA", (200, 50), (0, 0, 0, 255)))
+    box = decode(file, PreprocessSpec(image_size=40, resize="letterbox", background="#ffffff"))
+    assert box.shape == (3, 40, 40)
+    dark_rows = (box[0] < 128).any(dim=1)
+    assert dark_rows.sum() == 10  # 200x50 -> 40x10, centred, white bars above and below
+    assert dark_rows[15:25].all() and not dark_rows[:15].any()
+    stretch = decode(file, PreprocessSpec(image_size=40, resize="stretch"))
+    assert (stretch < 128).all()
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "I;16", "RGB", "CMYK", "1"])
+def test_every_mode_loads(tmp_path: Path, mode: str):
+    base = Image.new("RGB", (30, 12), (40, 120, 200))
+    if mode == "I;16":
+        img = Image.fromarray(np.full((12, 30), 40000, dtype=np.uint16))
+    elif mode == "P":
+        img = base.convert("P")
+        img.info["transparency"] = 0
+    else:
+        img = base.convert(mode)
+    suffix = ".jpg" if mode == "CMYK" else ".png"
+    file = tmp_path / f"img{suffix}"
+    img.save(file)
+    out = decode(file, PreprocessSpec(image_size=16))
+    assert out.dtype == torch.uint8 and out.shape == (3, 16, 16)
+    if mode == "I;16":  # 40000/65535 of full scale, not clipped to 255
+        assert 150 <= int(out[0, 8, 8]) <= 160
+
+
+def test_tiny_and_animated_images_load(tmp_path: Path):
+    tiny = _png(tmp_path / "one.png", Image.new("RGBA", (1, 1), (0, 0, 0, 255)))
+    assert decode(tiny, PreprocessSpec(image_size=8)).shape == (3, 8, 8)
+    frames = [Image.new("RGB", (10, 10), c) for c in ((255, 0, 0), (0, 255, 0))]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    first = decode(gif, PreprocessSpec(image_size=10, resize="stretch"))
+    assert first[0, 5, 5] > 200 and first[1, 5, 5] < 50  # the first (red) frame
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "empty file"),
+    (b"this is not an image", "not an image"),
+    ("truncated", "unreadable image"),
+])
+def test_bad_files_raise_one_clear_error(tmp_path: Path, content, expected: str):
+    file = tmp_path / "bad.png"
+    if content == "truncated":  # a real PNG cut in half
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(file)
+        content = file.read_bytes()[: file.stat().st_size // 2]
+    file.write_bytes(content)
+    with pytest.raises(BadImageError) as err:
+        open_image(file)
+    assert str(err.value).startswith(str(file)) and expected in str(err.value)
+
+
+def test_two_layouts_and_class_names_from_folders(tmp_path: Path):
+    for cls in ("checked", "other", "unchecked"):
+        for i in range(5):
+            _png(tmp_path / "flat" / cls / f"{i}.png", Image.new("RGB", (8, 8)))
+            _png(tmp_path / "split" / ("val" if i == 0 else "train") / cls / f"{i}.png", Image.new("RGB", (8, 8)))
+    flat = build_split(tmp_path / "flat", val_fraction=0.2, seed=1)
+    assert flat.classes == ["checked", "other", "unchecked"]
+    assert len(flat.train) == 12 and len(flat.val) == 3
+    pre = build_split(tmp_path / "split")
+    assert len(pre.train) == 12 and len(pre.val) == 3 and all("val" in str(p) for p, _ in pre.val)
+
+
+def test_empty_class_folder_is_an_error(tmp_path: Path):
+    _png(tmp_path / "a" / "1.png", Image.new("RGB", (8, 8)))
+    (tmp_path / "b").mkdir()
+    with pytest.raises(UserError, match="class folder 'b' has no images"):
+        build_split(tmp_path)
+
+
+def test_stratified_split_is_seeded_and_stratified():
+    labels = [0] * 177 + [1] * 110 + [2] * 124
+    train, val = stratified_split(labels, 0.2, seed=42)
+    assert sorted(train + val) == list(range(len(labels))) and not set(train) & set(val)
+    assert [sum(1 for i in val if labels[i] == c) for c in range(3)] == [35, 22, 25]
+    assert stratified_split(labels, 0.2, seed=42) == (train, val)
+    assert stratified_split(labels, 0.2, seed=43) != (train, val)
+
+
+def test_split_cli_writes_an_index_that_training_uses(synth_root: Path, tmp_path: Path):
+    out = tmp_path / "split.json"
+    proc = run_cli("split", "--data", str(synth_root), "--out", str(out), "--val-fraction", "0.25", "--seed", "7")
+    index = json.loads(out.read_text())
+    assert index["classes"] == ["checked", "other", "unchecked"]
+    assert len(index["val"]) == 15 and len(index["train"]) == 45
+    assert "val: 15 images" in proc.stdout
+    again = build_split(synth_root, split_file=str(out))
+    assert {p.name for p, _ in again.val} == {Path(r).name for r, _ in index["val"]}
+    # Nothing was copied: the index holds relative paths into the data folder.
+    assert all((synth_root / rel).is_file() for rel, _ in index["train"])
+
+
+def test_stats_cli_prints_mean_and_std(synth_root: Path):
+    proc = run_cli("stats", "--data", str(synth_root), "--image-size", "32")
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("data.mean="))
+    mean = json.loads(line.split("data.mean=")[1].split(" data.std=")[0])
+    std = json.loads(line.split("data.std=")[1])
+    assert len(mean) == 3 and all(0.3 < m < 1.0 for m in mean) and all(0.05 < s < 0.5 for s in std)
+
+
+def test_augmentation_is_deterministic_and_identity_when_off():
+    batch = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    off = AugmentConfig()
+    params = augment.sample_params(4, off, augment.batch_generator(1, 1, 0, 0))
+    assert torch.equal(augment.apply(batch, params, (255, 255, 255), off), batch.float() / 255)
+    on = AugmentConfig(degrees=10, translate=0.1, scale=[0.8, 1.2], brightness=0.3, contrast=0.3, saturation=0.3,
+                       hue=0.05, invert=0.5, grayscale=0.2, hflip=0.5)
+    run = lambda seed, step: augment.apply(batch, augment.sample_params(4, on, augment.batch_generator(seed, 1, step, 0)),  # noqa: E731
+                                           (255, 255, 255), on)
+    assert torch.equal(run(1, 0), run(1, 0))
+    assert not torch.equal(run(1, 0), run(1, 1))
+    out = run(1, 0)
+    assert out.min() >= 0 and out.max() <= 1 and out.shape == (4, 3, 16, 16)
+
+
+def test_affine_padding_is_the_background():
+    batch = torch.zeros((1, 3, 16, 16), dtype=torch.uint8)  # black image
+    cfg = AugmentConfig(scale=[0.5, 0.5])  # zoom out: borders come from outside the image
+    params = augment.sample_params(1, cfg, augment.batch_generator(0, 0, 0, 0))
+    out = augment.apply(batch, params, (255, 255, 255), cfg)
+    assert out[0, :, 0, 0].tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert out[0, :, 8, 8].tolist() == pytest.approx([0.0, 0.0, 0.0])

@@ -1,0 +1,167 @@
+"""`checkbox-dist predict` through the real CLI: files, folders, globs, URLs from a local web server, every
+URL failure as one line while the rest is still predicted, output formats, exit codes, ensemble + TTA.
+
+~25 s on 2 shared cores (most of it the session's tiny training run and four CLI processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import shutil
+
+import pytest
+
+from conftest import run_cli
+
+
+def _records(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def _check_probabilities(record: dict, classes=("checked", "other", "unchecked")) -> None:
+    conf = record["confidence"]
+    assert list(conf) == list(classes)
+    assert abs(sum(conf.values()) - 1) < 1e-4, conf
+    assert record["class"] == max(conf, key=conf.get)
+    assert record["score"] == pytest.approx(conf[record["class"]], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, synth_root):
+    """A folder with nested images, a loose file, a non-image file and a glob target."""
+    root = tmp_path_factory.mktemp("inputs")
+    nested = root / "folder" / "deeper"
+    nested.mkdir(parents=True)
+    checked = sorted((synth_root / "checked").glob("*.png"))
+    other = sorted((synth_root / "other").glob("*.png"))
+    shutil.copy(checked[0], root / "folder" / "a.png")
+    shutil.copy(checked[1], nested / "b.png")
+    (root / "folder" / "notes.txt").write_text("not an image, and not picked up from a folder")
+    shutil.copy(other[0], root / "single.png")
+    globbed = root / "globbed"
+    globbed.mkdir()
+    for i in range(3):
+        shutil.copy(other[i + 1], globbed / f"g{i}.png")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return root
+
+
+def test_files_folders_globs_urls_and_every_failure(infer_checkpoint, inputs, image_server):
+    ok = [str(inputs / "single.png"), str(inputs / "folder"), str(inputs / "globbed" / "*.png"),
+          f"{image_server}/good.png", f"{image_server}/redirect"]
+    failures = {  # input -> what its one error line must say
+        f"{image_server}/missing.png": "HTTP 404",
+        f"{image_server}/hang.png": "timed out after 1 s",
+        f"{image_server}/big.png": "over the 1,048,576 byte limit",
+        f"{image_server}/big-stream": "over the 1,048,576 byte limit",
+        f"{image_server}/page.html": "not an image (content-type text/html)",
+        f"{image_server}/fake.png": "not an image",
+        f"{image_server}/loop": "too many redirects",
+        f"{image_server}/to-file": "redirected to a non-http(s) URL",
+        "file:///etc/passwd": "only http:// and https:// URLs",
+        str(inputs / "broken.png"): "unreadable image",
+        str(inputs / "nothing-here.png"): "no such file or folder",
+        str(inputs / "*.webp"): "no image files match",
+    }
+    args = ["predict", "--checkpoint", str(infer_checkpoint), "--format", "jsonl", "--timeout", "1",
+            "--max-mb", "1", "--max-redirects", "3", *ok[:2], *list(failures)[:6], *ok[2:], *list(failures)[6:]]
+    proc = run_cli(*args, check=False)
+    assert proc.returncode == 1, proc.stderr  # some inputs failed
+    assert "Traceback" not in proc.stderr
+    records = _records(proc.stdout)
+    predicted = [r for r in records if "error" not in r]
+    # single.png + folder (a.png, deeper/b.png; notes.txt skipped) + 3 globbed + 2 URLs
+    assert len(predicted) == 1 + 2 + 3 + 2
+    for r in predicted:
+        _check_probabilities(r)
+    assert [r["input"] for r in predicted][:3] == [str(inputs / "single.png"), str(inputs / "folder" / "a.png"),
+                                                   str(inputs / "folder" / "deeper" / "b.png")]
+    # the good URL and the one redirected to it give the same answer
+    by_input = {r["input"]: r for r in records}
+    assert by_input[f"{image_server}/good.png"]["confidence"] == by_input[f"{image_server}/redirect"]["confidence"]
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == len(failures), proc.stderr
+    for source, reason in failures.items():
+        mine = [line for line in error_lines if line.startswith(f"error: {source}:")]
+        assert len(mine) == 1 and reason in mine[0], (source, reason, error_lines)
+        assert by_input[source]["error"].startswith(source)
+    assert f"{len(predicted)} predicted, {len(failures)} failed" in proc.stderr
+
+
+def test_formats_output_file_and_image_url_spelling(infer_checkpoint, inputs, image_server, tmp_path):
+    folder = str(inputs / "folder")
+    out = tmp_path / "preds.json"
+    proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), folder, "--format", "json",
+                   "--output", str(out), f"--image_url={image_server}/good.png")
+    assert proc.stdout == "" and f"wrote {out}: 3 predicted, 0 failed" in proc.stderr
+    records = json.loads(out.read_text())
+    assert [r["input"] for r in records][-1] == f"{image_server}/good.png"
+    for r in records:
+        _check_probabilities(r)
+
+    from checkbox_dist.cli import main
+
+    # csv and table: in-process (same entry point as the command) to save two interpreter starts
+    for fmt in ("csv", "table"):
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            assert main(["predict", "--checkpoint", str(infer_checkpoint), folder, "--format", fmt,
+                         "--no-progress"]) == 0
+        text = buffer.getvalue()
+        if fmt == "csv":
+            rows = list(csv.DictReader(io.StringIO(text)))
+            assert [r["input"] for r in rows] == [r["input"] for r in records[:2]]
+            for row, record in zip(rows, records):
+                assert row["class"] == record["class"] and row["error"] == ""
+                assert sum(float(row[c]) for c in ("checked", "other", "unchecked")) == pytest.approx(1, abs=1e-4)
+        else:
+            lines = text.splitlines()
+            assert lines[0].split() == ["input", "class", "checked", "other", "unchecked"]
+            assert len(lines) == 3 and lines[1].split()[1] == records[0]["class"]
+            assert float(lines[1].split()[2]) == pytest.approx(records[0]["confidence"]["checked"], abs=1e-3)
+
+
+def test_ensemble_with_tta_and_usage_errors(infer_checkpoint, inputs, tmp_path):
+    proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), "--checkpoint", str(infer_checkpoint.parent.parent),
+                   "--tta", "--format", "jsonl", str(inputs / "single.png"))
+    [record] = _records(proc.stdout)
+    _check_probabilities(record)
+
+    from checkbox_dist.inference import Predictor
+
+    # the ensemble of a model with itself is the model; TTA averages the mirror, as computed here by hand
+    plain = Predictor([infer_checkpoint], device="cpu")
+    image = plain.decode(inputs / "single.png")
+    probs = (plain.predict_tensors([image[0][None]]) + plain.predict_tensors([image[0].flip(-1)[None]])) / 2
+    assert record["confidence"]["checked"] == pytest.approx(float(probs[0, 0]), abs=1e-5)
+
+
+
+def test_usage_errors_are_one_line_and_exit_2(infer_checkpoint, inputs, tmp_path):
+    single = str(inputs / "single.png")
+    proc = run_cli("predict", "--checkpoint", str(tmp_path / "no-such-run"), single, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: checkpoint not found")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    bare = tmp_path / "copy"
+    shutil.copytree(infer_checkpoint, bare)  # a checkpoint folder without model.onnx
+    cases = [([], "give at least one INPUT"),
+             ([single, "--output", str(tmp_path / "no" / "x.json")], "--output: folder not found"),
+             ([single, "--backend", "onnx", "--checkpoint", str(bare)], "run `checkbox-dist export")]
+    for args, message in cases:
+        checkpoint = [] if "--backend" in args else ["--checkpoint", str(infer_checkpoint)]
+        code, err = _run_inprocess(["predict", *checkpoint, *args])
+        assert code == 2 and err.startswith("error: ") and message in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
+def _run_inprocess(argv: list[str]) -> tuple[int, str]:
+    """The CLI entry point in this process (saves an interpreter start); returns (exit code, stderr)."""
+    from checkbox_dist.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, err.getvalue()

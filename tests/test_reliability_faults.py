@@ -1,0 +1,406 @@
+"""Faults injected for real, and nothing lost: kill -9 anywhere, preemption signals, damaged checkpoints,
+a full or read-only disk, NaN losses, W&B out of reach. Figures: docs/RELIABILITY.md.
+
+    .venv/bin/pytest tests/test_reliability_faults.py -q
+
+Every training run is the real CLI in its own process (tests/reliability_harness.py forks it from a
+preloaded server to skip ~7 s of imports per run). Kill points inside a step, an evaluation or a checkpoint
+write come from the test-only hook CHECKBOX_DIST_FAULT (checkbox_dist/faults.py); the "random" ones are a
+SIGKILL sent from outside after a seeded random number of optimizer steps. After each kill, `train.resume=auto`
+must finish the run with weights, optimizer state and metrics bit-identical to an uninterrupted run (CPU).
+Two-process runs: tests/test_reliability_dist.py.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from reliability_harness import REPO, cli, one_line_error, read_metrics, start, wait_for
+
+# 90 synthetic images -> 72 train / 18 val; batch 16 -> 4 optimizer steps per epoch, 3 epochs = 12 steps;
+# `last` also every 3 steps (mid-epoch resume); val batches of 8 -> 3 per evaluation; dropout on, so the
+# global RNG matters. Saves per run: 14 (last x8 incl. mid-epoch, best x4 incl. the calibrated one, epoch x3).
+BASE = ["--config", str(REPO / "configs" / "quickstart.yaml"), "model.name=test_resnet", "data.image_size=32",
+        "data.num_workers=0", "train.progress=false", "tracking.backends=[]", "data.synth_n=90", "data.synth_seed=3",
+        "data.batch_size=16", "data.eval_batch_size=8", "train.epochs=3", "train.log_every_steps=1",
+        "checkpoint.every_steps=3", "model.drop_rate=0.2", "train.resume=auto"]
+TIME_KEYS = {"epoch_seconds", "img_per_s"}  # wall-clock figures: the only fields allowed to differ
+
+
+def train_args(run_dir: Path, cache: Path, *extra: str) -> list[str]:
+    return ["train", *BASE, f"train.output_dir={run_dir}", f"data.cache_dir={cache}", *extra]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("reliability_cache")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache) -> Path:
+    """One uninterrupted run, shared by every comparison in this module."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    result = cli(train_args(run_dir, cache))
+    assert result.rc == 0, result.err[-3000:]
+    return run_dir
+
+
+def _strip(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in TIME_KEYS}
+
+
+def _final_rows(run_dir: Path, kind: str, key: str) -> dict:
+    """Last row per epoch (or step): a resumed run re-does what the killed one had not saved."""
+    return {row[key]: _strip(row) for row in read_metrics(run_dir) if row["kind"] == kind}
+
+
+def _tensors_equal(a, b, where: str) -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _tensors_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _tensors_equal(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == b or (a != a and b != b), where
+    else:
+        assert a == b, where
+
+
+def assert_same_as_reference(run_dir: Path, reference: Path, step_rows: bool = True) -> None:
+    for name in ("last", "best"):
+        ours = torch.load(run_dir / "checkpoints" / name / "model.pt", weights_only=True)
+        theirs = torch.load(reference / "checkpoints" / name / "model.pt", weights_only=True)
+        _tensors_equal(ours["model"], theirs["model"], f"{name}/model.pt weights")
+        assert ours["temperature"] == theirs["temperature"] and ours["epoch"] == theirs["epoch"]
+        assert _strip(ours["metrics"]) == _strip(theirs["metrics"]), name
+    ours = torch.load(run_dir / "checkpoints" / "last" / "train_state.pt", weights_only=True)
+    theirs = torch.load(reference / "checkpoints" / "last" / "train_state.pt", weights_only=True)
+    for key in ("optimizer", "scheduler", "loop", "raw_model"):
+        _tensors_equal(ours[key], theirs[key], f"train_state.{key}")
+    assert _final_rows(run_dir, "epoch", "epoch") == _final_rows(reference, "epoch", "epoch")
+    if step_rows:  # a run logged at another train.log_every_steps has other step rows, same training
+        assert _final_rows(run_dir, "step", "step") == _final_rows(reference, "step", "step")
+    paths = {"run_dir", "best_checkpoint", "metrics_plot"}
+    summary = lambda d: {k: v for k, v in json.loads((d / "summary.json").read_text()).items() if k not in paths}  # noqa: E731
+    assert summary(run_dir) == summary(reference)
+
+
+def test_reference_run_is_complete(reference: Path):
+    names = sorted(p.name for p in (reference / "checkpoints").iterdir())
+    assert names == ["best", "epoch_0002", "epoch_0003", "last"], names
+    assert len(_final_rows(reference, "epoch", "epoch")) == 3 and len(_final_rows(reference, "step", "step")) == 12
+
+
+# SITE:COUNT of checkbox_dist/faults.py. step:3 dies before the first checkpoint exists (resume starts over);
+# step:10 resumes mid-epoch from the step-9 save; eval:2/eval:8 die inside the epoch-1/epoch-3 evaluation;
+# the save.* points die inside a checkpoint write: after model.pt, after train_state.pt, and between
+# moving the old folder aside and renaming the new one in (save.swap:final: the calibrated `best`, last of all).
+KILL_POINTS = ["step:3", "step:6", "step:10", "eval:2", "eval:8", "save.model:3", "save.state:9",
+               "save.swap:4", "save.swap:final"]
+
+
+def final_swap(reference: Path) -> int:
+    """Which save.swap is the last: every save of `last` but the first (7 per run: 4 every-3-steps, 3
+    epoch ends) and of `best` but the first (one per new-best epoch, plus the calibrated re-save)."""
+    new_bests = sum(1 for row in _final_rows(reference, "epoch", "epoch").values() if row["is_best"])
+    return (7 - 1) + (new_bests + 1 - 1)
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_kill_9_inside_a_step_an_eval_or_a_checkpoint_write_then_resume_is_bit_exact(
+        point: str, tmp_path: Path, cache: Path, reference: Path):
+    run_dir = tmp_path / "run"
+    point = point.replace("final", str(final_swap(reference)))
+    killed = cli(train_args(run_dir, cache), env={"CHECKBOX_DIST_FAULT": point})
+    assert killed.rc == -signal.SIGKILL, (killed.rc, killed.err[-2000:])
+    resumed = cli(train_args(run_dir, cache))
+    assert resumed.rc == 0, resumed.err[-3000:]
+    assert_same_as_reference(run_dir, reference)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill_9_from_outside_after_a_random_step_then_resume_is_bit_exact(
+        seed: int, tmp_path: Path, cache: Path, reference: Path):
+    after_step = random.Random(seed).randint(1, 11)
+    run_dir = tmp_path / "run"
+    child = start(train_args(run_dir, cache))
+    steps = lambda: [r["step"] for r in read_metrics(run_dir) if r["kind"] == "step"] if (  # noqa: E731
+        run_dir / "metrics.jsonl").exists() else []
+    wait_for(lambda: any(s >= after_step for s in steps()), 300, f"optimizer step {after_step}", child)
+    child.signal(signal.SIGKILL)
+    assert child.wait(60).rc == -signal.SIGKILL
+    resumed = cli(train_args(run_dir, cache))
+    assert resumed.rc == 0, resumed.err[-3000:]
+    assert_same_as_reference(run_dir, reference)
+
+
+# ---- preemption: SIGTERM / SIGUSR1 ---------------------------------------------------------------------------
+
+def _steps_done(run_dir: Path) -> int:
+    if not (run_dir / "metrics.jsonl").exists():
+        return 0
+    return max([r["step"] for r in read_metrics(run_dir) if r["kind"] == "step"], default=0)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_preemption_signal_saves_last_exits_75_and_resume_is_bit_exact(
+        sig: signal.Signals, tmp_path: Path, cache: Path, reference: Path):
+    """Sent from outside once step 5 is logged; from micro-batch 5 on each step sleeps 0.25 s (faults `slow`),
+    so the signal lands mid-run however loaded the machine is."""
+    run_dir = tmp_path / "run"
+    child = start(train_args(run_dir, cache), env={"CHECKBOX_DIST_FAULT": "step:5:slow"})
+    wait_for(lambda: _steps_done(run_dir) >= 5, 300, "optimizer step 5", child)
+    child.signal(sig)
+    stopped = child.wait(120)  # a hang guard: the bound is one log interval (1 step here) plus one save
+    assert stopped.rc == 75, (stopped.rc, stopped.err[-2000:])
+    assert f"{sig.name}: saved {run_dir / 'checkpoints' / 'last'}" in stopped.out
+    state = torch.load(run_dir / "checkpoints" / "last" / "train_state.pt", weights_only=True)
+    assert state["loop"]["global_step"] >= 5 and state["loop"]["global_step"] < 12
+    resumed = cli(train_args(run_dir, cache))
+    assert resumed.rc == 0 and "resumed from" in resumed.out, resumed.err[-2000:]
+    assert_same_as_reference(run_dir, reference)
+
+
+# ---- damaged checkpoints ---------------------------------------------------------------------------------------
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "model.pt truncated": (lambda f: _truncate(f / "model.pt"), "model.pt does not match its checksum"),
+    "train_state.pt truncated": (lambda f: _truncate(f / "train_state.pt"), "train_state.pt does not match"),
+    "one byte flipped in model.pt": (lambda f: _flip_byte(f / "model.pt"), "model.pt does not match"),
+    "model.pt zero bytes": (lambda f: (f / "model.pt").write_bytes(b""), "model.pt does not match"),
+    "model.pt missing": (lambda f: (f / "model.pt").unlink(), "model.pt is missing"),
+    "meta.json missing (write never finished)": (lambda f: (f / "meta.json").unlink(), "no meta.json"),
+    "meta.json truncated": (lambda f: _truncate(f / "meta.json"), "meta.json is not valid JSON"),
+    "meta.json from another format": (
+        lambda f: (f / "meta.json").write_text(json.dumps(dict(json.loads((f / "meta.json").read_text()), format=99))),
+        "checkpoint format 99"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_checkpoint_is_refused_and_resume_falls_back(damage: str, tmp_path: Path, reference: Path):
+    from checkbox_dist import checkpoint
+
+    checkpoints = tmp_path / "checkpoints"
+    shutil.copytree(reference / "checkpoints", checkpoints)
+    do, reason = DAMAGE[damage]
+    do(checkpoints / "last")
+    said: list[str] = []
+    assert checkpoint.find_resumable(checkpoints, say=said.append) == checkpoints / "epoch_0003"
+    assert len(said) == 1 and said[0].startswith(f"resume: skipping {checkpoints / 'last'}: ") and reason in said[0]
+    with pytest.raises(checkpoint.CheckpointError, match=reason):
+        checkpoint.load(checkpoints / "last", with_state=True)
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.load_model(checkpoints / "last")
+
+
+def test_resume_skips_damaged_newest_checkpoints_and_still_matches(tmp_path: Path, cache: Path, reference: Path):
+    """`last` truncated, `epoch_0003` bit-flipped: resume says so (one line each), continues from
+    `epoch_0002`, re-does epoch 3 and ends bit-identical to the uninterrupted run."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    _truncate(run_dir / "checkpoints" / "last" / "train_state.pt")
+    _flip_byte(run_dir / "checkpoints" / "epoch_0003" / "model.pt")
+    resumed = cli(train_args(run_dir, cache))
+    assert resumed.rc == 0, resumed.err[-3000:]
+    skipped = [line for line in resumed.out.splitlines() if line.startswith("resume: skipping")]
+    assert [s.split(":")[1].strip() for s in skipped] == [
+        f"skipping {run_dir / 'checkpoints' / 'last'}", f"skipping {run_dir / 'checkpoints' / 'epoch_0003'}"]
+    assert f"resumed from {run_dir / 'checkpoints' / 'epoch_0002'}" in resumed.out
+    assert_same_as_reference(run_dir, reference)
+
+
+def test_eval_on_a_damaged_checkpoint_is_one_line_exit_2(tmp_path: Path, reference: Path, cache: Path):
+    """The console script itself (no preloaded server): `checkbox-dist eval` on a truncated best/model.pt."""
+    import subprocess
+    import sys
+
+    best = tmp_path / "best"
+    shutil.copytree(reference / "checkpoints" / "best", best)
+    _truncate(best / "model.pt")
+    data = cache / "synth-n90-s3"
+    proc = subprocess.run([str(Path(sys.executable).parent / "checkbox-dist"), "eval", "--checkpoint", str(best),
+                           "--data", str(data), "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {best}: model.pt does not match its checksum (truncated or corrupted)"]
+
+
+# ---- a full or read-only disk while saving ----------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 64 MiB tmpfs of its own (needs root with mount rights: CAP_SYS_ADMIN); None where that is refused."""
+    import subprocess
+
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        yield None
+        return
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def _fill(mount_point: Path, leave_bytes: int) -> Path:
+    import os
+
+    filler = mount_point / "filler"
+    free = os.statvfs(mount_point).f_bavail * os.statvfs(mount_point).f_frsize
+    with filler.open("wb") as handle:
+        handle.truncate(0)
+        handle.write(b"\0" * max(0, free - leave_bytes))  # tmpfs allocates on write, not on truncate
+    return filler
+
+
+def _committed(checkpoints: Path) -> dict[str, str]:
+    """{folder: meta.json text} of every checkpoint folder; also asserts each is complete and verified."""
+    from checkbox_dist import checkpoint
+
+    found = {}
+    for folder in sorted(checkpoints.iterdir()):
+        assert not folder.name.startswith("."), f"left behind: {folder.name}"
+        assert checkpoint.problem(folder) == "", folder
+        found[folder.name] = (folder / "meta.json").read_text()
+    return found
+
+
+def test_disk_full_or_read_only_while_saving_keeps_the_previous_checkpoint(
+        small_disk, tmp_path: Path, cache: Path, reference: Path):
+    """Killed in epoch 2 (so `last` = end of epoch 1). Resumed on a full disk, then on a read-only one: each
+    fails with one line, no half-written folder, previous checkpoints byte-identical. With space back, resume
+    finishes bit-identical to the uninterrupted run. Without mount rights: a 1 MB file-size limit
+    (RLIMIT_FSIZE, `ulimit -f`) stands in for the full disk and the read-only step is skipped."""
+    import subprocess
+
+    run_dir = (small_disk or tmp_path) / "run"
+    killed = cli(train_args(run_dir, cache), env={"CHECKBOX_DIST_FAULT": "step:6"})
+    assert killed.rc == -signal.SIGKILL
+    before = _committed(run_dir / "checkpoints")
+    assert json.loads(before["last"])["global_step"] == 4
+
+    if small_disk is not None:
+        filler = _fill(small_disk, leave_bytes=512 * 1024)  # room for logs and metrics, not a checkpoint
+        full = cli(train_args(run_dir, cache))
+        filler.unlink()
+    else:
+        full = cli(train_args(run_dir, cache), max_file_bytes=1 << 20)  # model.pt alone is ~1.5 MB
+    line = one_line_error(full)
+    assert line.startswith(f"error: could not write checkpoint {run_dir / 'checkpoints' / 'last'}: "), line
+    assert ("No space left" if small_disk is not None else "File too large") in line, line
+    assert line.endswith("the previous checkpoint is untouched"), line
+    assert _committed(run_dir / "checkpoints") == before
+
+    if small_disk is not None:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+        read_only = cli(train_args(run_dir, cache))
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+        line = one_line_error(read_only)
+        assert "Read-only file system" in line, line
+        assert _committed(run_dir / "checkpoints") == before
+
+    resumed = cli(train_args(run_dir, cache))
+    assert resumed.rc == 0, resumed.err[-3000:]
+    assert_same_as_reference(run_dir, reference)
+
+
+# ---- NaN / inf loss ---------------------------------------------------------------------------------------------
+
+def _all_finite(folder: Path) -> bool:
+    weights = torch.load(folder / "model.pt", weights_only=True)["model"]
+    return all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf"])
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+        kind: str, tmp_path: Path, cache: Path, reference: Path):
+    """The loss of micro-batch 5 (optimizer step 5, epoch 2) is multiplied by NaN/inf, so the gradients and
+    then the weights go non-finite as in a real overflow. Checked every 4 steps, `last` saved every 3: the
+    step-6 save must not write NaN weights. Resumed without the fault, the run ends as the reference."""
+    run_dir = tmp_path / "run"
+    extra = "train.log_every_steps=4"
+    stopped = cli(train_args(run_dir, cache, extra), env={"CHECKBOX_DIST_FAULT": f"step:5:{kind}"})
+    line = one_line_error(stopped)
+    assert "non-finite loss" in line and "optimizer step 5 " in line and "(epoch 2)" in line, line
+    assert _all_finite(run_dir / "checkpoints" / "last") and _all_finite(run_dir / "checkpoints" / "best")
+    assert json.loads((run_dir / "checkpoints" / "last" / "meta.json").read_text())["global_step"] == 4
+    resumed = cli(train_args(run_dir, cache, extra))
+    assert resumed.rc == 0, resumed.err[-3000:]
+    assert_same_as_reference(run_dir, reference, step_rows=False)
+
+
+def test_non_finite_loss_with_nan_policy_skip_drops_that_update_only(tmp_path: Path, cache: Path):
+    run_dir = tmp_path / "run"
+    done = cli(train_args(run_dir, cache, "train.nan_policy=skip"), env={"CHECKBOX_DIST_FAULT": "step:5:nan"})
+    assert done.rc == 0, done.err[-3000:]
+    said = [line for line in done.out.splitlines() if "non-finite loss" in line]
+    assert len(said) == 1 and "optimizer step 5" in said[0] and "skipped" in said[0], said
+    assert _all_finite(run_dir / "checkpoints" / "last") and _all_finite(run_dir / "checkpoints" / "best")
+    state = torch.load(run_dir / "checkpoints" / "last" / "train_state.pt", weights_only=True)
+    adam_steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert adam_steps == {11.0}  # 12 optimizer steps, one of them skipped: no update, not even momentum
+
+
+# ---- W&B out of reach ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["server unreachable", "no credentials"])
+def test_wandb_falls_back_to_offline_says_it_once_and_keeps_the_metrics(case: str, tmp_path: Path, cache: Path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "WANDB_MODE": None, "WANDB_API_KEY": None, "WANDB_BASE_URL": None}
+    if case == "server unreachable":  # port 9 (discard) on loopback: refused at once
+        env.update(WANDB_BASE_URL="http://127.0.0.1:9", WANDB_API_KEY="0" * 40)
+    run_dir = tmp_path / "run"
+    done = cli(train_args(run_dir, cache, "train.epochs=1", "tracking.backends=[wandb]"), env=env)
+    assert done.rc == 0, done.err[-3000:]
+    said = [line for line in (done.out + done.err).splitlines() if "W&B" in line]
+    assert len(said) == 1 and said[0].startswith("W&B: offline ("), said
+    assert ("127.0.0.1:9 unreachable" if case == "server unreachable" else "no WANDB_API_KEY") in said[0]
+    runs = list((run_dir / "tracking" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
+    epoch = _final_rows(run_dir, "epoch", "epoch")[1]
+    assert summary["val/top1"] == epoch["val_top1"] and summary["train/epoch_loss"] == epoch["train_loss"]
+
+
+def test_wandb_probe_uses_the_port_of_wandb_base_url(monkeypatch):
+    """A self-hosted server on another port than 443 is reachable: the probe must try that port."""
+    import socket
+
+    from checkbox_dist.run_output import wandb_mode
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+        assert wandb_mode("auto") == ("online", "")
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    mode, why = wandb_mode("auto")
+    assert mode == "offline" and why.startswith("127.0.0.1:9 unreachable")

@@ -1,0 +1,238 @@
+"""The training loop through the real CLI: outputs, gradient accumulation, resume, W&B offline, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from conftest import REPO, load_weights, read_metrics, run_cli, tiny_train_args
+
+NO_AUGMENT = ["data.augment.translate=0.0", "data.augment.scale=[1.0, 1.0]", "data.augment.brightness=0.0",
+              "data.augment.contrast=0.0", "data.augment.invert=0.0"]
+
+
+def test_quickstart_end_to_end(tmp_path: Path, cache_dir: Path):
+    """`checkbox-dist quickstart` on a tiny model: trains, prints metrics and paths, classifies an image."""
+    out = tmp_path / "qs"
+    proc = run_cli("quickstart", "model.name=test_resnet", "data.image_size=32", "data.synth_n=60",
+                   "data.synth_seed=3", "train.epochs=2", "train.progress=false", f"train.output_dir={out}",
+                   f"data.cache_dir={cache_dir}")
+    text = proc.stdout
+    assert "world size 1" in text and "global" in text and "optimizer steps/epoch" in text
+    assert "done: best epoch" in text and f"best checkpoint: {out}/checkpoints/best" in text
+    predict_line = next(l for l in text.splitlines() if l.startswith("predict "))
+    assert all(c in predict_line for c in ("checked", "other", "unchecked"))
+    # Run folder: resolved config, metrics, plots, checkpoints that load with weights_only=True.
+    assert (out / "config.yaml").is_file() and (out / "log.txt").read_text().count("epoch 2:") == 1
+    epochs = [r for r in read_metrics(out) if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    for row in epochs:
+        assert 0 <= row["val_top1"] <= 1 and row["val_loss"] > 0 and sum(map(sum, row["val_confusion"])) == 12
+    assert (out / "plots" / "metrics_plot.png").stat().st_size > 10_000
+    assert (out / "plots" / "confusion_matrix_epoch_2.png").is_file()
+    payload = torch.load(out / "checkpoints" / "best" / "model.pt", weights_only=True)
+    assert payload["classes"] == ["checked", "other", "unchecked"] and payload["model_name"] == "test_resnet"
+    assert payload["preprocess"]["image_size"] == 32 and payload["temperature"] > 0
+    meta = json.loads((out / "checkpoints" / "best" / "meta.json").read_text())
+    assert set(meta["files"]) == {"model.pt"} and meta["versions"]["torch"]
+    assert (out / "checkpoints" / "last" / "train_state.pt").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_checkpoint"] == str(out / "checkpoints" / "best")
+
+
+def test_grad_accumulation_matches_one_big_batch(tmp_path: Path, cache_dir: Path):
+    """4 x 8 with accumulation == one batch of 32 (a GroupNorm model: BatchNorm statistics would differ)."""
+    common = ["model.name=test_efficientnet_gn", "optim.name=sgd", "optim.momentum=0.0", "optim.lr=0.1",
+              "schedule.name=constant", "schedule.warmup_epochs=0", "train.label_smoothing=0.0",
+              "train.max_steps=1", "train.epochs=1", "eval.calibrate=false", *NO_AUGMENT]
+    big, small = tmp_path / "big", tmp_path / "small"
+    run_cli(*tiny_train_args(big, cache_dir, *common, "data.batch_size=32", "train.grad_accum_steps=1"))
+    run_cli(*tiny_train_args(small, cache_dir, *common, "data.batch_size=8", "train.grad_accum_steps=4"))
+    one = tmp_path / "one"  # control: one micro-batch of 8 without accumulation is a different update
+    run_cli(*tiny_train_args(one, cache_dir, *common, "data.batch_size=8", "train.grad_accum_steps=1"))
+    a, b = load_weights(big / "checkpoints" / "last"), load_weights(small / "checkpoints" / "last")
+    c = load_weights(one / "checkpoints" / "last")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 2e-6
+    assert max((a[k] - c[k]).abs().max().item() for k in a) > 1e-4
+
+
+def test_short_last_window_averages_over_its_real_length(tmp_path: Path, cache_dir: Path, synth_root: Path):
+    """48 training images, batch 8, accumulation 4: windows of 4 and 2 micro-batches. Compare with a plain
+    PyTorch reference that averages the gradient over the 32 and then the 16 samples of each window."""
+    from accelerate.utils import set_seed
+
+    from checkbox_dist.config import ModelConfig
+    from checkbox_dist.datasets import EpochSampler, build_split, decode_all
+    from checkbox_dist.images import PreprocessSpec, normalize
+    from checkbox_dist.model import build_model
+
+    out = tmp_path / "accum"
+    run_cli(*tiny_train_args(out, cache_dir, "model.name=test_efficientnet_gn", "optim.name=sgd",
+                             "optim.momentum=0.0", "optim.lr=0.1", "optim.weight_decay=0.0", "schedule.name=constant",
+                             "schedule.warmup_epochs=0", "train.label_smoothing=0.0", "train.epochs=1",
+                             "data.batch_size=8", "train.grad_accum_steps=4", "eval.calibrate=false",
+                             *NO_AUGMENT, data_root=synth_root))
+    split = build_split(synth_root, val_fraction=0.2, seed=42)
+    images, labels, _ = decode_all(split.train, PreprocessSpec(image_size=32), "error", [])
+    assert len(labels) == 48
+    sampler = EpochSampler(labels, seed=42, shuffle=True)
+    sampler.set_epoch(1)
+    order = list(sampler)
+    set_seed(42)
+    model = build_model(ModelConfig(name="test_efficientnet_gn"), 3)
+    model.train()
+    for window in (order[:32], order[32:48]):
+        model.zero_grad()
+        x = normalize(images[window], PreprocessSpec(image_size=32))
+        F.cross_entropy(model(x), labels[window]).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+    trained = load_weights(out / "checkpoints" / "last")
+    assert max((trained[k] - v).abs().max().item() for k, v in model.state_dict().items()) < 2e-5
+
+
+def test_resume_mid_epoch_equals_uninterrupted(tmp_path: Path, cache_dir: Path):
+    """A STOP request after the first optimizer step saves `last` (exit 75); resume=auto finishes the run
+    with bit-identical weights and the same final metrics as a run that was never stopped."""
+    extra = ["train.epochs=2", "data.batch_size=8", "train.log_every_steps=1", "model.drop_rate=0.2"]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    run_cli(*tiny_train_args(straight, cache_dir, *extra))
+    stopped.mkdir()
+    (stopped / "STOP").touch()
+    first = run_cli(*tiny_train_args(stopped, cache_dir, *extra), check=False)
+    assert first.returncode == 75, first.stderr
+    assert "stop request: saved" in first.stdout and not (stopped / "STOP").exists()
+    state = torch.load(stopped / "checkpoints" / "last" / "train_state.pt", weights_only=True)
+    assert state["loop"]["epoch"] == 1 and state["loop"]["micro_step"] == 1  # inside epoch 1
+    refused = run_cli(*tiny_train_args(stopped, cache_dir, *extra), check=False)
+    assert refused.returncode == 2 and "train.resume=auto" in refused.stderr
+    second = run_cli(*tiny_train_args(stopped, cache_dir, *extra, "train.resume=auto"))
+    assert "resumed from" in second.stdout
+    a, b = load_weights(straight / "checkpoints" / "last"), load_weights(stopped / "checkpoints" / "last")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    final = lambda run: [r for r in read_metrics(run) if r["kind"] == "epoch"][-1]  # noqa: E731
+    for key in ("val_loss", "val_top1", "train_loss"):
+        assert final(straight)[key] == final(stopped)[key]
+
+
+def test_wandb_offline_run_holds_the_metrics(tmp_path: Path, cache_dir: Path):
+    out = tmp_path / "wb"
+    env = {"HOME": str(tmp_path), "WANDB_API_KEY": None, "WANDB_MODE": None}  # no credentials anywhere
+    proc = run_cli(*tiny_train_args(out, cache_dir, "train.epochs=1", "tracking.backends=[wandb,tensorboard]"),
+                   env=env)
+    assert proc.stdout.count("W&B: offline") == 1
+    from wandb_records import history
+
+    runs = list((out / "tracking" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    logged = history(runs[0])
+    epoch_row = [r for r in read_metrics(out) if r["kind"] == "epoch"][-1]
+    val = next(r for r in logged if "val/top1" in r)
+    assert val["val/top1"] == pytest.approx(epoch_row["val_top1"]) and val["val/loss"] == pytest.approx(epoch_row["val_loss"])
+    assert any("train/loss" in r for r in logged) and any("confusion_matrix/_type" in r for r in logged)
+    assert list((out / "tracking").rglob("events.out.tfevents*"))  # TensorBoard too
+
+
+def test_pretrained_from_a_local_file(tmp_path: Path, cache_dir: Path):
+    """model.pretrained=PATH: timm's loader, ImageNet-style 1000-class head dropped, the rest strict."""
+    import timm
+
+    weights = tmp_path / "test_resnet_in1k.pth"
+    source = timm.create_model("test_resnet")  # 1000 classes, like hub weights
+    torch.save(source.state_dict(), weights)
+    out = tmp_path / "pre"
+    run_cli(*tiny_train_args(out, cache_dir, "train.epochs=1", f"model.pretrained={weights}", "optim.lr=0.0"))
+    trained = load_weights(out / "checkpoints" / "last")
+    assert torch.equal(trained["conv1.0.weight"], source.state_dict()["conv1.0.weight"])  # lr 0: unchanged
+    assert trained["fc.weight"].shape[0] == 3
+    missing = run_cli(*tiny_train_args(tmp_path / "p2", cache_dir, f"model.pretrained={tmp_path}/nope.pth"),
+                      check=False)
+    assert missing.returncode == 2 and "weights file not found" in missing.stderr
+
+
+def _make_bad_dataset(root: Path, case: str) -> Path:
+    for cls in ("checked", "other", "unchecked"):
+        for i in range(4):
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (12, 12), (i * 40, 0, 0)).save(root / cls / f"{i}.png")
+    if case == "empty_class":
+        (root / "extra").mkdir()
+    elif case == "zero_byte":
+        (root / "checked" / "zero.png").write_bytes(b"")
+    elif case == "corrupt":
+        (root / "other" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    elif case == "not_image":
+        (root / "unchecked" / "notes.png").write_text("hello")
+    return root
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "data.root: folder not found"),
+    ("empty_class", "class folder 'extra' has no images"),
+    ("zero_byte", "zero.png: empty file"),
+    ("corrupt", "corrupt.png"),
+    ("not_image", "notes.png: not an image"),
+])
+def test_bad_data_is_one_line_and_nothing_half_written(tmp_path: Path, case: str, expected: str):
+    root = tmp_path / "data" if case == "missing" else _make_bad_dataset(tmp_path / "data", case)
+    out = tmp_path / "run"
+    proc = run_cli(*tiny_train_args(out, tmp_path / "cache", "train.epochs=1", data_root=root), check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (out / "checkpoints").exists()
+
+
+def test_bad_images_can_be_skipped_and_are_listed(tmp_path: Path):
+    root = _make_bad_dataset(tmp_path / "data", "corrupt")
+    (root / "checked" / "zero.png").write_bytes(b"")
+    out = tmp_path / "run"
+    proc = run_cli(*tiny_train_args(out, tmp_path / "cache", "train.epochs=1", "data.batch_size=4",
+                                    "data.on_bad_image=skip", data_root=root))
+    assert "left out 2 file(s)" in proc.stdout
+    assert proc.stdout.count("corrupt.png") == 1 and proc.stdout.count("zero.png") == 1
+    assert (out / "checkpoints" / "best" / "model.pt").is_file()
+
+
+def test_real_data_smoke(tmp_path: Path, real_data: Path, cache_dir: Path):
+    """One short epoch on ../shared/checkbox_state_v2/train: 411 real RGBA crops decode and train."""
+    out = tmp_path / "real"
+    proc = run_cli(*tiny_train_args(out, cache_dir, "train.epochs=1", "train.max_steps=2", data_root=real_data))
+    assert "train 329 (142/88/99) | val 82 (35/22/25)" in proc.stdout
+    row = [r for r in read_metrics(out) if r["kind"] == "epoch"][0]
+    assert sum(map(sum, row["val_confusion"])) == 82
+
+
+def test_eval_cli_reports_on_a_folder(tmp_path: Path, cache_dir: Path, synth_root: Path):
+    out = tmp_path / "ev"
+    run_cli(*tiny_train_args(out, cache_dir, "train.epochs=1"))
+    proc = run_cli("eval", "--checkpoint", str(out), "--data", str(synth_root), "--out", str(tmp_path / "report"))
+    assert "precision" in proc.stdout and "confusion" in proc.stdout and "ECE:" in proc.stdout
+    report = json.loads((tmp_path / "report" / "eval.json").read_text())
+    assert report["n"] == 60 and sum(map(sum, report["confusion"])) == 60
+    assert (tmp_path / "report" / "confusion_matrix.png").is_file()
+    bad = run_cli("eval", "--checkpoint", str(tmp_path / "nothing"), "--data", str(synth_root), check=False)
+    assert bad.returncode == 2 and "checkpoint not found" in bad.stderr
+
+
+def test_python_m_and_root_train_py_are_the_same_entry(tmp_path: Path, cache_dir: Path):
+    import subprocess
+    import sys
+
+    args = tiny_train_args(tmp_path / "m", cache_dir, "train.epochs=1", "train.max_steps=1")[1:]
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    for entry in (["-m", "checkbox_dist.train"], [str(REPO / "train.py")]):
+        out = tmp_path / entry[-1].replace("/", "_")
+        cmd = [sys.executable, *entry, *[a if not a.startswith("train.output_dir=") else f"train.output_dir={out}"
+                                        for a in args]]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (out / "checkpoints" / "best" / "model.pt").is_file()
