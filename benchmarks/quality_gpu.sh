@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # 5-fold CV of the ResNet50 recipe (configs/checkbox_state_v2.yaml) and 3 variants on one H200, ~6 minutes.
 #
-#   bash benchmarks/quality_gpu.sh shared_data/checkbox_state_v2/train [OUT]      (OUT default: runs/quality_gpu)
+#   bash benchmarks/quality_gpu.sh shared_data/checkbox_state_v2/train [DEST]    (DEST default: runs/quality_gpu)
+#   RESULTS_DIR=/somewhere bash benchmarks/quality_gpu.sh DATA      (also copy summaries + OOF CSVs there)
 #   EPOCHS=100 PARALLEL=6 bash benchmarks/quality_gpu.sh DATA                      (shorter / fewer processes)
 #   PYTHON=.venv/bin/python SKIP_INSTALL=1 SYNTH_N=300 EPOCHS=1 PARALLEL=2 \
 #     EXTRA="model.name=test_resnet data.image_size=32 train.mixed_precision=\"no\"" bash benchmarks/quality_gpu.sh D
 #                                                                               (CPU dry run of the plumbing)
 #
 # Variants (every one a normal `checkbox-dist cv --folds 5`, selection=final: no epoch is picked on the fold):
-#   recipe     configs/checkbox_state_v2.yaml as it is
-#   stretch    data.resize=stretch (the seed's resize) instead of letterbox
-#   nols       train.label_smoothing=0.0
-#   synth_ft   initialised from ResNet50 pretrained on 20,000 `checkbox-dist synth` images (train.init_from)
+#   recipe      configs/checkbox_state_v2.yaml as it is (stretch, balanced sampling)
+#   letterbox   data.resize=letterbox: does stretch's CPU win (+7.5 points at 64 px) hold at 128 px?
+#   unbalanced  data.balanced_sampling=false
+#   synth_ft    initialised from ResNet50 pretrained on 20,000 `checkbox-dist synth` images (train.init_from),
+#               the two-stage recipe of the config's comments (+11.7 points on CPU)
+#   (also known: nols, stretch, synth_ft_letterbox; choose with VARIANTS="recipe synth_ft ...")
 #
 # Why it fits in minutes: an epoch is 330 images (~0.04 s of ResNet50 128 px bf16 work on an H200), so a fold
 # is bound by Python/kernel-launch overhead, not by the GPU. 20 fold jobs therefore run as PARALLEL (default
@@ -24,8 +27,8 @@
 # The machine's python3 has torch, timm, accelerate, matplotlib, pyyaml, tqdm, pillow, numpy, safetensors;
 # our package is installed with --no-deps (no network there); wandb/tensorboard are only needed for tracking.
 set -uo pipefail
-DATA=${1:?usage: bash benchmarks/quality_gpu.sh DATA_DIR [OUT]}
-OUT=${2:-runs/quality_gpu}
+DATA=${1:?usage: bash benchmarks/quality_gpu.sh DATA_DIR [DEST]}
+DEST=${2:-runs/quality_gpu}
 EPOCHS=${EPOCHS:-}
 PARALLEL=${PARALLEL:-8}
 FOLDS=5
@@ -40,7 +43,7 @@ start=$(date +%s)
 [ -n "${SKIP_INSTALL:-}" ] || $PY -m pip install -q --no-deps --no-build-isolation -e . >/tmp/pip_install.log 2>&1 \
   || { echo "pip install -e . failed (see /tmp/pip_install.log); using PYTHONPATH"; export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}; }
 $PY - <<'EOF' || exit 2
-import importlib
+import importlib.util
 need = ["torch", "torchvision", "timm", "accelerate", "yaml", "PIL", "numpy", "matplotlib", "tqdm", "safetensors"]
 missing = [m for m in need if importlib.util.find_spec(m) is None]
 optional = [m for m in ["wandb", "tensorboard"] if importlib.util.find_spec(m) is None]
@@ -52,8 +55,8 @@ if missing:
     raise SystemExit(f"error: missing required packages: {missing}: carry them as wheels (see .whl in the device notes)")
 EOF
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
-mkdir -p "$OUT/logs"
-CACHE=$OUT/cache
+mkdir -p "$DEST/logs"
+CACHE=$DEST/cache
 # Every run: no trackers, host sync every 50 steps, one eval/checkpoint at the end, data on the GPU.
 BASE=(tracking.backends=[] train.progress=false train.log_every_steps=50 checkpoint.every_epochs=100000
       checkpoint.keep_last=0 eval.confusion_every_epochs=100000 data.num_workers=0 "data.cache_dir=$CACHE")
@@ -62,15 +65,18 @@ BASE+=("${extra[@]}")
 COMMON=("${BASE[@]}")
 [ -n "$EPOCHS" ] && COMMON+=("train.epochs=$EPOCHS")
 CFG=configs/checkbox_state_v2.yaml
-ORDER=(recipe stretch nols synth_ft)
-export PY CFG FOLDS OUT DATA COMMON_STR="${COMMON[*]}"
+read -ra ORDER <<<"${VARIANTS:-recipe letterbox unbalanced synth_ft}"
+export PY CFG FOLDS DEST DATA COMMON_STR="${COMMON[*]}"
 # Overrides per variant, as one line each (word-split when used).
 variant_overrides() {
   case $1 in
     recipe) echo "" ;;
     stretch) echo "data.resize=stretch" ;;
     nols) echo "train.label_smoothing=0.0" ;;
-    synth_ft) echo "train.init_from=$OUT/pretrain/checkpoints/last" ;;
+    letterbox) echo "data.resize=letterbox" ;;
+    unbalanced) echo "data.balanced_sampling=false" ;;
+    synth_ft) echo "train.init_from=$DEST/pretrain/checkpoints/last" ;;
+    synth_ft_letterbox) echo "train.init_from=$DEST/pretrain/checkpoints/last data.resize=letterbox" ;;
   esac
 }
 export -f variant_overrides
@@ -78,39 +84,47 @@ export -f variant_overrides
 # ---- synthetic pretraining, in the background while the other variants train ----------------------
 # 20,000 images, 10 epochs at batch 128 (~1,500 steps): the 19,000-image epochs are the one place where the
 # GPU, not launch overhead, is the limit.
-(
-  $PY -m checkbox_dist synth --out "$OUT/synth" --n "$SYNTH_N" --seed 0 --workers 8 &&
-  $PY -m checkbox_dist train --config $CFG "data.root=$OUT/synth" data.val_fraction=0.05 train.epochs=10 \
+[[ " ${ORDER[*]} " == *" synth_ft"* ]] && [ ! -f "$DEST/pretrain/summary.json" ] && (
+  $PY -m checkbox_dist synth --out "$DEST/synth" --n "$SYNTH_N" --seed 0 --workers 8 &&
+  $PY -m checkbox_dist train --config $CFG "data.root=$DEST/synth" data.val_fraction=0.05 train.epochs=10 \
       data.batch_size=128 schedule.warmup_epochs=1 eval.every_epochs=100000 eval.calibrate=false "${BASE[@]}" \
-      "train.output_dir=$OUT/pretrain"
-) >"$OUT/logs/pretrain.log" 2>&1 &
-PRETRAIN=$!
+      "train.output_dir=$DEST/pretrain"
+) >"$DEST/logs/pretrain.log" 2>&1 &
+PRETRAIN=${!:-}
 
 run_jobs() {  # lines "variant fold" on stdin -> that many concurrent `cv --fold` processes
   xargs -P "$1" -L 1 bash -c '
     read -ra COMMON <<<"$COMMON_STR"
-    v=$0; i=$1; log=$OUT/logs/${v}_fold$i.log
-    $PY -m checkbox_dist cv --config $CFG --folds $FOLDS --fold "$i" --out "$OUT/$v" "data.root=$DATA" \
+    v=$0; i=$1; log=$DEST/logs/${v}_fold$i.log
+    $PY -m checkbox_dist cv --config $CFG --folds $FOLDS --fold "$i" --out "$DEST/$v" "data.root=$DATA" \
         "${COMMON[@]}" $(variant_overrides "$v") >"$log" 2>&1 \
       && echo "$(date +%T) $v fold $i done ($(grep -o "trained in [0-9]*s" "$log"))" \
       || echo "$(date +%T) $v fold $i FAILED: $(tail -1 "$log")"'
 }
-for v in recipe stretch nols; do for i in $(seq 0 $((FOLDS - 1))); do echo "$v $i"; done; done | run_jobs "$PARALLEL"
-wait $PRETRAIN && echo "$(date +%T) pretrain done: $(grep '^done' "$OUT/logs/pretrain.log")" \
-  || echo "$(date +%T) pretrain FAILED: $(tail -2 "$OUT/logs/pretrain.log")"
-if [ -f "$OUT/pretrain/checkpoints/last/model.pt" ]; then
-  for i in $(seq 0 $((FOLDS - 1))); do echo "synth_ft $i"; done | run_jobs "$PARALLEL"
+for v in "${ORDER[@]}"; do
+  [[ $v == synth_ft* ]] || for i in $(seq 0 $((FOLDS - 1))); do echo "$v $i"; done
+done | run_jobs "$PARALLEL"
+if [[ " ${ORDER[*]} " == *" synth_ft"* ]]; then
+  [ -n "$PRETRAIN" ] && wait "$PRETRAIN" 2>/dev/null
+  [ -f "$DEST/pretrain/summary.json" ] && echo "$(date +%T) pretrain done: $(grep '^done' "$DEST/logs/pretrain.log")" \
+    || echo "$(date +%T) pretrain FAILED: $(tail -2 "$DEST/logs/pretrain.log")"
+fi
+if [[ " ${ORDER[*]} " == *" synth_ft"* ]] && [ -f "$DEST/pretrain/checkpoints/last/model.pt" ]; then
+  for v in "${ORDER[@]}"; do
+    [[ $v == synth_ft* ]] && for i in $(seq 0 $((FOLDS - 1))); do echo "$v $i"; done
+  done | run_jobs "$PARALLEL"
 fi
 
 # ---- summaries (every fold done: no training, only the merge) and one table ------------------------
 for v in "${ORDER[@]}"; do
-  $PY -m checkbox_dist cv --config $CFG --folds $FOLDS --out "$OUT/$v" "data.root=$DATA" "${COMMON[@]}" \
-      $(variant_overrides "$v") >"$OUT/logs/${v}_summary.log" 2>&1 || echo "$v: summary failed: $(tail -1 "$OUT/logs/${v}_summary.log")"
+  $PY -m checkbox_dist cv --config $CFG --folds $FOLDS --out "$DEST/$v" "data.root=$DATA" "${COMMON[@]}" \
+      $(variant_overrides "$v") >"$DEST/logs/${v}_summary.log" 2>&1 || echo "$v: summary failed: $(tail -1 "$DEST/logs/${v}_summary.log")"
 done
-$PY - "$OUT" "${ORDER[@]}" <<'EOF'
+$PY - "$DEST" "${ORDER[@]}" <<'EOF'
 import json, sys
 from pathlib import Path
 out, names = Path(sys.argv[1]), sys.argv[2:]
+rows = {}
 print(f"\n{'variant':<10} {'CV top-1 (5 folds)':>20} {'macro-F1':>17} {'pooled':>7}  per-class F1 (mean)   epochs px model")
 for name in names:
     f = out / name / "cv_summary.json"
@@ -118,8 +132,15 @@ for name in names:
         print(f"{name:<10} not done (see {out}/logs/{name}_*.log)")
         continue
     s = json.loads(f.read_text())
+    rows[name] = {k: s[k] for k in ("top1", "macro_f1", "per_class_f1", "pooled_oof", "per_fold", "epochs",
+                                    "image_size", "model", "folds", "n_images")}
     pc = " ".join(f"{c[:5]} {v['mean']:.3f}" for c, v in s["per_class_f1"].items())
     print(f"{name:<10} {s['top1']['mean']:.4f} ± {s['top1']['std']:.4f}    {s['macro_f1']['mean']:.4f} ± "
           f"{s['macro_f1']['std']:.4f} {s['pooled_oof']['top1']:.4f}  {pc}  {s['epochs']} {s['image_size']} {s['model']}")
+(out / "quality_gpu_summary.json").write_text(json.dumps(rows, indent=1))
 EOF
-echo "total wall time: $(( $(date +%s) - start )) s | results: $OUT/<variant>/cv_summary.json, logs: $OUT/logs"
+if [ -n "${RESULTS_DIR:-}" ]; then  # a compact bundle to bring back: the summaries and each variant's OOF CSV
+  mkdir -p "$RESULTS_DIR" && cp "$DEST/quality_gpu_summary.json" "$RESULTS_DIR/"
+  for v in "${ORDER[@]}"; do [ -f "$DEST/$v/oof_predictions.csv" ] && cp "$DEST/$v/oof_predictions.csv" "$RESULTS_DIR/oof_$v.csv"; done
+fi
+echo "total wall time: $(( $(date +%s) - start )) s | results: $DEST/<variant>/cv_summary.json, logs: $DEST/logs"

@@ -11,6 +11,7 @@ workers, augments every batch exactly as the uninterrupted run did.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -59,15 +60,38 @@ def sample_params(n: int, cfg: AugmentConfig, gen: torch.Generator) -> dict[str,
     }
 
 
+def _to_device(params: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """All parameters in ONE copy, pinned and non-blocking on CUDA: twelve small pageable copies would
+    each wait for the GPU stream to drain (measured: ours/plain 0.73 at 64 px on an H200 before this)."""
+    if device.type == "cpu":
+        return params
+    names = list(params)
+    packed = torch.stack([params[k].float() for k in names], 1)
+    if device.type == "cuda":
+        packed = packed.pin_memory()
+    packed = packed.to(device, non_blocking=True)
+    return {k: (packed[:, i] > 0.5 if params[k].dtype == torch.bool else packed[:, i]) for i, k in enumerate(names)}
+
+
+@functools.lru_cache(maxsize=16)
+def _fill(background: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    return (torch.tensor(background, dtype=torch.float32) / 255.0).view(1, -1, 1, 1).to(device)
+
+
+@functools.lru_cache(maxsize=16)
+def _yiq(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Inverted on the CPU once: torch.linalg.inv on CUDA checks for singularity, a host sync per call.
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    return to_yiq.to(device), torch.linalg.inv(to_yiq).to(device)
+
+
 def _gray(rgb: torch.Tensor) -> torch.Tensor:
     return (LUMA[0] * rgb[:, 0:1] + LUMA[1] * rgb[:, 1:2] + LUMA[2] * rgb[:, 2:3])
 
 
 def _rotate_hue(rgb: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Hue rotation as a rotation about the grey axis in YIQ space (shift in turns, +-0.5)."""
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                          device=rgb.device, dtype=rgb.dtype)
-    to_rgb = torch.linalg.inv(to_yiq)
+    to_yiq, to_rgb = (m.to(rgb.dtype) for m in _yiq(rgb.device))
     theta = shift.to(rgb) * (2 * math.pi)
     cos, sin = torch.cos(theta), torch.sin(theta)
     rot = torch.zeros(len(shift), 3, 3, device=rgb.device, dtype=rgb.dtype)
@@ -82,10 +106,9 @@ def apply(batch: torch.Tensor, params: dict[str, torch.Tensor], background: tupl
     """uint8 (N, C, S, S) -> float in [0, 1], augmented. Padding from the affine is the background."""
     x = batch.float() / 255.0
     device = x.device
-    p = {k: v.to(device) for k, v in params.items()}
+    p = _to_device(params, device)
     n, channels = x.shape[:2]
-    fill = torch.tensor(list(background) + [0] * (channels - 3), device=device, dtype=x.dtype) / 255.0
-    fill = fill.view(1, channels, 1, 1)
+    fill = _fill(tuple(background) + (0,) * (channels - 3), device)
 
     if cfg.hflip > 0:
         x = torch.where(p["hflip"].view(n, 1, 1, 1), x.flip(-1), x)

@@ -80,7 +80,7 @@ def measure(variants: dict, images: torch.Tensor, repeats: int, iters: int, batc
     """{name: {"p50", "p99" (s, batch 1), "throughput" (img/s at `batch`)}}: medians over repeats."""
     names = list(variants)
     singles = [images[i % len(images)].unsqueeze(0).contiguous() for i in range(iters)]
-    big = images[:batch] if len(images) >= batch else images.repeat((batch + len(images) - 1) // len(images), 1, 1, 1)[:batch]
+    big = images.repeat((batch + len(images) - 1) // len(images), 1, 1, 1)[:batch]  # cycled up to one batch
     big_calls = max(2, iters // 20)
     for fn in variants.values():  # warm-up: first calls allocate and pick kernels
         for x in singles[:5]:

@@ -26,7 +26,8 @@ _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO,
 # Modules that provide a subcommand (add_parser + run), in `--help` order.
 COMMAND_MODULES = ["checkbox_dist.evaluate", "checkbox_dist.synth", "checkbox_dist.cv", "checkbox_dist.sweep",
                    "checkbox_dist.audit", "checkbox_dist.predict", "checkbox_dist.export",
-                   "checkbox_dist.serve", "checkbox_dist.bench_infer", "checkbox_dist.bench_train"]
+                   "checkbox_dist.serve", "checkbox_dist.bench_infer", "checkbox_dist.bench_train",
+                   "checkbox_dist.bench_serve"]
 
 
 def _add_train(sub) -> None:
@@ -41,7 +42,19 @@ def _run_train(args) -> int:
     from checkbox_dist.train import main as train_main
 
     cfg = load_config(args.config, args.overrides)
-    train_main(cfg, args.config)
+    try:
+        train_main(cfg, args.config)
+    except RuntimeError as err:
+        # gloo/NCCL when a peer died (connection reset, at once) or hung (train.collective_timeout_s): every
+        # surviving process says it in one line instead of a C++ traceback, and exits.
+        import torch.distributed as dist
+
+        if not (isinstance(err, dist.DistError) or "gloo" in str(err)) or not dist.is_initialized():
+            raise
+        reason = " ".join(str(err).split())[:300]
+        print(f"error: process {dist.get_rank()} of {dist.get_world_size()} lost contact with the others ({reason}); "
+              f"one of them died or hung: see its log, then resume with train.resume=auto", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

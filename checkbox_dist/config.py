@@ -10,6 +10,7 @@ prints as one line with exit code 2. `to_dict(cfg)` is what every run saves as `
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -117,7 +118,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0 = off; EMA weights are evaluated and saved when on
     mixup_alpha: float = 0.0
-    early_stopping_patience: int = 20  # epochs without a new best; 0 = off (seed: 20)
+    early_stopping_patience: int = 20  # evaluations without a new best (epochs at eval.every_epochs=1); 0 = off
     output_dir: str = ""  # the run folder; "" = runs/<config name>-<time>
     resume: str = ""  # "" | auto | path to a checkpoint folder
     init_from: str = ""  # fine-tune from a model file/checkpoint (weights only)
@@ -126,6 +127,7 @@ class TrainConfig:
     log_every_steps: int = 10
     nan_policy: str = "stop"  # stop | skip: what a non-finite loss does
     progress: bool = True  # tqdm bars on the main process
+    collective_timeout_s: float = 0.0  # how long a process waits for a hung peer; 0 = Accelerate's (gloo 30 min)
 
 
 @dataclass
@@ -180,11 +182,13 @@ CHOICES = {
 }
 POSITIVE = {"data.image_size", "data.batch_size", "data.eval_batch_size", "train.epochs",
             "train.grad_accum_steps", "eval.every_epochs", "eval.top_k", "eval.ece_bins",
-            "optim.base_batch_size", "train.log_every_steps", "checkpoint.every_epochs"}
+            "optim.base_batch_size", "train.log_every_steps", "checkpoint.every_epochs", "schedule.step_epochs"}
 NON_NEGATIVE = {"data.num_workers", "data.synth_n", "optim.lr", "optim.weight_decay", "train.max_steps",
                 "train.label_smoothing", "train.early_stopping_patience", "checkpoint.keep_last",
                 "checkpoint.every_steps", "data.device_cache_max_gb", "train.mixup_alpha",
-                "schedule.warmup_epochs", "optim.clip_grad_norm"}
+                "schedule.warmup_epochs", "optim.clip_grad_norm", "optim.momentum", "schedule.gamma",
+                "schedule.min_lr", "schedule.plateau_patience", "model.drop_rate", "model.drop_path_rate",
+                "train.collective_timeout_s"}
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -242,7 +246,7 @@ def _apply(node: Any, updates: dict, prefix: str = "") -> None:
         key = f"{prefix}{name}"
         if name not in hints:
             known = ", ".join(f.name for f in dataclasses.fields(node))
-            raise ConfigError(f"unknown key '{key}' (known here: {known})")
+            raise ConfigError(f"unknown key {key!r} (known here: {known})")  # !r: a key may hold a newline
         if dataclasses.is_dataclass(hints[name]):
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a mapping of keys, got {value!r}")
@@ -253,17 +257,20 @@ def _apply(node: Any, updates: dict, prefix: str = "") -> None:
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
-        raise ConfigError(f"override '{text}' is not of the form section.key=value")
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
     key, raw = text.split("=", 1)
     try:
         value = _load_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw  # not YAML: keep the text as a string
     return key.strip().split("."), value
 
 
 def validate(cfg: Config) -> None:
     flat = to_flat_dict(cfg)
+    for key, value in flat.items():  # NaN passes every `<`/`>` check below; inf overflows int(warmup * steps)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     for key, allowed in CHOICES.items():
         if flat[key] not in allowed:
             raise ConfigError(f"{key}: {flat[key]!r} is not one of {', '.join(allowed)}")
@@ -286,8 +293,15 @@ def validate(cfg: Config) -> None:
     scale = cfg.data.augment.scale
     if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
         raise ConfigError(f"data.augment.scale: expected [min, max] with 0 < min <= max, got {scale}")
-    if len(cfg.optim.betas) != 2:
-        raise ConfigError(f"optim.betas: expected 2 numbers, got {cfg.optim.betas}")
+    if len(cfg.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.optim.betas):
+        raise ConfigError(f"optim.betas: expected 2 numbers in [0, 1), got {cfg.optim.betas}")
+    for key in ("model.drop_rate", "model.drop_path_rate"):
+        if flat[key] >= 1.0:
+            raise ConfigError(f"{key}: must be in [0, 1), got {flat[key]!r}")
+    if not 0.0 < cfg.schedule.plateau_factor < 1.0:
+        raise ConfigError(f"schedule.plateau_factor: must be in (0, 1), got {cfg.schedule.plateau_factor}")
+    if cfg.schedule.warmup_epochs > 1e6:  # int(warmup_epochs * steps_per_epoch) must stay a number
+        raise ConfigError(f"schedule.warmup_epochs: must be at most 1e6, got {cfg.schedule.warmup_epochs}")
     for backend in cfg.tracking.backends:
         if backend not in ("wandb", "tensorboard"):
             raise ConfigError(f"tracking.backends: {backend!r} is not one of wandb, tensorboard")
@@ -306,10 +320,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config file not found: {path}")
         try:
             data = _load_yaml(path.read_text()) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a UTF-8 text file (a YAML config is text)") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not a usable YAML config (nested too deeply)") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}:{line} is not valid YAML ({getattr(err, 'problem', err)})") from None
+            problem = " ".join(str(getattr(err, "problem", None) or err).split())  # PyYAML's text spans lines
+            raise ConfigError(f"{path}:{line} is not valid YAML ({problem})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         try:
@@ -324,7 +343,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         try:
             _apply(cfg, nested)
         except ConfigError as err:
-            raise ConfigError(f"{err} (from override '{text}')") from None
+            raise ConfigError(f"{err} (from override {text!r})") from None
     try:
         validate(cfg)
     except ConfigError as err:

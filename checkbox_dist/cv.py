@@ -135,6 +135,15 @@ def _mean_std(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
+def process_state():
+    """The process group Accelerate will use: created the way AcceleratorState creates it (ACCELERATE_USE_CPU
+    included), since the first PartialState() of a process fixes the world for every Accelerator after it."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
 def predict_fold(best_dir: Path, items: list[tuple[Path, int]], cfg, device, tta: bool):
     """Calibrated probabilities of the fold's held-out images from its best checkpoint."""
     import torch
@@ -156,14 +165,13 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
            tta: bool = False, only: list[int] | None = None, say=print) -> dict | None:
     """Train the folds not done yet (all, or `only`), then summarise if every fold is done."""
     import torch
-    from accelerate import PartialState
 
     from checkbox_dist import train
     from checkbox_dist.config import to_dict
     from checkbox_dist.datasets import write_split_lists
     from checkbox_dist.loaders import synthetic_root
 
-    state = PartialState()
+    state = process_state()
     cfg = copy.deepcopy(cfg)
     if selection == "final":
         cfg.eval.every_epochs = cfg.train.epochs
@@ -328,7 +336,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
     from checkbox_dist.config import load_config
@@ -336,7 +343,7 @@ def run(args) -> int:
     if args.folds < 2:
         raise UserError(f"--folds must be at least 2, got {args.folds}")
     cfg = load_config(args.config, args.overrides)
-    state = PartialState()
+    state = process_state()
     name = [args.out or f"runs/cv-{Path(args.config or 'run').stem}-{time.strftime('%Y%m%d-%H%M%S')}"]
     if state.num_processes > 1:
         broadcast_object_list(name)  # one folder for every process, whatever their clocks say

@@ -276,7 +276,7 @@ def make_loader(dataset: Dataset, labels: torch.Tensor, batch_size: int, *, trai
     # Own generator: each new iterator draws a worker seed, from the global RNG otherwise, so a resumed run
     # (one more iterator) would see other dropout masks than an uninterrupted one.
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                      pin_memory=workers > 0 and torch.cuda.is_available(),
+                      pin_memory=torch.cuda.is_available(),  # lets index/image batches copy without a sync
                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
 
 

@@ -102,13 +102,24 @@ def weights_sha256(module) -> str:
     return digest.hexdigest()
 
 
+def _xla_counts() -> list[int] | None:
+    """[graphs compiled, device-to-host transfers] so far in this process; None without torch_xla. Constant
+    over the steady-state steps of an epoch when shapes are static and the loop does not sync per step."""
+    if "torch_xla" not in sys.modules:
+        return None
+    import torch_xla.debug.metrics as met
+
+    return [(met.metric_data(name) or (0,))[0] for name in ("CompileTime", "TransferFromDeviceTime")]
+
+
 # Audit events that change the file system; os.replace raises "os.rename" (src, dst, ...).
 _WRITE_EVENTS = ("os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtree", "os.truncate")
 
 
 class RankTrace:
     """RUN/debug/rank<N>.json: world size, device, the sample indices this rank trained on per epoch and
-    evaluated per pass, the files it wrote inside RUN (debug/ excluded), and the hash of its final weights."""
+    evaluated per pass, the files it wrote inside RUN (debug/ excluded), the hash of its final weights,
+    and on XLA the compile/transfer counters at each train batch."""
 
     def __init__(self, run_dir: Path, accelerator):
         self.run_dir = os.path.abspath(run_dir)
@@ -145,6 +156,9 @@ class RankTrace:
             pass
 
     def train_batch(self, epoch: int, indices) -> None:
+        counts = _xla_counts()  # before our own .tolist(), which is one device-to-host transfer on XLA
+        if counts is not None:
+            self.record.setdefault("xla", {}).setdefault(str(epoch), []).append(counts)
         self.record["train"].setdefault(str(epoch), []).extend(int(i) for i in indices.tolist())
 
     def eval_fetch(self, fetch):

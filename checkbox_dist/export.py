@@ -74,7 +74,8 @@ def describe(folder: Path, payload: dict, fmt: str) -> dict:
             "outputs": "logits (N, classes); probabilities (N, classes) = softmax(logits / temperature)",
             "checkpoint": str(folder), "checkpoint_sha256": _model_sha256(folder),
             "epoch": payload.get("epoch"), "metrics": payload.get("metrics", {}), "config": payload.get("config", {}),
-            "versions": dict(payload.get("versions", {}), exported_with=__version__, torch_export=str(torch.__version__))}
+            "versions": dict(payload.get("versions", {}), exported_with=__version__,
+                             torch_export=str(torch.__version__))}
 
 
 def _model_sha256(folder: Path) -> str | None:
@@ -185,7 +186,7 @@ def export_safetensors(graph: InferenceGraph, meta: dict, out: Path) -> None:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("export", help="export a checkpoint to ONNX (optionally int8), TorchScript or safetensors",
+    p = subparsers.add_parser("export", help="a checkpoint as ONNX (optionally int8), TorchScript or safetensors",
                               description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder (-> checkpoints/best)")
     p.add_argument("--format", choices=FORMATS, default="onnx")

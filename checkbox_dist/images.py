@@ -12,6 +12,7 @@ to ~10:1 wide; `letterbox` keeps their shape (pads with the background), `stretc
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -148,14 +149,20 @@ def decode(source: str | Path | bytes, spec: PreprocessSpec, name: str | None = 
     return to_uint8_tensor(open_image(source, name), spec)
 
 
+@functools.lru_cache(maxsize=32)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # Built once per device: a fresh torch.tensor(..., device="cuda") each step is a pageable copy,
+    # which waits for the GPU stream to drain -- a host sync in the hot loop.
+    return torch.tensor(values, dtype=dtype).view(1, -1, 1, 1).to(device)
+
+
 def normalize(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     """uint8 or [0,1] float (N, C, S, S) -> normalised float; the alpha channel maps to [-1, 1]."""
     x = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch
-    mean = list(spec.mean) + ([0.5] if spec.alpha_channel else [])
-    std = list(spec.std) + ([0.5] if spec.alpha_channel else [])
-    mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return (x - mean_t) / std_t
+    extra = (0.5,) if spec.alpha_channel else ()
+    mean = _constant(tuple(spec.mean) + extra, x.device, x.dtype)
+    std = _constant(tuple(spec.std) + extra, x.device, x.dtype)
+    return (x - mean) / std
 
 
 def is_image_file(path: Path) -> bool:

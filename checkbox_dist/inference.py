@@ -89,7 +89,9 @@ class OnnxMember:
 
     def probs(self, batch: torch.Tensor, tta: bool) -> torch.Tensor:
         x = batch.cpu().contiguous()
-        run = lambda t: torch.from_numpy(self.session.run(["probabilities"], {self.input_name: t.numpy()})[0])  # noqa: E731
+        def run(t: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(self.session.run(["probabilities"], {self.input_name: t.numpy()})[0])
+
         probs = run(x)
         if tta:
             probs = (probs + run(x.flip(-1).contiguous())) / 2

@@ -70,6 +70,9 @@ def build_data(cfg, accelerator, say=print) -> Data:
     split = build_split(root, data_cfg.split_file, data_cfg.val_fraction, data_cfg.split_seed, data_cfg.exclude_file)
     if not split.val:
         raise UserError(f"{root}: the validation split is empty")
+    missing = [c for i, c in enumerate(split.classes) if all(y != i for _, y in split.val)]
+    if missing:  # allowed (a rare class, a partial val folder), but every val figure then ignores it
+        say(f"note: no val images of class {', '.join(map(repr, missing))}: its recall is not measured")
     spec = PreprocessSpec.from_data_config(data_cfg)
     on_device = fits_on_device(len(split.train) + len(split.val), spec, data_cfg)
     sets = []

@@ -155,7 +155,8 @@ def table(records: list[dict], classes: list[str], max_width: int = 60) -> str:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("predict", help="classify image files, folders, globs or URLs",
-                              description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__.split("\n\n")[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="file, folder (recursive), glob or http(s) URL")
     p.add_argument("--checkpoint", action="append", required=True,
                    help="checkpoint or run folder, or an exported .onnx file (repeat for an ensemble)")

@@ -88,7 +88,8 @@ def quantize_onnx(fp32: Path, out: Path, payload: dict, meta: dict, mode: str = 
                   calib_data: str = "", calib_n: int = 128) -> dict:
     """Writes the int8 model to `out` (atomically, with metadata); returns what was done and how it compares."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from checkbox_dist.export import atomic_path, set_metadata

@@ -135,7 +135,8 @@ class RunOutput:
                     step: int) -> Path | None:
         if not self.is_main:
             return None
-        plots.metrics_plot_png(self.history, self.run_dir / "plots" / "metrics_plot.png",
+        evaluated = [h for h in self.history if "val_loss" in h]
+        plots.metrics_plot_png(evaluated, self.run_dir / "plots" / "metrics_plot.png",
                                top_k_key=f"val_top{min(self.cfg.eval.top_k, len(classes))}")
         if epoch % self.cfg.eval.confusion_every_epochs:
             return None

@@ -140,12 +140,17 @@ def create_app(predictor, settings: Settings | None = None):
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
             try:
-                form = await request.form(max_files=settings.max_batch_items, max_fields=settings.max_batch_items)
+                # one over the limit, so that "too many" reaches the 413 below rather than a parser error
+                form = await request.form(max_files=settings.max_batch_items + 1,
+                                          max_fields=settings.max_batch_items + 1)
             except HTTPException:
                 raise
             except Exception as err:  # noqa: BLE001 - python-multipart parse errors
                 raise HTTPException(400, f"malformed multipart body ({err})") from None
             uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+            if many and len(uploads) > settings.max_batch_items:
+                raise HTTPException(413, f"{len(uploads)} images is over the {settings.max_batch_items} per "
+                                         f"request limit")
             if not uploads or (len(uploads) != 1 and not many):
                 raise HTTPException(400, "send one image as multipart field 'file'" if not many else
                                     "send images as multipart fields 'files'")
@@ -247,7 +252,8 @@ def _blank_png() -> bytes:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("serve", help="HTTP API: POST /predict, /predict/batch, GET /health, /model",
-                              description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__.split("\n\n")[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", action="append", required=True,
                    help="checkpoint or run folder, or an exported .onnx file (repeat for an ensemble)")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (in a container)")
@@ -276,7 +282,8 @@ def run(args) -> int:
         import multipart  # noqa: F401  (python-multipart: FastAPI needs it for uploads)
         import uvicorn
     except ImportError as err:
-        raise UserError(f"serve needs the optional extra ({err.name} is missing): pip install 'checkbox_dist[serve]'")
+        raise UserError(f"serve needs the optional extra ({err.name} is missing): "
+                        f"pip install 'checkbox_dist[serve]'") from None
     import torch
 
     from checkbox_dist.inference import Predictor

@@ -16,13 +16,15 @@ from __future__ import annotations
 import math
 import signal
 import sys
+import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import (DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, gather_object,
-                               set_seed)
+from accelerate.utils import (DataLoaderConfiguration, DistributedType, InitProcessGroupKwargs, ProjectConfiguration,
+                               broadcast_object_list, gather_object, send_to_device, set_seed)
 from tqdm.auto import tqdm
 
 from checkbox_dist import augment, checkpoint, faults
@@ -63,8 +65,12 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=A,
         log_with=cfg.tracking.backends or None, step_scheduler_with_optimizer=False,
-        dataloader_config=DataLoaderConfiguration(even_batches=True),
-        project_config=ProjectConfiguration(logging_dir="."))  # the real folder is set once run_dir is known
+        dataloader_config=DataLoaderConfiguration(even_batches=True, non_blocking=torch.cuda.is_available()),
+        project_config=ProjectConfiguration(logging_dir="."),  # the real folder is set once run_dir is known
+        # A hung peer (stopped, partitioned) blocks every collective for Accelerate's default 30 min (gloo);
+        # a dead one is seen at once (connection reset). Either way cli.py turns it into one line.
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.collective_timeout_s))]
+        if cfg.train.collective_timeout_s else None)
     check_launch(accelerator, cfg)  # N processes that each see world size 1: one clear error (distributed.py)
     world, rank = accelerator.num_processes, accelerator.process_index
     run_dir = resolve_run_dir(cfg, config_path, accelerator)
@@ -117,8 +123,9 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
     scheduler = accelerator.prepare(build_scheduler(cfg.schedule, optimizer, total_steps, steps_per_epoch, lr))
-    if cfg.train.compile:
-        model = torch.compile(model)
+    # Only the training forward is compiled: checkpoints, EMA and evaluation use the plain module, so
+    # state_dict keys stay clean and eval mode does not trigger a second compile.
+    forward = torch.compile(model) if cfg.train.compile else model
     ema = None
     if cfg.train.ema_decay:
         from timm.utils import ModelEmaV3
@@ -167,8 +174,10 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
         """Every process takes part (RNG gather); only the main process writes."""
         # With each process's RNG, its running sums of the epoch so far: resumed mid-epoch, the epoch's
         # train loss/top-1 then cover the whole epoch, as in an uninterrupted run.
-        rngs = gather_object([dict(rng_state(), epoch_sums=[float(loss_sum), float(correct), float(seen)])]
-                             ) if with_state else []
+        mine = dict(rng_state(), epoch_sums=[float(loss_sum), float(correct), float(seen)])
+        # torch_xla cannot gather Python objects (NotImplementedError): on XLA, rank 0's state stands for all.
+        rngs = ([mine] if accelerator.distributed_type == DistributedType.XLA else gather_object([mine])
+                ) if with_state else []
         if accelerator.is_main_process:
             weights = (ema.module if ema is not None else accelerator.unwrap_model(model)).state_dict()
             payload = {"model": {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
@@ -181,17 +190,22 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
             if with_state:
                 train_state = {"raw_model": {k: v.detach().cpu() for k, v in
                                              accelerator.unwrap_model(model).state_dict().items()},
-                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               # CPU copies, as xm.save does on XLA: the file never names an accelerator device.
+                               "optimizer": send_to_device(optimizer.state_dict(), "cpu"),
+                               "scheduler": scheduler.state_dict(),
                                "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
-                               "ema": ema.state_dict() if ema is not None else None,
+                               "ema": send_to_device(ema.state_dict(), "cpu") if ema is not None else None,
                                "rng": rngs, "loop": dict(state), "world_size": world}
             meta = {"classes": data.classes, "model_name": cfg.model.name, "epoch": payload["epoch"],
                     "global_step": state["global_step"], "metrics": metrics, "versions": payload["versions"]}
             checkpoint.save(ckpt_dir / folder_name, payload, train_state, meta)
         accelerator.wait_for_everyone()
 
-    for sig in (signal.SIGUSR1, signal.SIGTERM):
-        signal.signal(sig, _on_signal)
+    # Under torch_xla's launcher (xmp.spawn) this runs in a per-device thread, where Python cannot install
+    # signal handlers: there, RUN/STOP is the way to stop cleanly.
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, _on_signal)
 
     def check_finite(first_bad: torch.Tensor, epoch: int) -> None:
         """nan_policy=stop: before anything is logged or saved, every process agrees the loss stayed finite."""
@@ -251,7 +265,7 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
             window_len = min(A, micro_per_epoch - (micro // A) * A)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    logits = model(x)
+                    logits = forward(x)
                     loss = criterion(logits, target)
                 if poison := faults.point("step"):  # test-only fault hook (checkbox_dist/faults.py): a dict lookup
                     loss = loss * float(poison)  # "nan"/"inf": spreads into the gradients, as a real overflow does
@@ -330,14 +344,14 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
             row.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)})
             row["val_per_class"], row["val_confusion"] = metrics["per_class"], metrics["confusion"]
             if cfg.schedule.name == "plateau":
-                scheduler.step(metrics["loss"])
+                scheduler.step(metrics["loss"])  # patience counts evaluations: set eval.every_epochs=1 for it
             row["is_best"] = is_better(cfg.eval.best_rule, metrics, state["best"])
             last_metrics = {k: v for k, v in row.items() if k not in ("val_per_class", "val_confusion")}
             state["bad_epochs"] = 0 if row["is_best"] else state["bad_epochs"] + 1
             if row["is_best"]:
                 state["best"] = {"loss": metrics["loss"], "top1": metrics["top1"], "macro_f1": metrics["macro_f1"],
                                  "epoch": epoch}
-            out.record(row)
+            out.record(row)  # epochs without evaluation are recorded below, with train metrics only
             out.epoch_plots(epoch, metrics["confusion"], data.classes, metrics["top1"], state["global_step"])
             out.log({"epoch": epoch, "train/epoch_loss": train_loss, "train/top1": train_top1,
                      **{f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}}, step=state["global_step"])
@@ -346,6 +360,10 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
                       f"{row.get(f'val_top{min(cfg.eval.top_k, len(data.classes))}', 0):.3f} F1 "
                       f"{metrics['macro_f1']:.3f}{' | new best' if row['is_best'] else ''} "
                       f"({row['epoch_seconds']:.1f}s)")
+        else:
+            out.record(row)
+            out.log({"epoch": epoch, "train/epoch_loss": train_loss, "train/top1": train_top1}, step=state["global_step"])
+            out.print(f"epoch {epoch}: train loss {train_loss:.4f} top-1 {train_top1:.3f} ({row['epoch_seconds']:.1f}s)")
         # ---- checkpoint ---------------------------------------------------------------------------------
         state["epoch"], state["micro_step"] = epoch + 1, 0
         if row.get("is_best"):

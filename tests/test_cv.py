@@ -163,3 +163,24 @@ def test_plan_folds_is_seeded_balanced_and_stratified():
 def test_too_few_images_per_class_is_one_clear_error(synth_root, tmp_path, capsys):
     assert cli_main(["cv", "--folds", "30", "--out", str(tmp_path / "o"), f"data.root={synth_root}"]) == 2
     assert "fewer than --folds 30" in capsys.readouterr().err
+
+
+def test_cv_under_accelerate_launch_trains_each_fold_with_both_processes(synth_root, cache_dir, tmp_path):
+    """2 CPU processes (gloo): every fold is one 2-process training run, and the OOF file is written once."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "mp"
+    env = dict(__import__("os").environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(REPO / "launch" / "cpu_2proc.yaml"), "-m", "checkbox_dist", "cv", "--config",
+                           str(REPO / "configs" / "quickstart.yaml"), "--folds", "2", "--out", str(out), *TINY,
+                           "train.epochs=1", f"data.root={synth_root}", f"data.cache_dir={cache_dir}",
+                           "data.batch_size=8"], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for i in range(2):
+        assert "world size 2" in (out / f"fold_{i}" / "log.txt").read_text()
+    rows = _read_csv(out / "oof_predictions.csv")
+    assert sorted(r["path"] for r in rows) == sorted(p.relative_to(synth_root).as_posix()
+                                                   for p in synth_root.glob("*/*.png"))
+    assert proc.stdout.count("cv top-1") == 1

@@ -6,7 +6,6 @@ URL failure as one line while the rest is still predicted, output formats, exit 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -14,7 +13,7 @@ import shutil
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 
 def _records(stdout: str) -> list[dict]:
@@ -94,23 +93,18 @@ def test_files_folders_globs_urls_and_every_failure(infer_checkpoint, inputs, im
 def test_formats_output_file_and_image_url_spelling(infer_checkpoint, inputs, image_server, tmp_path):
     folder = str(inputs / "folder")
     out = tmp_path / "preds.json"
-    proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), folder, "--format", "json",
-                   "--output", str(out), f"--image_url={image_server}/good.png")
-    assert proc.stdout == "" and f"wrote {out}: 3 predicted, 0 failed" in proc.stderr
+    code, stdout, stderr = run_main("predict", "--checkpoint", str(infer_checkpoint), folder, "--format", "json",
+                                    "--output", str(out), f"--image_url={image_server}/good.png")
+    assert code == 0 and stdout == "" and f"wrote {out}: 3 predicted, 0 failed" in stderr
     records = json.loads(out.read_text())
     assert [r["input"] for r in records][-1] == f"{image_server}/good.png"
     for r in records:
         _check_probabilities(r)
 
-    from checkbox_dist.cli import main
-
-    # csv and table: in-process (same entry point as the command) to save two interpreter starts
     for fmt in ("csv", "table"):
-        buffer = io.StringIO()
-        with contextlib.redirect_stdout(buffer):
-            assert main(["predict", "--checkpoint", str(infer_checkpoint), folder, "--format", fmt,
-                         "--no-progress"]) == 0
-        text = buffer.getvalue()
+        code, text, _ = run_main("predict", "--checkpoint", str(infer_checkpoint), folder, "--format", fmt,
+                                 "--no-progress")
+        assert code == 0
         if fmt == "csv":
             rows = list(csv.DictReader(io.StringIO(text)))
             assert [r["input"] for r in rows] == [r["input"] for r in records[:2]]
@@ -125,9 +119,11 @@ def test_formats_output_file_and_image_url_spelling(infer_checkpoint, inputs, im
 
 
 def test_ensemble_with_tta_and_usage_errors(infer_checkpoint, inputs, tmp_path):
-    proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), "--checkpoint", str(infer_checkpoint.parent.parent),
-                   "--tta", "--format", "jsonl", str(inputs / "single.png"))
-    [record] = _records(proc.stdout)
+    code, stdout, _ = run_main("predict", "--checkpoint", str(infer_checkpoint), "--checkpoint",
+                               str(infer_checkpoint.parent.parent), "--tta", "--format", "jsonl",
+                               str(inputs / "single.png"))
+    assert code == 0
+    [record] = _records(stdout)
     _check_probabilities(record)
 
     from checkbox_dist.inference import Predictor
@@ -152,16 +148,6 @@ def test_usage_errors_are_one_line_and_exit_2(infer_checkpoint, inputs, tmp_path
              ([single, "--backend", "onnx", "--checkpoint", str(bare)], "run `checkbox-dist export")]
     for args, message in cases:
         checkpoint = [] if "--backend" in args else ["--checkpoint", str(infer_checkpoint)]
-        code, err = _run_inprocess(["predict", *checkpoint, *args])
+        code, _, err = run_main("predict", *checkpoint, *args)
         assert code == 2 and err.startswith("error: ") and message in err, err
         assert len(err.strip().splitlines()) == 1
-
-
-def _run_inprocess(argv: list[str]) -> tuple[int, str]:
-    """The CLI entry point in this process (saves an interpreter start); returns (exit code, stderr)."""
-    from checkbox_dist.cli import main
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, err.getvalue()

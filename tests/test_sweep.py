@@ -85,6 +85,9 @@ def test_slurm_mode_writes_one_override_line_per_trial_and_the_sbatch_command(tm
         assert cfg.train.mixed_precision == trial["train.mixed_precision"]
         assert cfg.data.augment.scale == trial["data.augment.scale"]
     assert len({line for line in lines}) > 1
+    # what a Slurm array task runs: line I of trials.txt, settings from sweep.json
+    assert cli_main(["sweep", "--run-trial", "6", "--out", str(out)]) == 2
+    assert "has trials 0..5" in capsys.readouterr().err
 
 
 def test_wandb_sweep_config_runs_cv_with_the_chosen_overrides(tmp_path, capsys):

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Multi-node training on Slurm: one `accelerate launch` per node, each starting one process per GPU.
+#
+#   sbatch slurm/train.sh                                        # configs/checkbox_state_v2.yaml, 2 nodes x 8 GPUs
+#   sbatch --nodes=4 --gpus-per-node=4 slurm/train.sh --config configs/checkbox_state_v2.yaml train.epochs=300
+#   CHECKBOX_DIST_CPU=1 sbatch --gpus-per-node=0 slurm/train.sh --config C ...   # CPU nodes (gloo), see below
+#
+# Submit from the repository root (sbatch copies this file into Slurm's spool, so the code is found
+# through SLURM_SUBMIT_DIR, or CHECKBOX_DIST_REPO); `.venv` there is activated when present, else
+# `accelerate` must be on PATH (sbatch passes the submitting shell's environment).
+#
+# Preemption and time limits: 120 s before the end Slurm sends USR1 to this script (B: = the batch
+# shell only: torchrun would die of a USR1). The script touches RUN/STOP, which every rank on every node
+# sees at its next log interval (train.log_every_steps): they agree, save checkpoints/last and exit;
+# then the script requeues the job (`scontrol requeue`). The job keeps its id, so the restarted job
+# (SLURM_RESTART_COUNT=1, 2, ...) finds the same run folder, runs/slurm-<jobid> unless
+# train.output_dir is given, and `train.resume=auto` continues from `last`: same weights as a run
+# that was never interrupted. Output of all restarts goes to one file, %x-%j.out (--open-mode=append).
+#
+# Environment knobs: CHECKBOX_DIST_CPU=1 trains on CPUs with gloo (ACCELERATE_USE_CPU=true, the one CPU
+# recipe that gives a real multi-process world: launch/cpu_2proc.yaml); CHECKBOX_DIST_PROCS_PER_NODE
+# overrides the processes per node (default: the node's GPUs, SLURM_GPUS_ON_NODE; 1 on CPU);
+# CHECKBOX_DIST_PORT fixes the rendezvous port (default: a free port on the first node).
+#SBATCH --job-name=checkbox-dist
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=32
+#SBATCH --time=24:00:00
+#SBATCH --output=%x-%j.out
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@120
+set -euo pipefail
+
+say() { echo "$(date '+%F %T') slurm/train.sh: $*"; }
+
+REPO=${CHECKBOX_DIST_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
+cd "$REPO"
+if [ -f "$REPO/.venv/bin/activate" ] && [ -z "${CHECKBOX_DIST_NO_VENV:-}" ]; then
+    # shellcheck disable=SC1091
+    source "$REPO/.venv/bin/activate"
+fi
+
+CONFIG=configs/checkbox_state_v2.yaml
+OVERRIDES=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --config) CONFIG=$2; shift 2 ;;
+        --config=*) CONFIG=${1#--config=}; shift ;;
+        *) OVERRIDES+=("$1"); shift ;;
+    esac
+done
+RUN_DIR=runs/slurm-${SLURM_JOB_ID:?not inside a Slurm job: submit with sbatch}
+for o in "${OVERRIDES[@]+"${OVERRIDES[@]}"}"; do
+    case "$o" in train.output_dir=*) RUN_DIR=${o#train.output_dir=} ;; esac
+done
+OVERRIDES+=("train.output_dir=$RUN_DIR" "train.resume=auto")
+mkdir -p "$RUN_DIR"
+rm -f "$RUN_DIR/STOP"  # left by the previous start of this job, if it was preempted
+
+NNODES=${SLURM_NNODES:-1}
+if [ -n "${CHECKBOX_DIST_CPU:-}" ] && [ "${CHECKBOX_DIST_CPU}" != 0 ]; then
+    export ACCELERATE_USE_CPU=true
+    PROCS_PER_NODE=${CHECKBOX_DIST_PROCS_PER_NODE:-1}
+else
+    PROCS_PER_NODE=${CHECKBOX_DIST_PROCS_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}
+fi
+TOTAL=$((NNODES * PROCS_PER_NODE))
+# The first node of the allocation hosts the rendezvous. Its NodeAddr is what the other nodes can reach
+# (node names need not resolve); this script runs on that node, so a free port is probed here.
+MAIN_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+MAIN_ADDR=$(scontrol show node "$MAIN_NODE" -o | tr ' ' '\n' | sed -n 's/^NodeAddr=//p')
+MAIN_ADDR=${MAIN_ADDR:-$MAIN_NODE}
+MAIN_PORT=${CHECKBOX_DIST_PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')}
+LAUNCH_CONFIG=launch/multi_node.yaml
+[ "$TOTAL" -gt 1 ] || LAUNCH_CONFIG=launch/single_gpu.yaml  # MULTI_GPU configs refuse one process
+export CONFIG NNODES TOTAL MAIN_ADDR MAIN_PORT LAUNCH_CONFIG
+say "job ${SLURM_JOB_ID} start $((${SLURM_RESTART_COUNT:-0} + 1)) (SLURM_RESTART_COUNT=${SLURM_RESTART_COUNT:-0}):" \
+    "$NNODES node(s) ${SLURM_JOB_NODELIST} x $PROCS_PER_NODE = $TOTAL processes, main $MAIN_ADDR:$MAIN_PORT," \
+    "run folder $RUN_DIR${ACCELERATE_USE_CPU:+, CPU (gloo)}"
+
+preempted=""
+on_signal() {
+    preempted=$1
+    say "got SIG$1: asking every rank to checkpoint and stop (touch $RUN_DIR/STOP)"
+    touch "$RUN_DIR/STOP"
+}
+trap 'on_signal USR1' USR1
+trap 'on_signal TERM' TERM
+
+# Single quotes: SLURM_NODEID must expand inside each task (0 on the first node, 1 on the next, ...),
+# not here in the batch shell, where it is 0 for everyone and every node would claim machine rank 0.
+srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c '
+    exec accelerate launch --config_file "$LAUNCH_CONFIG" --num_machines "$NNODES" --num_processes "$TOTAL" \
+        --machine_rank "$SLURM_NODEID" --main_process_ip "$MAIN_ADDR" --main_process_port "$MAIN_PORT" \
+        ${ACCELERATE_USE_CPU:+--mixed_precision no} train.py --config "$CONFIG" "$@"' bash "${OVERRIDES[@]}" &
+srun_pid=$!
+set +e
+while :; do
+    wait "$srun_pid"
+    rc=$?
+    # A trapped signal interrupts `wait` (rc > 128) while srun still runs: wait again.
+    kill -0 "$srun_pid" 2>/dev/null || break
+done
+set -e
+
+if [ -n "$preempted" ]; then
+    trap - USR1 TERM
+    if [ -f "$RUN_DIR/checkpoints/last/meta.json" ]; then
+        say "training stopped (exit $rc) with $RUN_DIR/checkpoints/last; requeueing job $SLURM_JOB_ID"
+    else
+        say "training stopped (exit $rc) before any checkpoint; requeueing job $SLURM_JOB_ID to start over"
+    fi
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+fi
+rm -f "$RUN_DIR/STOP"
+say "training finished with exit code $rc"
+exit "$rc"

@@ -1,0 +1,148 @@
+"""`checkbox-dist export` through the real CLI: ONNX parity with PyTorch (real images when present), the
+dynamic batch axis, metadata, int8, TorchScript, safetensors, `predict --backend onnx`, no half-written
+files, and a smoke run of `bench-infer` (no timing asserted: benchmarks are commands).
+
+~40 s on 2 shared cores, most of it the one ONNX export (dynamo exporter) + int8 calibration.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_main
+
+PARITY = 1e-4
+
+
+def _parity_images(predictor, real_root: Path | None, synth_root: Path, n: int = 48) -> torch.Tensor:
+    """uint8 images preprocessed as the checkpoint says: the real crops when present, else synthetic ones."""
+    from checkbox_dist.predict import list_images
+
+    files = list_images(real_root if real_root is not None else synth_root)
+    files = files[:: max(1, len(files) // n)][:n]  # spread over every class folder
+    return torch.stack([predictor.decode(f)[0] for f in files])
+
+
+@pytest.fixture(scope="module")
+def real_root():
+    from conftest import REAL_DATA
+
+    return REAL_DATA if REAL_DATA.is_dir() else None
+
+
+def test_onnx_matches_pytorch_with_dynamic_batch_and_metadata(infer_exported, real_root, synth_root):
+    import onnx
+
+    from checkbox_dist.inference import OnnxMember, Predictor
+
+    onnx_path = infer_exported / "model.onnx"
+    model = onnx.load(str(onnx_path))
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value  # symbolic: any batch size
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["checkbox_dist"])
+    payload = torch.load(infer_exported / "model.pt", map_location="cpu", weights_only=True)
+    assert meta["classes"] == payload["classes"] and meta["preprocess"] == payload["preprocess"]
+    assert meta["temperature"] == pytest.approx(payload["temperature"]) and meta["temperature"] != 1.0
+    assert meta["checkpoint_sha256"] == json.loads((infer_exported / "meta.json").read_text())["files"]["model.pt"]
+
+    eager = Predictor([infer_exported], device="cpu")
+    onnx_member = OnnxMember(onnx_path)
+    images = _parity_images(eager, real_root, synth_root)
+    for batch in (images[:1], images[:7], images):  # several batch sizes through the one graph
+        reference = eager.predict_tensors([batch])
+        got = onnx_member.probs(batch, tta=False)
+        assert got.shape == reference.shape
+        assert float((got - reference).abs().max()) < PARITY
+    assert torch.allclose(onnx_member.probs(images, False).sum(1), torch.ones(len(images)), atol=1e-5)
+
+
+def test_predict_backend_onnx_and_int8(infer_exported, synth_root):
+    folder = str(synth_root / "checked")
+    runs = {}
+    for name, args in {"torch": ["--checkpoint", str(infer_exported)],
+                       "onnx": ["--checkpoint", str(infer_exported.parent.parent), "--backend", "onnx"],
+                       "int8": ["--checkpoint", str(infer_exported / "model.int8.onnx")]}.items():
+        code, stdout, _ = run_main("predict", *args, folder, "--format", "jsonl")
+        assert code == 0
+        runs[name] = [json.loads(line) for line in stdout.splitlines()]
+    assert len(runs["torch"]) == len(runs["onnx"]) == len(runs["int8"]) == 20
+    for t, o, q in zip(runs["torch"], runs["onnx"], runs["int8"]):
+        assert t["input"] == o["input"] == q["input"]
+        for c in t["confidence"]:
+            assert abs(t["confidence"][c] - o["confidence"][c]) < PARITY
+            assert abs(t["confidence"][c] - q["confidence"][c]) < 0.1  # int8: close, not equal
+        assert sum(q["confidence"].values()) == pytest.approx(1, abs=1e-4)
+
+    from checkbox_dist.quantize import read_metadata
+
+    quant = read_metadata(infer_exported / "model.int8.onnx")["quantization"]
+    assert quant["mode"] == "static" and "calibration" in quant
+
+
+def test_torchscript_and_safetensors_reproduce_the_checkpoint(infer_checkpoint, tmp_path, synth_root):
+    import timm
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from checkbox_dist.images import normalize
+    from checkbox_dist.inference import Predictor
+
+    eager = Predictor([infer_checkpoint], device="cpu")
+    images = _parity_images(eager, None, synth_root, n=6)
+    reference = eager.predict_tensors([images])
+
+    ts = tmp_path / "m.pt"
+    code, stdout, _ = run_main("export", "--checkpoint", str(infer_checkpoint), "--format", "torchscript",
+                               "--out", str(ts))
+    assert code == 0 and f"wrote {ts}" in stdout
+    extra = {"checkbox_dist.json": ""}
+    scripted = torch.jit.load(str(ts), _extra_files=extra)
+    with torch.no_grad():
+        logits, probs = scripted(images)
+    assert float((probs - reference).abs().max()) < 1e-5
+    assert json.loads(extra["checkbox_dist.json"])["classes"] == eager.classes
+
+    st = tmp_path / "w.safetensors"
+    code, _, _ = run_main("export", "--checkpoint", str(infer_checkpoint), "--format", "safetensors", "--out", str(st))
+    assert code == 0
+    with safe_open(str(st), "pt") as handle:
+        meta = json.loads(handle.metadata()["checkbox_dist"])
+    model = timm.create_model(meta["model_name"], num_classes=len(meta["classes"])).eval()
+    model.load_state_dict(load_file(str(st)))
+    with torch.no_grad():
+        assert torch.allclose(model(normalize(images, eager.spec)), logits, atol=1e-5)
+
+
+def test_export_failures_are_one_line_and_leave_no_file(infer_checkpoint, tmp_path):
+    from checkbox_dist.export import atomic_path
+
+    cases = [(["--checkpoint", str(tmp_path / "nope"), "--format", "onnx"], "checkpoint not found"),
+             (["--checkpoint", str(infer_checkpoint), "--format", "torchscript", "--int8"], "--int8 applies to")]
+    for args, message in cases:
+        code, _, stderr = run_main("export", *args)
+        assert code == 2 and stderr.startswith("error: ") and message in stderr
+        assert len(stderr.strip().splitlines()) == 1
+    out = tmp_path / "partial.onnx"
+    with pytest.raises(RuntimeError):
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(b"half a model")
+            raise RuntimeError("exporter died")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bench_infer_runs_and_prints_ratios(infer_exported):
+    # A smoke run of the command (tiny counts); the figures themselves are quoted in docs/INFERENCE.md.
+    code, stdout, _ = run_main("bench-infer", "--checkpoint", str(infer_exported), "--n", "12", "--repeats", "1",
+                               "--iters", "4", "--batch", "8", "--threads", "2")
+    assert code == 0
+    lines = stdout.splitlines()
+    rows = {line[:17].strip(): line[17:].split() for line in lines[2:6]}
+    assert list(rows) == ["model(x) loop", "eager Predictor", "ONNX Runtime", "ONNX int8"], stdout
+    assert rows["model(x) loop"][:3] == ["1.00x", "1.00x", "1.00x"]
+    assert all(value.endswith("x") for row in rows.values() for value in row[:3])
+    assert rows["ONNX Runtime"][4] == "100.0%"  # same top-1 as the eager Predictor on every image

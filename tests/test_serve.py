@@ -1,0 +1,163 @@
+"""`checkbox-dist serve` as a real server process on 127.0.0.1, driven by a real HTTP client (httpx): every
+endpoint, each 4xx, size limits (by Content-Length and chunked), refusal of file:// and paths, micro-batching
+of concurrent requests, and a smoke run of `bench-serve` (figures are quoted in docs/INFERENCE.md, not asserted).
+
+~25 s on 2 shared cores (server start ~8 s, plus the session's tiny training run when run alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+from PIL import Image
+
+from conftest import REPO, run_main
+
+LIMITS = {"body": 1 << 20, "image": 1 << 19}  # --max-body-mb 1, --max-image-mb 0.5
+
+
+@pytest.fixture(scope="module")
+def server(infer_checkpoint, tmp_path_factory):
+    from checkbox_dist.bench_serve import free_port, wait_healthy
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    command = [sys.executable, "-m", "checkbox_dist", "serve", "--checkpoint", str(infer_checkpoint),
+               "--port", str(port),
+               "--max-body-mb", "1", "--max-image-mb", "0.5", "--max-batch", "8", "--max-wait-ms", "100",
+               "--url-timeout", "1", "--max-batch-items", "4", "--log-level", "warning"]
+    with log.open("w") as handle:
+        proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+                                env=dict(os.environ, OMP_NUM_THREADS="2"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, timeout_s=240)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    text = log.read_text()
+    assert "Traceback" not in text and "Exception" not in text, text[-3000:]
+
+
+@pytest.fixture(scope="module")
+def pngs(synth_root) -> dict[str, bytes]:
+    files = {c: sorted((synth_root / c).glob("*.png")) for c in ("checked", "other", "unchecked")}
+    return {f"{c}{i}": files[c][i].read_bytes() for c in files for i in range(3)}
+
+
+def _noise_png(n_bytes: int) -> bytes:
+    """A valid PNG of at least n_bytes (random pixels do not compress)."""
+    side = int((n_bytes / 3) ** 0.5) + 8
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buffer, "PNG", compress_level=0)
+    return buffer.getvalue()
+
+
+def test_health_and_model(server, infer_checkpoint):
+    from checkbox_dist import __version__
+
+    health = httpx.get(f"{server}/health").json()
+    assert health["status"] == "ok" and "batch_size" in health
+    model = httpx.get(f"{server}/model").json()
+    assert model["classes"] == ["checked", "other", "unchecked"] and model["version"] == __version__
+    [member] = model["members"]
+    assert member["backend"] == "torch" and member["model_name"] == "test_resnet"
+    assert member["config"]["model"]["name"] == "test_resnet" and member["preprocess"]["image_size"] == 32
+    assert member["temperature"] > 0 and model["serve"]["max_batch"] == 8
+
+
+def test_predict_upload_and_url_match_the_predictor(server, infer_checkpoint, image_server, synth_root):
+    from checkbox_dist.inference import Predictor
+
+    path = sorted((synth_root / "checked").glob("*.png"))[0]  # what image_server serves as /good.png
+    expected = Predictor([infer_checkpoint], device="cpu").predict_files([path])[0]
+    upload = httpx.post(f"{server}/predict", files={"file": ("a.png", path.read_bytes(), "image/png")})
+    by_url = httpx.post(f"{server}/predict", json={"url": f"{image_server}/good.png"})
+    for response in (upload, by_url):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["class"] == expected["class"] and body["batch_size"] >= 1
+        assert body["confidence"] == pytest.approx(expected["confidence"], abs=1e-5)
+        assert sum(body["confidence"].values()) == pytest.approx(1, abs=1e-4)
+    assert upload.json()["input"] == "a.png" and by_url.json()["input"] == f"{image_server}/good.png"
+
+
+def test_bad_requests_get_one_line_4xx(server, image_server, pngs):
+    predict, batch = f"{server}/predict", f"{server}/predict/batch"
+    good = pngs["checked0"]
+    cases = [  # (url, request kwargs, status, text in "detail")
+        (predict, {"json": {"url": "file:///etc/passwd"}}, 400, "only http:// and https://"),
+        (predict, {"json": {"url": "/etc/passwd"}}, 400, "only http:// and https://"),
+        (predict, {"json": {"url": "ftp://example.com/a.png"}}, 400, "only http:// and https://"),
+        (predict, {"json": {"url": f"{image_server}/to-file"}}, 422, "redirected to a non-http(s) URL"),
+        (predict, {"json": {"url": f"{image_server}/missing.png"}}, 422, "HTTP 404"),
+        (predict, {"json": {"url": f"{image_server}/hang.png"}}, 422, "timed out after 1 s"),
+        (predict, {"json": {"url": f"{image_server}/big.png"}}, 422, "over the 524,288 byte limit"),
+        (predict, {"json": {"url": f"{image_server}/page.html"}}, 422, "not an image (content-type text/html)"),
+        (predict, {"json": {"url": f"{image_server}/loop"}}, 422, "too many redirects"),
+        (predict, {"json": {"path": "/etc/passwd"}}, 400, 'expected JSON {"url"'),
+        (predict, {"json": ["https://example.com/a.png"]}, 400, 'expected JSON {"url"'),
+        (predict, {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+        (predict, {"content": good, "headers": {"content-type": "image/png"}}, 415, "multipart/form-data"),
+        (predict, {"files": {"file": ("x.png", b"GIF89a nonsense", "image/png")}}, 422, "x.png: "),
+        (predict, {"files": {"note": (None, b"a text field, no file")}}, 400, "send one image"),
+        (predict, {"files": [("file", ("a.png", good)), ("file", ("b.png", good))]}, 400, "send one image"),
+        (predict, {"files": {"file": ("n.png", _noise_png(LIMITS["image"] + 1000))}}, 413, "byte image limit"),
+        (predict, {"files": {"file": ("n.png", _noise_png(2 * LIMITS["body"]))}}, 413, "request body is over"),
+        (predict, {"content": iter([b"x" * 65536] * 40), "headers": {"content-type": "application/json"}}, 413,
+         "request body is over"),  # chunked: no Content-Length, counted as it arrives
+        (batch, {"files": [("files", (f"{i}.png", good)) for i in range(5)]}, 413, "over the 4 per request limit"),
+        (batch, {"json": {"urls": "https://example.com/a.png"}}, 400, 'expected JSON {"urls"'),
+    ]
+    for url, kwargs, status, text in cases:
+        response = httpx.post(url, timeout=30, **kwargs)
+        assert response.status_code == status, (kwargs.get("json"), response.status_code, response.text)
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and text in detail and "\n" not in detail, (status, detail)
+    assert httpx.get(predict).status_code == 405
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"  # still serving
+
+
+def test_batch_endpoint_keeps_order_and_reports_each_failure(server, image_server, pngs):
+    files = [("files", ("a.png", pngs["checked0"])), ("files", ("bad.png", b"not an image")),
+             ("files", ("c.png", pngs["other1"]))]
+    body = httpx.post(f"{server}/predict/batch", files=files, timeout=30).json()
+    assert [r["input"] for r in body["results"]] == ["a.png", "bad.png", "c.png"]
+    assert body["predicted"] == 2 and body["failed"] == 1
+    assert body["results"][1]["error"] == "bad.png: not an image"
+    for r in (body["results"][0], body["results"][2]):
+        assert sum(r["confidence"].values()) == pytest.approx(1, abs=1e-4)
+    body = httpx.post(f"{server}/predict/batch", json={"urls": [f"{image_server}/good.png",
+                                                                  f"{image_server}/missing.png"]}, timeout=30).json()
+    assert "class" in body["results"][0] and "HTTP 404" in body["results"][1]["error"]
+
+
+def test_concurrent_requests_are_micro_batched(server, pngs):
+    before = httpx.get(f"{server}/health").json()
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=120) as client:
+            return await asyncio.gather(*(client.post(f"{server}/predict", files={"file": (f"{k}.png", v)})
+                                          for k, v in list(pngs.items()) * 2))
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * 18
+    sizes = [r.json()["batch_size"] for r in responses]
+    after = httpx.get(f"{server}/health").json()
+    assert after["images"] - before["images"] == 18
+    # 18 requests in flight, max batch 8, max wait 100 ms: they share model calls
+    assert max(sizes) > 1 and after["batch_size"]["max"] > 1 and max(sizes) <= 8
+    assert after["batches"] - before["batches"] < 18
+
+
+def test_bench_serve_command_reports_rate_and_latency(server):
+    code, stdout, _ = run_main("bench-serve", "--url", server, "--seconds", "1", "--concurrency", "4")
+    assert code == 0, stdout
+    assert "requests/s" in stdout and "p50" in stdout and "p99" in stdout and " 0 errors" in stdout
