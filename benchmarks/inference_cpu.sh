@@ -2,7 +2,7 @@
 # The inference figures in docs/INFERENCE.md, in one go (~3 min on 2 cores once the checkpoint exists):
 #   bash benchmarks/inference_cpu.sh [CHECKPOINT]
 # No CHECKPOINT: trains the quickstart (configs/quickstart.yaml: resnet18, 64 px, 900 synthetic crops) first.
-# Then: export --int8, bench-infer, and bench-serve with micro-batching on / off and on ONNX Runtime.
+# Then: export --int8 (static and dynamic), bench-infer, and bench-serve with micro-batching on / off and on ONNX Runtime.
 # The model runs on SERVER_CPUS (default 0,1: "2 CPU cores"); on a machine with >= 4 cores the load-test
 # client runs on CLIENT_CPUS (default 2,3) so that it does not steal the server's cores.
 # CD overrides the command (e.g. CD="python3 -m checkbox_dist" without an installed entry point).
@@ -26,17 +26,21 @@ fi
 on_server() { taskset -c "$SERVER_CPUS" "$@"; }
 on_client() { taskset -c "$CLIENT_CPUS" "$@"; }
 
+if [ -d "$CKPT/checkpoints/best" ]; then BEST=$CKPT/checkpoints/best; else BEST=$CKPT; fi
+
 echo "== checkbox-dist export --checkpoint $CKPT --format onnx --int8"
 on_server $CD export --checkpoint "$CKPT" --format onnx --int8
-echo "== checkbox-dist bench-infer --checkpoint $CKPT --threads 2 --n $N"
-on_server $CD bench-infer --checkpoint "$CKPT" --threads 2 --n "$N"
-
-if [ -d "$CKPT/checkpoints/best" ]; then BEST=$CKPT/checkpoints/best; else BEST=$CKPT; fi
+echo "== checkbox-dist export --checkpoint $CKPT --format onnx --int8 --int8-mode dynamic --out $BEST/dynamic/model.onnx"
+on_server $CD export --checkpoint "$CKPT" --format onnx --int8 --int8-mode dynamic --out "$BEST/dynamic/model.onnx"
+echo "== checkbox-dist bench-infer --checkpoint $CKPT --threads 2 --n $N --extra-onnx $BEST/dynamic/model.int8.onnx"
+on_server $CD bench-infer --checkpoint "$CKPT" --threads 2 --n "$N" --extra-onnx "$BEST/dynamic/model.int8.onnx"
 serve_bench() {  # label, model (checkpoint or .onnx), then extra serve options
     local label=$1 model=$2; shift 2
     local port=$((8100 + RANDOM % 800))
     echo "== [$label] checkbox-dist serve --checkpoint $model --threads 2 $*; bench-serve --seconds $SECS --concurrency 16"
-    on_server $CD serve --checkpoint "$model" --port $port --threads 2 --device cpu --log-level warning "$@" &
+    # taskset execs the server, so $! is the server itself and `kill` reaches it
+    taskset -c "$SERVER_CPUS" $CD serve --checkpoint "$model" --port $port --threads 2 --device cpu \
+        --log-level warning "$@" &
     local pid=$!
     on_client $CD bench-serve --url "http://127.0.0.1:$port" --seconds "$SECS" --concurrency 16
     kill $pid; wait $pid 2>/dev/null

@@ -12,7 +12,7 @@ milliseconds from a shared 2-core machine say little elsewhere. Rows:
     model(x) loop     the reference: eager PyTorch forward on already-normalised tensors
     eager Predictor   what `predict` runs: uint8 -> normalise -> model -> softmax(logits / T)
     ONNX Runtime      model.onnx (same graph as the Predictor: normalisation + temperature inside)
-    ONNX int8         model.int8.onnx (`export --int8`)
+    ONNX int8 static  model.int8.onnx (`export --int8`); --extra-onnx adds rows (e.g. int8 dynamic)
 
 Latency: p50 / p99 of single-image calls (batch 1). Throughput: images/s at batch 64. With a labelled
 folder (ROOT/<class>/*) it also reports top-1 accuracy and agreement with the eager Predictor.
@@ -29,6 +29,9 @@ from pathlib import Path
 import torch
 
 from checkbox_dist.errors import UserError
+
+
+WIDTH = 22  # row label column
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -118,6 +121,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads for torch and ONNX Runtime "
                                                          "(default: torch's current setting)")
     p.add_argument("--onnx-exporter", choices=["dynamo", "legacy"], default="dynamo")
+    p.add_argument("--extra-onnx", action="append", default=[],
+                   help="another exported .onnx to compare (e.g. from `export --int8 --int8-mode dynamic`)")
     p.add_argument("--json", default="", help="also write the figures to this JSON file")
 
 
@@ -139,7 +144,7 @@ def run(args) -> int:
     images, labels, desc = load_images(eager, args.data, args.n, args.seed)
     with tempfile.TemporaryDirectory() as work:
         fp32, int8 = onnx_files(folder, Path(work), sha, args.onnx_exporter)
-        onnx_members = [OnnxMember(fp32, threads), OnnxMember(int8, threads)]
+        onnx_members = [OnnxMember(p, threads) for p in [fp32, int8, *args.extra_onnx]]
     model, spec = member.model, member.spec
 
     @torch.inference_mode()
@@ -154,9 +159,11 @@ def run(args) -> int:
             normalized[key] = normalize(x, spec).contiguous()
         return baseline(normalized[key])
 
-    variants = {"model(x) loop": reference, "eager Predictor": lambda x: member.probs(x, False),
-                "ONNX Runtime": lambda x: onnx_members[0].probs(x, False),
-                "ONNX int8": lambda x: onnx_members[1].probs(x, False)}
+    variants = {"model(x) loop": reference, "eager Predictor": lambda x: member.probs(x, False)}
+    for i, onnx_member in enumerate(onnx_members):
+        quant = onnx_member.meta.get("quantization")
+        name = "ONNX Runtime" if i == 0 else f"ONNX int8 {quant['mode']}" if quant else Path(onnx_member.source).name
+        variants[name if name not in variants else f"{name} ({i})"] = lambda x, m=onnx_member: m.probs(x, False)
     results = measure(variants, images, args.repeats, args.iters, args.batch)
     base = results["model(x) loop"]
     probs = {name: torch.cat([fn(b) if name != "model(x) loop" else torch.softmax(fn(b), 1)
@@ -165,13 +172,13 @@ def run(args) -> int:
     print(f"bench-infer: {member.payload['model_name']} at {spec.image_size}px, {desc}; {threads} threads, "
           f"{args.repeats} repeats alternated, {args.iters} batch-1 calls each; torch {torch.__version__}, "
           f"onnxruntime {ort.__version__}, {platform.processor() or platform.machine()}")
-    head = f"{'':<17}{'p50 (b=1)':>11}{'p99 (b=1)':>11}{f'img/s (b={args.batch})':>16}{'top-1':>9}{'= eager':>9}"
+    head = f"{'':<{WIDTH}}{'p50 (b=1)':>11}{'p99 (b=1)':>11}{f'img/s (b={args.batch})':>16}{'top-1':>9}{'= eager':>9}"
     print(head)
     for name, r in results.items():
         acc = f"{100 * float((probs[name].argmax(1) == labels).float().mean()):.1f}%" if labels is not None else "-"
         agree = f"{100 * float((probs[name].argmax(1) == ref_top1).float().mean()):.1f}%"
         r.update(accuracy=None if labels is None else float(acc[:-1]) / 100, agreement=float(agree[:-1]) / 100)
-        print(f"{name:<17}{r['p50'] / base['p50']:>10.2f}x{r['p99'] / base['p99']:>10.2f}x"
+        print(f"{name:<{WIDTH}}{r['p50'] / base['p50']:>10.2f}x{r['p99'] / base['p99']:>10.2f}x"
               f"{r['throughput'] / base['throughput']:>15.2f}x{acc:>9}{agree:>9}")
     print("latency ratios: lower is faster; throughput ratio: higher is faster; all relative to the model(x) loop "
           f"(for scale, here: p50 {1000 * base['p50']:.2f} ms, {base['throughput']:.0f} img/s at batch {args.batch})")

@@ -56,7 +56,7 @@ def sample_png() -> bytes:
     return buffer.getvalue()
 
 
-async def load(url: str, image: bytes, seconds: float, concurrency: int, warmup_s: float = 1.0) -> dict:
+async def load(url: str, image: bytes, seconds: float, concurrency: int, warmup_s: float = 0.0) -> dict:
     import httpx
 
     latencies, errors, statuses = [], 0, {}
@@ -123,8 +123,9 @@ def run(args) -> int:
         wait_healthy(url, proc)
         import httpx
 
+        asyncio.run(load(url, image, 1.0, args.concurrency, warmup_s=0))  # warm-up, not counted anywhere
         before = httpx.get(f"{url}/health", timeout=10).json()
-        result = asyncio.run(load(url, image, args.seconds, args.concurrency))
+        result = asyncio.run(load(url, image, args.seconds, args.concurrency, warmup_s=0))
         after = httpx.get(f"{url}/health", timeout=10).json()
     finally:
         if proc is not None:
@@ -136,7 +137,7 @@ def run(args) -> int:
     images, batches = after["images"] - before["images"], after["batches"] - before["batches"]
     print(f"bench-serve: {url} POST /predict, {args.concurrency} concurrent clients, {result['seconds']:g} s "
           f"(+1 s warm-up), {len(image):,}-byte image {args.server_args and '| serve ' + args.server_args}")
-    print(f"  {result['requests']} requests, {result['requests_per_s']:.1f} requests/s, latency p50 "
+    print(f"  {result['requests']} requests answered, {result['requests_per_s']:.1f} requests/s, latency p50 "
           f"{result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, {result['errors']} errors {result['statuses']}")
     if batches:
         print(f"  server: {images} images in {batches} model calls, mean batch {images / batches:.1f}, "

@@ -165,6 +165,7 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
            tta: bool = False, only: list[int] | None = None, say=print) -> dict | None:
     """Train the folds not done yet (all, or `only`), then summarise if every fold is done."""
     import torch
+    from accelerate.utils import broadcast_object_list
 
     from checkbox_dist import train
     from checkbox_dist.config import to_dict
@@ -222,6 +223,12 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
 
     for i in only:
         run_dir = out / f"fold_{i}"
+        stop = [(out / "STOP").exists()]  # slurm/sweep.sh's stop request for a whole trial, seen between folds
+        if state.num_processes > 1:
+            broadcast_object_list(stop)  # every process must take the same branch
+        if stop[0]:
+            say(f"cv: {out / 'STOP'} exists: stopping before fold {i}; remove it and rerun to continue")
+            sys.exit(train.PREEMPTED_EXIT)
         if (run_dir / "oof.csv").is_file():
             say(f"fold {i}: done before, kept")
             continue

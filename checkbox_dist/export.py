@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from checkbox_dist import checkpoint
 from checkbox_dist.errors import UserError
-from checkbox_dist.images import PreprocessSpec, normalize
+from checkbox_dist.images import PreprocessSpec
 from checkbox_dist.inference import ONNX_FILE, ONNX_META_KEY
 
 FORMATS = ("onnx", "torchscript", "safetensors")
@@ -47,9 +47,14 @@ class InferenceGraph(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, spec: PreprocessSpec, temperature: float):
         super().__init__()
         self.model, self.spec, self.temperature = model, spec, float(temperature)
+        # The same arithmetic as images.normalize, as buffers: normalize caches its constants, and a
+        # constant first built while the exporter traces would be a fake tensor, cached for later callers.
+        extra = [0.5] if spec.alpha_channel else []
+        self.register_buffer("mean", torch.tensor(list(spec.mean) + extra).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(list(spec.std) + extra).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor):
-        logits = self.model(normalize(image, self.spec))
+        logits = self.model((image.float() / 255.0 - self.mean) / self.std)
         return logits, F.softmax(logits / self.temperature, dim=1)
 
 

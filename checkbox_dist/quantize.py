@@ -29,7 +29,7 @@ from checkbox_dist.images import BadImageError, PreprocessSpec, decode
 CALIB_BATCH = 16
 
 
-def calibration_files(payload: dict, calib_data: str, n: int) -> tuple[list[Path], str]:
+def calibration_files(payload: dict, calib_data: str, n: int) -> tuple[list[Path], Path]:
     """`n` image files spread evenly over the sorted list (so every class folder contributes), and a label."""
     from checkbox_dist.predict import list_images
 
@@ -55,7 +55,7 @@ def calibration_files(payload: dict, calib_data: str, n: int) -> tuple[list[Path
     if not files:
         raise UserError(f"{root}: no images for int8 calibration")
     step = max(1, len(files) // max(1, n))
-    return files[::step][:n], f"{min(n, len(files))} images from {root}"
+    return files[::step][:n], root
 
 
 def calibration_batches(files: list[Path], spec: PreprocessSpec) -> list[torch.Tensor]:
@@ -95,7 +95,7 @@ def quantize_onnx(fp32: Path, out: Path, payload: dict, meta: dict, mode: str = 
     from checkbox_dist.export import atomic_path, set_metadata
 
     spec = PreprocessSpec.from_dict(payload["preprocess"])
-    files, source = calibration_files(payload, calib_data, calib_n)
+    files, root = calibration_files(payload, calib_data, calib_n)
     batches = calibration_batches(files, spec)
     quant = {"mode": mode, "weights": "int8 per-channel" if mode == "static" else "int8",
              "activations": "uint8, MinMax-calibrated" if mode == "static" else "uint8, per batch at run time",
@@ -118,14 +118,14 @@ def quantize_onnx(fp32: Path, out: Path, payload: dict, meta: dict, mode: str = 
 
             quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
-            quant["calibration"] = source
+            quant["calibration"] = f"{len(files)} images from {root}"
         else:
             quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
         model = onnx.load(str(tmp))
         set_metadata(model, dict(meta, quantization=quant))
         onnx.save(model, str(tmp))
         report = agreement(fp32, tmp, torch.cat(batches))
-    report["summary"] = (f"on the {len(files)} calibration images, top-1 agrees with float32 on "
+    report["summary"] = (f"on {len(files)} images from {root}, top-1 agrees with float32 on "
                          f"{100 * report['top1_agreement']:.1f}%, max |dp| = {report['max_abs_diff']:.3f}")
     return dict(report, quantization=quant)
 

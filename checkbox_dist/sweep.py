@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,8 @@ def _trial_command(settings: dict, index: int, words: list[str]) -> list[str]:
 
 
 def run_trial(settings: dict, index: int, words: list[str]) -> int:
+    """One trial as a `cv` subprocess (log in OUT/trial_<i>/cv_log.txt). SIGUSR1/SIGTERM (Slurm preemption,
+    slurm/sweep.sh) are passed on: the fold in progress saves `last` and cv exits 75; a rerun resumes it."""
     out = Path(settings["out"]) / f"trial_{index}"
     if (out / "cv_summary.json").is_file():
         print(f"trial {index}: done before, kept ({out / 'cv_summary.json'})")
@@ -129,12 +132,19 @@ def run_trial(settings: dict, index: int, words: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "trial.json").write_text(json.dumps({"trial": index, "overrides": words}, indent=1))
     print(f"trial {index}: {' '.join(words) or '(base config)'} -> {out}", flush=True)
-    with (out / "cv_log.txt").open("w") as log:
-        proc = subprocess.run(_trial_command(settings, index, words), stdout=log, stderr=subprocess.STDOUT)
+    with (out / "cv_log.txt").open("a") as log:
+        proc = subprocess.Popen(_trial_command(settings, index, words), stdout=log, stderr=subprocess.STDOUT)
+        forward = lambda signum, _frame: proc.send_signal(signum)  # noqa: E731
+        old = {sig: signal.signal(sig, forward) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+        try:
+            returncode = proc.wait()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
     tail = (out / "cv_log.txt").read_text().strip().splitlines()[-1:] or [""]
-    print(f"trial {index}: {'ok' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'}: {tail[0]}",
-          flush=True)
-    return proc.returncode
+    status = {0: "ok", 75: "stopped (exit 75): run it again to resume"}.get(returncode, f"FAILED (exit {returncode})")
+    print(f"trial {index}: {status}: {tail[0]}", flush=True)
+    return returncode
 
 
 def gather(out: Path) -> list[dict]:
@@ -287,7 +297,13 @@ def run(args) -> int:
         print(f"submit: sbatch --array=0-{len(trials) - 1} slurm/sweep.sh {out / 'trials.txt'} {out}")
         print(f"then:   checkbox-dist sweep --gather {out}")
         return 0
-    failed = [i for i, w in enumerate(words) if run_trial(settings, i, w) != 0]
+    failed = []
+    for i, w in enumerate(words):
+        returncode = run_trial(settings, i, w)
+        if returncode == 75:  # preempted: stop here; the same command resumes (finished trials are kept)
+            return returncode
+        if returncode != 0:
+            failed.append(i)
     rows = gather(out)
     print(format_rows(rows))
     print(f"wrote {write_results(out, rows)}" + (f" | failed trials: {failed} (see trial_<i>/cv_log.txt)" if failed else ""))

@@ -11,8 +11,8 @@
 #     --out OUT`, i.e. a cross-validated trial with the sweep's config, folds and base overrides;
 #   - otherwise: `checkbox-dist train --config C <line i> [extra overrides] train.output_dir=OUT/trial_<i>
 #     train.resume=auto` (C defaults to configs/checkbox_state_v2.yaml).
-# Preemption as in slurm/train.sh: USR1 120 s before the end -> the trial checkpoints (RUN/STOP) ->
-# the task requeues itself and resumes. Submit from the repository root (SLURM_SUBMIT_DIR is the code);
+# Preemption as in slurm/train.sh: USR1 120 s before the end -> a `train` trial checkpoints (USR1 and
+# RUN/STOP) -> the task requeues itself and resumes; a cross-validated trial is requeued at once. Submit from the repository root (SLURM_SUBMIT_DIR is the code);
 # `.venv` there is activated when present. Without Slurm, SLURM_ARRAY_TASK_ID=3 bash slurm/sweep.sh ...
 # runs one task in the foreground.
 #SBATCH --job-name=checkbox-sweep
@@ -68,6 +68,14 @@ say "task $I (restart ${SLURM_RESTART_COUNT:-0}): ${WORDS[*]:-(base config)} -> 
 preempted=""
 on_signal() {
     preempted=$1
+    if [ -f "$OUT/sweep.json" ]; then
+        # A cross-validated trial is a chain of processes with no checkpoint of its own: requeue now;
+        # the restarted task reruns the trial (`sweep --run-trial` skips trials already finished).
+        say "got SIG$1: requeueing trial $I"
+        trap - USR1 TERM
+        scontrol requeue "${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_$I"
+        exit 0
+    fi
     say "got SIG$1: checkpointing trial $I"
     touch "$RUN_DIR/STOP"
     kill -USR1 "$child" 2>/dev/null || true  # `train` saves on USR1 too (a single process: no rendezvous)

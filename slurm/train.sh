@@ -72,7 +72,7 @@ TOTAL=$((NNODES * PROCS_PER_NODE))
 MAIN_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MAIN_ADDR=$(scontrol show node "$MAIN_NODE" -o | tr ' ' '\n' | sed -n 's/^NodeAddr=//p')
 MAIN_ADDR=${MAIN_ADDR:-$MAIN_NODE}
-MAIN_PORT=${CHECKBOX_DIST_PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')}
+MAIN_PORT=${CHECKBOX_DIST_PORT:-$("$(command -v python || command -v python3)" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')}
 LAUNCH_CONFIG=launch/multi_node.yaml
 [ "$TOTAL" -gt 1 ] || LAUNCH_CONFIG=launch/single_gpu.yaml  # MULTI_GPU configs refuse one process
 export CONFIG NNODES TOTAL MAIN_ADDR MAIN_PORT LAUNCH_CONFIG

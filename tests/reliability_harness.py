@@ -54,6 +54,12 @@ def _child(argv: list[str], env: dict, cwd: str, out_file: str, err_file: str, m
     from checkbox_dist.cli import main
 
     faults.reload()  # CHECKBOX_DIST_FAULT was read when the server imported the module
+    import torch
+
+    # One thread: on 2 shared cores, 2 OpenMP threads per tiny run cost 3x the CPU time (measured 9.8 s vs
+    # 3.3 s for the faults suite's 3-epoch run). Every run of a comparison uses the same count, so the
+    # bit-exact checks are unaffected.
+    torch.set_num_threads(1)
     code = main(argv)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -113,7 +119,8 @@ def cli(argv: list[str], env: dict | None = None, cwd: Path = REPO, timeout: flo
 
 def one_line_error(result: Result) -> str:
     """The single `error: ...` line a user-facing failure must print (asserts: no traceback, exit 2)."""
-    assert result.rc == 2, f"exit {result.rc}, expected 2\n--- stdout\n{result.out[-2000:]}\n--- stderr\n{result.err[-3000:]}"
+    assert result.rc == 2, (f"exit {result.rc}, expected 2\n--- stdout\n{result.out[-2000:]}\n"
+                            f"--- stderr\n{result.err[-3000:]}")
     assert "Traceback" not in result.err, result.err[-3000:]
     lines = [line for line in result.error_lines if line.startswith("error:")]
     assert len(lines) == 1, result.err[-3000:]

@@ -184,3 +184,13 @@ def test_cv_under_accelerate_launch_trains_each_fold_with_both_processes(synth_r
     assert sorted(r["path"] for r in rows) == sorted(p.relative_to(synth_root).as_posix()
                                                    for p in synth_root.glob("*/*.png"))
     assert proc.stdout.count("cv top-1") == 1
+
+
+def test_a_stop_file_in_the_cv_folder_stops_before_the_next_fold(synth_root, tmp_path):
+    out = tmp_path / "stopped"
+    out.mkdir()
+    (out / "STOP").touch()
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(["cv", "--folds", "3", "--out", str(out), f"data.root={synth_root}"])
+    assert stopped.value.code == 75
+    assert (out / "folds" / "fold_0.json").is_file() and not (out / "fold_0").exists()

@@ -142,7 +142,9 @@ def test_only_rank_zero_writes_checkpoints_plots_logs_and_tracker_runs(runs):
                  "tracking"):
         assert what in written, what
     run_dir = runs["two"]["dir"]
-    assert len(list(run_dir.glob("tracking/**/events.out.tfevents.*"))) == 1
+    # TensorBoard names its files events.out.tfevents.<time>.<host>.<pid>.<n>: all from rank 0's process.
+    events = list(run_dir.glob("tracking/**/events.out.tfevents.*"))
+    assert events and {p.name.split(".")[-2] for p in events} == {str(runs["two"]["ranks"][0]["pid"])}
     assert len(list(run_dir.glob("tracking/wandb/offline-run-*"))) == 1
     assert runs["two"]["log"].count("world size 2") == 1  # printed once, not once per rank
 

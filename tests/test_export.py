@@ -141,8 +141,8 @@ def test_bench_infer_runs_and_prints_ratios(infer_exported):
                                "--iters", "4", "--batch", "8", "--threads", "2")
     assert code == 0
     lines = stdout.splitlines()
-    rows = {line[:17].strip(): line[17:].split() for line in lines[2:6]}
-    assert list(rows) == ["model(x) loop", "eager Predictor", "ONNX Runtime", "ONNX int8"], stdout
+    rows = {line[:22].strip(): line[22:].split() for line in lines[2:6]}
+    assert list(rows) == ["model(x) loop", "eager Predictor", "ONNX Runtime", "ONNX int8 static"], stdout
     assert rows["model(x) loop"][:3] == ["1.00x", "1.00x", "1.00x"]
     assert all(value.endswith("x") for row in rows.values() for value in row[:3])
     assert rows["ONNX Runtime"][4] == "100.0%"  # same top-1 as the eager Predictor on every image

@@ -27,15 +27,21 @@ TINY = ["--config", str(REPO / "configs" / "quickstart.yaml"), "model.name=test_
         "data.batch_size=8", "train.epochs=3", "train.log_every_steps=1", "train.collective_timeout_s=20"]
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dist_cache")
+
+
 @pytest.mark.parametrize("fault", ["kill", "stop"], ids=["peer killed", "peer hung"])
-def test_when_one_of_two_processes_dies_or_hangs_the_other_exits_with_one_line(fault: str, tmp_path: Path):
+def test_when_one_of_two_processes_dies_or_hangs_the_other_exits_with_one_line(fault: str, tmp_path: Path,
+                                                                               cache: Path):
     from checkbox_dist import checkpoint
 
     run_dir = tmp_path / "run"
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                CHECKBOX_DIST_FAULT=f"step:6:{fault}@1")
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2",
-           str(REPO / "train.py"), *TINY, f"train.output_dir={run_dir}", f"data.cache_dir={tmp_path / 'cache'}"]
+           str(REPO / "train.py"), *TINY, f"train.output_dir={run_dir}", f"data.cache_dir={cache}"]
     # The hang guard: a survivor that waited forever would trip it. Measured (2 busy cores): ~60 s killed,
     # ~100 s hung (20 s collective timeout + torchrun's 30 s before SIGKILL + start-up).
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=400)

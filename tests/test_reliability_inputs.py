@@ -25,7 +25,7 @@ from reliability_harness import REPO, cli, one_line_error
 
 TINY = ["--config", str(REPO / "configs" / "quickstart.yaml"), "model.name=test_resnet", "data.image_size=32",
         "data.num_workers=0", "train.progress=false", "tracking.backends=[]", "train.epochs=1",
-        "data.batch_size=8"]
+        "data.batch_size=8", "eval.confusion_every_epochs=1000"]
 
 
 def _png_with_header_only(width: int, height: int) -> bytes:
@@ -59,10 +59,10 @@ BAD = {
     "zero-byte": ("zero.png", lambda: b"", "empty file"),
     "text named .png": ("notes.png", lambda: b"just some text\n", "not an image"),
     "random bytes after a PNG signature": ("random.png", lambda: b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
-                                           ""),
+                                           "not an image"),
     "truncated PNG": ("half.png", lambda: _noise_png()[: len(_noise_png()) // 2], "unreadable image"),
     "truncated JPEG": ("half.jpg", lambda: _noise_jpeg()[: len(_noise_jpeg()) // 2], "unreadable image"),
-    "one byte flipped in a PNG": ("flipped.png", _flipped_png, ""),
+    "one byte flipped in a PNG": ("flipped.png", _flipped_png, "unreadable image"),
     "decompression bomb (100000 x 100000 header)": ("bomb.png", lambda: _png_with_header_only(100_000, 100_000),
                                                     "decompression bomb"),
     "over the 64 Mpx limit (9000 x 8000 header)": ("big.png", lambda: _png_with_header_only(9000, 8000),

@@ -130,3 +130,42 @@ def test_format_value_round_trips_through_the_override_parser(value):
         assert read == pytest.approx(value, rel=1e-5, abs=1e-9)
     else:
         assert read == value and type(read) is type(value)
+
+
+CHILD = """
+import pathlib, signal, sys, time
+def stop(*_):
+    pathlib.Path(sys.argv[1]).write_text("saved")
+    sys.exit(75)
+signal.signal(signal.SIGUSR1, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+PARENT = """
+import sys
+from checkbox_dist import sweep
+sweep._trial_command = lambda settings, i, words: [sys.executable, "-c", sys.argv[2], sys.argv[3]]
+sys.exit(sweep.run_trial({"out": sys.argv[1]}, 0, ["optim.lr=0.001"]))
+"""
+
+
+def test_a_trial_passes_preemption_signals_to_its_cv_process(tmp_path):
+    """slurm/sweep.sh sends USR1 to `sweep --run-trial`; the cv child must get it (and save), exit code 75."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "child_saved"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path), CHILD, str(marker)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    log = tmp_path / "trial_0" / "cv_log.txt"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and "ready" in log.read_text()):
+        assert parent.poll() is None and time.monotonic() < deadline, parent.stdout.read() if parent.stdout else ""
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGUSR1)
+    assert parent.wait(timeout=60) == 75
+    assert marker.read_text() == "saved"
+    assert "stopped (exit 75)" in parent.stdout.read()

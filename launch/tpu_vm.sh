@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Train on a Cloud TPU VM (one host or a pod slice) from your workstation, with gcloud:
+#
+#   TPU_NAME=ckbx ZONE=us-central2-b ACCELERATOR=v4-8 bash launch/tpu_vm.sh \
+#       --config configs/checkbox_state_v2.yaml data.root=/home/$USER/data/checkbox_state_v2/train
+#
+# Steps (each skipped when already done, so re-running continues): 1. create the TPU VM, or reuse the
+# one named TPU_NAME; 2. install the pinned torch/torch_xla pair and the CI-pinned rest on every
+# worker (the same set as tests/xla_venv.sh and docker/Dockerfile.tpu); 3. copy this checkout to every
+# worker (git archive of HEAD: commit first); 4. run `accelerate launch --config_file
+# launch/tpu_vm.yaml train.py ARGS` on all workers at once (PJRT_DEVICE=TPU; one process per chip).
+# The data must be on every worker (copy it with `gcloud compute tpus tpu-vm scp --worker=all`, or
+# point data.root at a mounted bucket). Runs land in ~/checkbox_dist/runs on worker 0.
+# Knobs: TPU_NAME, ZONE, ACCELERATOR (v4-8, v5litepod-8, ...), RUNTIME (the TPU VM software version),
+# PROJECT (default: gcloud's), SPOT=1 for a preemptible VM, WANDB_API_KEY (passed on when set).
+# A preempted spot VM loses its processes: run again and `train.resume=auto` with a fixed
+# train.output_dir continues from the last checkpoint (put it on a bucket or a persistent disk).
+set -euo pipefail
+TPU_NAME=${TPU_NAME:-checkbox-dist}
+ZONE=${ZONE:?set ZONE, e.g. us-central2-b}
+ACCELERATOR=${ACCELERATOR:-v4-8}
+RUNTIME=${RUNTIME:-tpu-ubuntu2204-base}
+PINS="torch==2.9.1 torchvision==0.24.1 torch_xla[tpu]==2.9.0"
+cd "$(dirname "$0")/.."
+gc=(gcloud compute tpus tpu-vm --zone "$ZONE" ${PROJECT:+--project "$PROJECT"})
+on_all() { "${gc[@]}" ssh "$TPU_NAME" --worker=all --command "$1"; }
+
+if ! "${gc[@]}" describe "$TPU_NAME" >/dev/null 2>&1; then
+    echo "creating TPU VM $TPU_NAME ($ACCELERATOR, $RUNTIME) in $ZONE"
+    "${gc[@]}" create "$TPU_NAME" --accelerator-type "$ACCELERATOR" --version "$RUNTIME" ${SPOT:+--spot}
+else
+    echo "reusing TPU VM $TPU_NAME"
+fi
+
+grep -v -i -E '^(torch|torchvision|triton|nvidia-|cuda-)' constraints.txt | grep -v '^#' > /tmp/constraints-xla.txt
+"${gc[@]}" scp /tmp/constraints-xla.txt "$TPU_NAME":constraints-xla.txt --worker=all
+on_all "set -e; python3 -m venv ~/venv-xla; . ~/venv-xla/bin/activate; pip -q install --upgrade pip;
+    python -c 'import torch_xla' 2>/dev/null || pip -q install $PINS;
+    pip -q install -c ~/constraints-xla.txt accelerate timm pyyaml pillow numpy matplotlib tqdm safetensors wandb tensorboard"
+
+git archive --format=tar.gz -o /tmp/checkbox_dist.tar.gz HEAD
+"${gc[@]}" scp /tmp/checkbox_dist.tar.gz "$TPU_NAME":checkbox_dist.tar.gz --worker=all
+on_all "set -e; mkdir -p ~/checkbox_dist && tar -xzf ~/checkbox_dist.tar.gz -C ~/checkbox_dist;
+    . ~/venv-xla/bin/activate && pip -q install --no-deps -e ~/checkbox_dist"
+
+args=$(printf ' %q' "$@")
+on_all "cd ~/checkbox_dist && . ~/venv-xla/bin/activate && export PJRT_DEVICE=TPU ${WANDB_API_KEY:+WANDB_API_KEY=$WANDB_API_KEY} &&
+    accelerate launch --config_file launch/tpu_vm.yaml train.py$args"

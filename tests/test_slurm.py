@@ -1,0 +1,173 @@
+"""slurm/train.sh and slurm/sweep.sh on a real Slurm cluster: two emulated nodes on this machine.
+
+    .venv/bin/pytest tests/test_slurm.py -q        # as root; installs slurm + munge with apt if missing
+
+tests/slurm_cluster.sh starts munged, slurmctld and two slurmd (n1, n2) from a temp folder and the
+fixture stops them by PID. Jobs run in CPU mode (CHECKBOX_DIST_CPU=1: one process per node, gloo), with
+timm's `test_vit` at 32 px: two `accelerate launch` (machine ranks 0 and 1) form one world of 2. One
+job runs uninterrupted; a second one, submitted alongside, gets USR1 after its first epoch exactly as
+`#SBATCH --signal=B:USR1@120` would send it, checkpoints, requeues itself and resumes; its final weights
+must equal the uninterrupted job's. `scontrol requeue` holds a job ~2 min (BeginTime) before it may start
+again; the test lifts that with `scontrol update StartTime=now`, which a real cluster does not need.
+About 90-120 s on an idle 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# the fixtures wait for whole Slurm jobs, one of them started twice
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+TINY = {
+    "data": {"root": "", "synth_n": 150, "synth_seed": 0, "image_size": 32, "batch_size": 8, "eval_batch_size": 16,
+             "num_workers": 0},
+    "model": {"name": "test_vit"},
+    "optim": {"name": "adamw", "lr": 0.002},
+    "schedule": {"name": "constant"},
+    "train": {"epochs": 6, "early_stopping_patience": 0, "log_every_steps": 1, "progress": False},
+    "tracking": {"backends": []},
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("a Slurm test cluster needs root (the daemons run as root, munged as user munge)")
+    folder = tmp_path_factory.mktemp("slurm")
+    start = subprocess.run(["bash", str(REPO / "tests" / "slurm_cluster.sh"), "start", str(folder / "cluster")],
+                           capture_output=True, text=True, timeout=600)
+    if start.returncode == 4 and not shutil.which("slurmctld"):
+        pytest.skip(f"Slurm is not installed and apt-get could not install it: {start.stderr.strip()}")
+    assert start.returncode == 0, f"cluster start failed:\n{start.stdout}\n{start.stderr}"
+    env = dict(os.environ, SLURM_CONF=str(folder / "cluster" / "slurm.conf"), PYTHONUNBUFFERED="1",
+               OMP_NUM_THREADS="1", CHECKBOX_DIST_CPU="1")
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
+    config = folder / "tiny.yaml"
+    config.write_text(yaml.safe_dump(dict(TINY, data=dict(TINY["data"], cache_dir=str(folder / "cache")))))
+    try:
+        yield {"env": env, "dir": folder, "config": config}
+    finally:
+        subprocess.run(["bash", str(REPO / "tests" / "slurm_cluster.sh"), "stop", str(folder / "cluster")],
+                       timeout=120)
+
+
+def sbatch(cluster, *args: str) -> str:
+    proc = subprocess.run(["sbatch", "--parsable", "--gpus-per-node=0", "--cpus-per-task=1", *args],
+                          capture_output=True, text=True, env=cluster["env"], cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().split(";")[0]
+
+
+def job_info(cluster, job: str) -> list[dict]:
+    """One dict per job (array tasks are separate jobs) from `scontrol show job -o`."""
+    proc = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True,
+                          env=cluster["env"], timeout=30)
+    return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def wait_for(cluster, job: str, states: set[str], timeout: float = 600) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = job_info(cluster, job)
+        if info and all(j.get("JobState") in states for j in info):
+            return info
+        if any(j.get("JobState") in {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"} - states
+               for j in info):
+            break
+        time.sleep(0.5)
+    logs = "\n".join(p.read_text()[-4000:] for p in cluster["dir"].glob("*.out"))
+    raise AssertionError(f"job {job} did not reach {states}: {info}\n{logs}")
+
+
+def out_file(cluster, job: str) -> str:
+    return (cluster["dir"] / f"checkbox-dist-{job}.out").read_text()
+
+
+@pytest.fixture(scope="module")
+def train_jobs(cluster) -> dict:
+    """Two identical 2-node jobs at once: A runs through, B is preempted after its first epoch."""
+    runs = {name: cluster["dir"] / f"run_{name}" for name in ("a", "b")}
+    jobs = {name: sbatch(cluster, "--nodes=2", "--ntasks-per-node=1", f"--output={cluster['dir']}/%x-%j.out",
+                         "slurm/train.sh", "--config", str(cluster["config"]), f"train.output_dir={runs[name]}")
+            for name in runs}
+    metrics = runs["b"] / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while not (metrics.is_file() and '"kind": "epoch"' in metrics.read_text()):
+        assert time.monotonic() < deadline and job_info(cluster, jobs["b"])[0]["JobState"] in ("PENDING", "RUNNING")
+        time.sleep(0.2)
+    # What `#SBATCH --signal=B:USR1@120` does 120 s before the time limit: USR1 to the batch shell.
+    subprocess.run(["scancel", "--signal=USR1", "--batch", jobs["b"]], env=cluster["env"], check=True, timeout=30)
+    deadline = time.monotonic() + 600
+    while int(job_info(cluster, jobs["b"])[0].get("Restarts", "0")) < 1:
+        assert time.monotonic() < deadline, out_file(cluster, jobs["b"])[-4000:]
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "update", f"JobId={jobs['b']}", "StartTime=now"], env=cluster["env"], timeout=30)
+    info = {name: wait_for(cluster, job, {"COMPLETED"})[0] for name, job in jobs.items()}
+    return {"jobs": jobs, "runs": runs, "info": info}
+
+
+def test_train_sh_trains_on_two_nodes_as_one_world(cluster, train_jobs):
+    job, run = train_jobs["jobs"]["a"], train_jobs["runs"]["a"]
+    assert train_jobs["info"]["a"]["NodeList"] == "n[1-2]" and train_jobs["info"]["a"]["ExitCode"] == "0:0"
+    log = out_file(cluster, job)
+    assert re.search(r"2 node\(s\) n\[1-2\] x 1 = 2 processes, main 127\.0\.0\.1:\d+", log), log[-3000:]
+    # One process per node, so world size 2 means node 1's launcher joined node 0's rendezvous with
+    # machine rank 1 (with rank 0 on both, the rendezvous would not form).
+    assert "MULTI_CPU on cpu:0 | world size 2" in log
+    assert "training finished with exit code 0" in log
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_checkpoint"].endswith("checkpoints/best")
+    for name in ("best", "last"):
+        assert (run / "checkpoints" / name / "meta.json").is_file()
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"epoch"' in line]
+    assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == list(range(1, 7))
+    assert not (run / "STOP").exists()
+
+
+def test_preempted_job_checkpoints_requeues_resumes_and_ends_with_the_same_weights(cluster, train_jobs):
+    import torch
+
+    job, run = train_jobs["jobs"]["b"], train_jobs["runs"]["b"]
+    log = out_file(cluster, job)
+    assert "got SIGUSR1" in log
+    assert re.search(r"stop request: saved \S+/checkpoints/last at epoch \d+ batch \d+", log), log[-4000:]
+    assert "requeueing job" in log
+    assert "start 2 (SLURM_RESTART_COUNT=1)" in log
+    assert re.search(r"resumed from \S+/checkpoints/last: epoch \d+, batch \d+ of 7", log)
+    assert log.rstrip().endswith("training finished with exit code 0")
+    assert train_jobs["info"]["b"]["Restarts"] == "1"
+    resumed = torch.load(run / "checkpoints" / "last" / "model.pt", weights_only=True)["model"]
+    straight = torch.load(train_jobs["runs"]["a"] / "checkpoints" / "last" / "model.pt", weights_only=True)["model"]
+    assert resumed.keys() == straight.keys()
+    for name in resumed:
+        assert torch.equal(resumed[name], straight[name]), name
+
+
+def test_sweep_sh_runs_one_trial_per_array_task(cluster):
+    out = cluster["dir"] / "sweep"
+    out.mkdir()
+    trials = out / "trials.txt"
+    trials.write_text("optim.lr=0.001 train.epochs=1\noptim.lr=0.003 train.epochs=2 data.background=\"#000000\"\n")
+    job = sbatch(cluster, "--array=0-1", f"--output={cluster['dir']}/%x-%A_%a.out", "slurm/sweep.sh",
+                 str(trials), str(out), "--config", str(cluster["config"]))
+    info = wait_for(cluster, job, {"COMPLETED"})
+    assert len(info) == 2
+    expected = [(0.001, 1, "#ffffff"), (0.003, 2, "#000000")]
+    for i, (lr, epochs, background) in enumerate(expected):
+        config = yaml.safe_load((out / f"trial_{i}" / "config.yaml").read_text())
+        assert (config["optim"]["lr"], config["train"]["epochs"], config["data"]["background"]) == \
+            (lr, epochs, background)
+        assert (out / f"trial_{i}" / "summary.json").is_file()
+        assert "world size 1" in (out / f"trial_{i}" / "log.txt").read_text()
