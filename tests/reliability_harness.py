@@ -1,4 +1,5 @@
-"""Helpers of the reliability suite (tests/test_reliability_*.py): run the real CLI in real processes, fast.
+"""Helpers of the reliability suite (tests/test_reliability_*.py): run the real CLI in real processes, fast,
+and compare a resumed run with an uninterrupted one bit for bit (`assert_same_run`).
 
 `cli(argv)` and `start(argv)` run `checkbox_dist.cli.main(argv)` -- the function behind the `checkbox-dist`
 console script -- in a fresh OS process forked from a multiprocessing "forkserver" that has already
@@ -15,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 PRELOAD = ["checkbox_dist.cli", "checkbox_dist.train", "checkbox_dist.evaluate", "checkbox_dist.faults",
            "checkbox_dist.synth", "matplotlib.pyplot", "reliability_harness"]
 _ctx = None
+_log_dir: Path | None = None  # the children's stdout/stderr files, deleted once read
 
 
 def _context():
@@ -102,14 +105,19 @@ class Child:
             rc = None
         else:
             rc = self.process.exitcode
-        read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
-        return Result(rc, read(self.out_file), read(self.err_file))
+        out, err = (p.read_text(errors="replace") if p.exists() else "" for p in (self.out_file, self.err_file))
+        result = Result(rc, out, err)
+        for path in (self.out_file, self.err_file):
+            path.unlink(missing_ok=True)
+        return result
 
 
 def start(argv: list[str], env: dict | None = None, cwd: Path = REPO, log_dir: Path | None = None,
           max_file_bytes: int | None = None) -> Child:
-    return Child(argv, env, cwd, log_dir or Path(os.environ.get("TMPDIR", "/tmp")) / "checkbox_dist_cli_logs",
-                 max_file_bytes)
+    global _log_dir
+    if log_dir is None:
+        _log_dir = _log_dir or Path(tempfile.mkdtemp(prefix="checkbox_dist_cli_"))
+    return Child(argv, env, cwd, log_dir or _log_dir, max_file_bytes)
 
 
 def cli(argv: list[str], env: dict | None = None, cwd: Path = REPO, timeout: float = 300,
@@ -140,3 +148,61 @@ def wait_for(predicate, timeout: float, what: str, child: Child | None = None) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
+
+
+# ---- comparing a resumed run with an uninterrupted one ----------------------------------------------
+
+TIME_KEYS = {"epoch_seconds", "img_per_s", "interval_img_per_s"}  # wall-clock: the only fields that may differ
+
+
+def strip_time(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in TIME_KEYS}
+
+
+def final_rows(run_dir: Path, kind: str, key: str) -> dict:
+    """Last row per epoch (or step): a resumed run re-does what the killed one had not saved."""
+    return {row[key]: strip_time(row) for row in read_metrics(run_dir) if row["kind"] == kind}
+
+
+def tensors_equal(a, b, where: str) -> None:
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            tensors_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            tensors_equal(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == b or (a != a and b != b), where
+    else:
+        assert a == b, where
+
+
+def assert_same_run(run_dir: Path, reference: Path, step_rows: bool = True) -> None:
+    """Bit-identical to `reference`: weights of last and best, temperature, optimizer/scheduler/loop state,
+    every epoch (and step) row of metrics.jsonl, summary.json; and only committed checkpoint folders."""
+    import torch
+
+    leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert not leftovers, leftovers
+    for name in ("last", "best"):
+        ours = torch.load(run_dir / "checkpoints" / name / "model.pt", weights_only=True)
+        theirs = torch.load(reference / "checkpoints" / name / "model.pt", weights_only=True)
+        tensors_equal(ours["model"], theirs["model"], f"{name}/model.pt weights")
+        assert ours["temperature"] == theirs["temperature"] and ours["epoch"] == theirs["epoch"]
+        assert strip_time(ours["metrics"]) == strip_time(theirs["metrics"]), name
+    ours = torch.load(run_dir / "checkpoints" / "last" / "train_state.pt", weights_only=True)
+    theirs = torch.load(reference / "checkpoints" / "last" / "train_state.pt", weights_only=True)
+    for key in ("optimizer", "scheduler", "loop", "raw_model"):
+        tensors_equal(ours[key], theirs[key], f"train_state.{key}")
+    assert final_rows(run_dir, "epoch", "epoch") == final_rows(reference, "epoch", "epoch")
+    if step_rows:  # a run logged at another train.log_every_steps has other step rows, same training
+        assert final_rows(run_dir, "step", "step") == final_rows(reference, "step", "step")
+    paths = {"run_dir", "best_checkpoint", "metrics_plot"}
+    ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (run_dir, reference))
+    assert {k: v for k, v in ours.items() if k not in paths} == {k: v for k, v in theirs.items() if k not in paths}

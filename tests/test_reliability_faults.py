@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reliability_harness import REPO, cli, one_line_error, read_metrics, start, wait_for
+from reliability_harness import (REPO, assert_same_run, cli, final_rows, one_line_error, read_metrics, start,
+                                 wait_for)
 
 # 90 synthetic images -> 72 train / 18 val; batch 16 -> 4 optimizer steps per epoch, 3 epochs = 12 steps;
 # `last` also every 3 steps (mid-epoch resume); val batches of 8 -> 3 per evaluation; dropout on, so the
@@ -33,7 +34,6 @@ BASE = ["--config", str(REPO / "configs" / "quickstart.yaml"), "model.name=test_
         "data.batch_size=16", "data.eval_batch_size=8", "train.epochs=3", "train.log_every_steps=1",
         "checkpoint.every_steps=3", "model.drop_rate=0.2", "train.resume=auto",
         "eval.confusion_every_epochs=1000"]  # no confusion-matrix PNGs: they were 40% of a run's CPU time
-TIME_KEYS = {"epoch_seconds", "img_per_s", "interval_img_per_s"}  # wall-clock: the only fields that may differ
 
 
 def train_args(run_dir: Path, cache: Path, *extra: str) -> list[str]:
@@ -54,55 +54,10 @@ def reference(tmp_path_factory, cache) -> Path:
     return run_dir
 
 
-def _strip(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in TIME_KEYS}
-
-
-def _final_rows(run_dir: Path, kind: str, key: str) -> dict:
-    """Last row per epoch (or step): a resumed run re-does what the killed one had not saved."""
-    return {row[key]: _strip(row) for row in read_metrics(run_dir) if row["kind"] == kind}
-
-
-def _tensors_equal(a, b, where: str) -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _tensors_equal(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _tensors_equal(x, y, f"{where}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert a == b or (a != a and b != b), where
-    else:
-        assert a == b, where
-
-
-def assert_same_as_reference(run_dir: Path, reference: Path, step_rows: bool = True) -> None:
-    for name in ("last", "best"):
-        ours = torch.load(run_dir / "checkpoints" / name / "model.pt", weights_only=True)
-        theirs = torch.load(reference / "checkpoints" / name / "model.pt", weights_only=True)
-        _tensors_equal(ours["model"], theirs["model"], f"{name}/model.pt weights")
-        assert ours["temperature"] == theirs["temperature"] and ours["epoch"] == theirs["epoch"]
-        assert _strip(ours["metrics"]) == _strip(theirs["metrics"]), name
-    ours = torch.load(run_dir / "checkpoints" / "last" / "train_state.pt", weights_only=True)
-    theirs = torch.load(reference / "checkpoints" / "last" / "train_state.pt", weights_only=True)
-    for key in ("optimizer", "scheduler", "loop", "raw_model"):
-        _tensors_equal(ours[key], theirs[key], f"train_state.{key}")
-    assert _final_rows(run_dir, "epoch", "epoch") == _final_rows(reference, "epoch", "epoch")
-    if step_rows:  # a run logged at another train.log_every_steps has other step rows, same training
-        assert _final_rows(run_dir, "step", "step") == _final_rows(reference, "step", "step")
-    paths = {"run_dir", "best_checkpoint", "metrics_plot"}
-    ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (run_dir, reference))
-    assert {k: v for k, v in ours.items() if k not in paths} == {k: v for k, v in theirs.items() if k not in paths}
-
-
 def test_reference_run_is_complete(reference: Path):
     names = sorted(p.name for p in (reference / "checkpoints").iterdir())
     assert names == ["best", "epoch_0002", "epoch_0003", "last"], names
-    assert len(_final_rows(reference, "epoch", "epoch")) == 3 and len(_final_rows(reference, "step", "step")) == 12
+    assert len(final_rows(reference, "epoch", "epoch")) == 3 and len(final_rows(reference, "step", "step")) == 12
 
 
 # SITE:COUNT of checkbox_dist/faults.py. step:3 dies before the first checkpoint exists (resume starts over);
@@ -116,7 +71,7 @@ KILL_POINTS = ["step:3", "step:6", "step:10", "eval:2", "eval:8", "save.model:3"
 def final_swap(reference: Path) -> int:
     """Which save.swap is the last: every save of `last` but the first (7 per run: 4 every-3-steps, 3
     epoch ends) and of `best` but the first (one per new-best epoch, plus the calibrated re-save)."""
-    new_bests = sum(1 for row in _final_rows(reference, "epoch", "epoch").values() if row["is_best"])
+    new_bests = sum(1 for row in final_rows(reference, "epoch", "epoch").values() if row["is_best"])
     return (7 - 1) + (new_bests + 1 - 1)
 
 
@@ -129,7 +84,7 @@ def test_kill_9_inside_a_step_an_eval_or_a_checkpoint_write_then_resume_is_bit_e
     assert killed.rc == -signal.SIGKILL, (killed.rc, killed.err[-2000:])
     resumed = cli(train_args(run_dir, cache))
     assert resumed.rc == 0, resumed.err[-3000:]
-    assert_same_as_reference(run_dir, reference)
+    assert_same_run(run_dir, reference)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -145,7 +100,7 @@ def test_kill_9_from_outside_after_a_random_step_then_resume_is_bit_exact(
     assert child.wait(60).rc == -signal.SIGKILL
     resumed = cli(train_args(run_dir, cache))
     assert resumed.rc == 0, resumed.err[-3000:]
-    assert_same_as_reference(run_dir, reference)
+    assert_same_run(run_dir, reference)
 
 
 # ---- preemption: SIGTERM / SIGUSR1 ---------------------------------------------------------------------------
@@ -172,7 +127,7 @@ def test_preemption_signal_saves_last_exits_75_and_resume_is_bit_exact(
     assert state["loop"]["global_step"] >= 5 and state["loop"]["global_step"] < 12
     resumed = cli(train_args(run_dir, cache))
     assert resumed.rc == 0 and "resumed from" in resumed.out, resumed.err[-2000:]
-    assert_same_as_reference(run_dir, reference)
+    assert_same_run(run_dir, reference)
 
 
 # ---- damaged checkpoints ---------------------------------------------------------------------------------------
@@ -232,11 +187,12 @@ def test_resume_skips_damaged_newest_checkpoints_and_still_matches(tmp_path: Pat
     assert [s.split(":")[1].strip() for s in skipped] == [
         f"skipping {run_dir / 'checkpoints' / 'last'}", f"skipping {run_dir / 'checkpoints' / 'epoch_0003'}"]
     assert f"resumed from {run_dir / 'checkpoints' / 'epoch_0002'}" in resumed.out
-    assert_same_as_reference(run_dir, reference)
+    assert_same_run(run_dir, reference)
 
 
-def test_eval_on_a_damaged_checkpoint_is_one_line_exit_2(tmp_path: Path, reference: Path, cache: Path):
-    """The console script itself (no preloaded server): `checkbox-dist eval` on a truncated best/model.pt."""
+def test_eval_and_predict_on_a_damaged_checkpoint_are_one_line_exit_2(tmp_path: Path, reference: Path, cache: Path):
+    """`checkbox-dist eval` (the console script itself, no preloaded server) and `predict` on a truncated
+    best/model.pt."""
     import subprocess
     import sys
 
@@ -248,8 +204,10 @@ def test_eval_on_a_damaged_checkpoint_is_one_line_exit_2(tmp_path: Path, referen
                            "--data", str(data), "--device", "cpu"], capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines() == [
-        f"error: {best}: model.pt does not match its checksum (truncated or corrupted)"]
+    expected = f"error: {best}: model.pt does not match its checksum (truncated or corrupted)"
+    assert proc.stderr.strip().splitlines() == [expected]
+    image = next((data / "checked").glob("*.png"))
+    assert one_line_error(cli(["predict", "--checkpoint", str(best), str(image)])) == expected
 
 
 # ---- a full or read-only disk while saving ----------------------------------------------------------------------
@@ -327,7 +285,7 @@ def test_disk_full_or_read_only_while_saving_keeps_the_previous_checkpoint(
 
     resumed = cli(train_args(run_dir, cache))
     assert resumed.rc == 0, resumed.err[-3000:]
-    assert_same_as_reference(run_dir, reference)
+    assert_same_run(run_dir, reference)
 
 
 # ---- NaN / inf loss ---------------------------------------------------------------------------------------------
@@ -352,7 +310,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert json.loads((run_dir / "checkpoints" / "last" / "meta.json").read_text())["global_step"] == 4
     resumed = cli(train_args(run_dir, cache, extra))
     assert resumed.rc == 0, resumed.err[-3000:]
-    assert_same_as_reference(run_dir, reference, step_rows=False)
+    assert_same_run(run_dir, reference, step_rows=False)
 
 
 def test_non_finite_loss_with_nan_policy_skip_drops_that_update_only(tmp_path: Path, cache: Path):
@@ -387,7 +345,7 @@ def test_wandb_falls_back_to_offline_says_it_once_and_keeps_the_metrics(case: st
     runs = list((run_dir / "tracking" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
     logged = history(runs[0])
-    epoch = _final_rows(run_dir, "epoch", "epoch")[1]
+    epoch = final_rows(run_dir, "epoch", "epoch")[1]
     row = next(r for r in logged if "val/top1" in r)
     assert row["val/top1"] == pytest.approx(epoch["val_top1"]) and row["val/loss"] == pytest.approx(epoch["val_loss"])
     assert row["train/epoch_loss"] == pytest.approx(epoch["train_loss"])
