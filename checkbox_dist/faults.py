@@ -1,7 +1,7 @@
 """Test-only fault injection: make a process die or misbehave at a named point, the Nth time it gets there.
 
-    CHECKBOX_DIST_FAULT=save.state:2 checkbox-dist train ...      # SIGKILL while writing the 2nd train_state.pt
-    CHECKBOX_DIST_FAULT=step:5:nan checkbox-dist train ...        # the 5th micro-batch's loss becomes NaN
+    CHECKBOX_DIST_FAULT=save.state:2 checkbox-dist train ...      # SIGKILL in the 2nd checkpoint write, pre-manifest
+    CHECKBOX_DIST_FAULT=step:5:nan checkbox-dist train ...        # the 5th micro-batch's loss is multiplied by NaN
     CHECKBOX_DIST_FAULT=step:3:kill@1 torchrun ... train.py ...   # only the process with RANK=1 dies
     CHECKBOX_DIST_FAULT=eval:1:kill,step:2:slow ...               # several faults, comma-separated
 
@@ -19,7 +19,7 @@ Actions:
     slow            sleep 0.25 s at this hit and every later one (keeps a run alive long enough to signal it)
 
 Unset (every real run), `_PLAN` is empty and `point` costs one dict lookup. The tests of the reliability
-suite (tests/test_reliability_faults.py) are the only users; `reload()` re-reads the variable for processes
+suite (tests/test_reliability_*.py) are the only users; `reload()` re-reads the variable for processes
 forked from an already-importing parent.
 """
 

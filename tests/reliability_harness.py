@@ -3,8 +3,9 @@ and compare a resumed run with an uninterrupted one bit for bit (`assert_same_ru
 
 `cli(argv)` and `start(argv)` run `checkbox_dist.cli.main(argv)` -- the function behind the `checkbox-dist`
 console script -- in a fresh OS process forked from a multiprocessing "forkserver" that has already
-imported torch, timm, accelerate and the package. Importing those costs ~6-8 s of CPU per process on the
-2-core CI machine; the fork costs ~0.1 s, so a tiny training run drops from ~12 s to ~3 s. The child is a
+imported torch, timm, accelerate and the package. Importing those costs ~7 s of CPU per process here
+(`import checkbox_dist.train`: 6.7 s user, 2 shared cores); the fork costs ~0.1 s, and the faults suite's
+3-epoch run itself ~2 s of CPU with one thread (measured 1.8 s). The child is a
 real process with its own pid, environment, stdout/stderr files and exit status: `kill -9`, SIGTERM and
 exit code 75 behave exactly as for the console script. (A few tests also run the console script itself.)
 """
