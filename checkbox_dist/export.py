@@ -108,7 +108,7 @@ def sample_input(spec: PreprocessSpec, n: int, seed: int = 0) -> torch.Tensor:
                          dtype=torch.uint8)
 
 
-def _quiet():
+def quiet():
     """The exporters print progress lines and deprecation warnings that are not the user's concern."""
     stack = contextlib.ExitStack()
     stack.enter_context(warnings.catch_warnings())
@@ -125,7 +125,7 @@ def export_onnx(graph: InferenceGraph, meta: dict, out: Path, exporter: str = "d
     example = sample_input(graph.spec, 2)
     with atomic_path(out) as tmp:
         try:
-            with _quiet():
+            with quiet():
                 if exporter == "dynamo":
                     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
                     torch.onnx.export(graph, (example,), str(tmp), dynamo=True, external_data=False,
@@ -177,7 +177,7 @@ def parity(graph: InferenceGraph, onnx_path: Path, images: torch.Tensor | None =
 
 def export_torchscript(graph: InferenceGraph, meta: dict, out: Path) -> None:
     example = sample_input(graph.spec, 2)
-    with atomic_path(out) as tmp, _quiet():
+    with atomic_path(out) as tmp, quiet():
         traced = torch.jit.trace(graph, (example,), check_trace=False)
         torch.jit.save(traced, str(tmp), _extra_files={"checkbox_dist.json": json.dumps(meta, default=str)})
 

@@ -65,7 +65,7 @@ class OnnxMember:
 
     backend = "onnx"
 
-    def __init__(self, path: str | Path, threads: int = 0):
+    def __init__(self, path: str | Path, threads: int = 0, spinning: bool = True):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -74,6 +74,8 @@ class OnnxMember:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0 = ONNX Runtime's default (one per physical core)
         options.log_severity_level = 3  # its warnings about unused initializers are not the user's business
+        if not spinning:  # idle pool threads sleep instead of spinning (serve: the cores are needed for HTTP)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types for bad files
@@ -104,7 +106,7 @@ class OnnxMember:
                 "preprocess": self.spec.to_dict(), **{k: self.meta.get(k) for k in keep}}
 
 
-def _member(path: str | Path, backend: str, device: torch.device, threads: int):
+def _member(path: str | Path, backend: str, device: torch.device, threads: int, spinning: bool):
     path = Path(path).expanduser()
     if backend == "auto":
         backend = "onnx" if path.suffix == ".onnx" else "torch"
@@ -122,16 +124,16 @@ def _member(path: str | Path, backend: str, device: torch.device, threads: int):
                             f"--format onnx` first, or pass the .onnx file")
     if not path.is_file():
         raise UserError(f"ONNX model not found: {path}")
-    return OnnxMember(path, threads)
+    return OnnxMember(path, threads, spinning)
 
 
 class Predictor:
     def __init__(self, checkpoints: list[str | Path], device: str | None = None, tta: bool = False,
-                 backend: str = "auto", threads: int = 0):
+                 backend: str = "auto", threads: int = 0, onnx_spinning: bool = True):
         if not checkpoints:
             raise UserError("no checkpoint given")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.members = [_member(c, backend, self.device, threads) for c in checkpoints]
+        self.members = [_member(c, backend, self.device, threads, onnx_spinning) for c in checkpoints]
         self.classes: list[str] = self.members[0].classes
         if any(m.classes != self.classes for m in self.members):
             raise UserError("the checkpoints were trained on different classes: they cannot be ensembled")

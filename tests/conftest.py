@@ -152,6 +152,10 @@ def image_server(synth_root):
             else:
                 self._send(404, b"not found", ctype="text/plain")
 
+    # A proxy from the environment (CI machines have them) must not see requests to this local server.
+    saved = {key: os.environ.get(key) for key in ("NO_PROXY", "no_proxy")}
+    for key in saved:
+        os.environ[key] = ",".join(filter(None, [saved[key], "127.0.0.1", "localhost"]))
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -159,6 +163,11 @@ def image_server(synth_root):
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def run_main(*args: str) -> tuple[int, str, str]:

@@ -2,7 +2,7 @@
 dynamic batch axis, metadata, int8, TorchScript, safetensors, `predict --backend onnx`, no half-written
 files, and a smoke run of `bench-infer` (no timing asserted: benchmarks are commands).
 
-~40 s on 2 shared cores, most of it the one ONNX export (dynamo exporter) + int8 calibration.
+~30 s on 2 cores (alone), most of it the one ONNX export (dynamo exporter) + int8 calibration.
 """
 
 from __future__ import annotations
@@ -146,3 +146,20 @@ def test_bench_infer_runs_and_prints_ratios(infer_exported):
     assert rows["model(x) loop"][:3] == ["1.00x", "1.00x", "1.00x"]
     assert all(value.endswith("x") for row in rows.values() for value in row[:3])
     assert rows["ONNX Runtime"][4] == "100.0%"  # same top-1 as the eager Predictor on every image
+
+
+def test_legacy_exporter_and_dynamic_int8(infer_checkpoint, tmp_path, synth_root):
+    from checkbox_dist.inference import OnnxMember, Predictor
+    from checkbox_dist.quantize import read_metadata
+
+    out = tmp_path / "legacy" / "m.onnx"
+    code, stdout, stderr = run_main("export", "--checkpoint", str(infer_checkpoint), "--format", "onnx", "--out",
+                                    str(out), "--onnx-exporter", "legacy", "--int8", "--int8-mode", "dynamic")
+    assert code == 0, stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.int8.onnx", "m.onnx"]  # no temporary files left
+    assert read_metadata(out.parent / "m.int8.onnx")["quantization"]["mode"] == "dynamic"
+    eager = Predictor([infer_checkpoint], device="cpu")
+    images = _parity_images(eager, None, synth_root, n=9)
+    assert float((OnnxMember(out).probs(images, False) - eager.predict_tensors([images])).abs().max()) < PARITY
+    dynamic = OnnxMember(out.parent / "m.int8.onnx").probs(images, False)
+    assert torch.allclose(dynamic.sum(1), torch.ones(len(images)), atol=1e-5)

@@ -23,8 +23,10 @@ LIMITS = {"body": 1 << 20, "image": 1 << 19}  # --max-body-mb 1, --max-image-mb 
 
 
 @pytest.fixture(scope="module")
-def server(infer_checkpoint, tmp_path_factory):
+def server(infer_checkpoint, tmp_path_factory, image_server):
     from checkbox_dist.bench_serve import free_port, wait_healthy
+
+    # image_server first: it puts 127.0.0.1 in NO_PROXY, which the server process must inherit
 
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
