@@ -113,6 +113,11 @@ def train_jobs(cluster) -> dict:
     while int(job_info(cluster, jobs["b"])[0].get("Restarts", "0")) < 1:
         assert time.monotonic() < deadline, out_file(cluster, jobs["b"])[-4000:]
         time.sleep(0.5)
+    # Under load the record can still say FAILED (the first run's end) for a moment after Restarts moves:
+    # wait until the requeue has made it PENDING, else StartTime=now does not apply and the job waits ~2 min.
+    while job_info(cluster, jobs["b"])[0]["JobState"] not in ("PENDING", "RUNNING", "COMPLETING", "COMPLETED"):
+        assert time.monotonic() < deadline, out_file(cluster, jobs["b"])[-4000:]
+        time.sleep(0.5)
     subprocess.run(["scontrol", "update", f"JobId={jobs['b']}", "StartTime=now"], env=cluster["env"], timeout=30)
     info = {name: wait_for(cluster, job, {"COMPLETED"})[0] for name, job in jobs.items()}
     return {"jobs": jobs, "runs": runs, "info": info}
