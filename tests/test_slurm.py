@@ -118,6 +118,9 @@ def train_jobs(cluster) -> dict:
     while job_info(cluster, jobs["b"])[0]["JobState"] not in ("PENDING", "RUNNING", "COMPLETING", "COMPLETED"):
         assert time.monotonic() < deadline, out_file(cluster, jobs["b"])[-4000:]
         time.sleep(0.5)
+    # Released at once, slurmctld starts it before the nodes have revoked the first run's credential and
+    # kills it ("Killing non-startable batch JobId=2: Job credential revoked"): give them a few seconds.
+    time.sleep(5)
     subprocess.run(["scontrol", "update", f"JobId={jobs['b']}", "StartTime=now"], env=cluster["env"], timeout=30)
     info = {name: wait_for(cluster, job, {"COMPLETED"})[0] for name, job in jobs.items()}
     return {"jobs": jobs, "runs": runs, "info": info}
