@@ -327,6 +327,18 @@ def _write_one(job: tuple[str, int, int]) -> str:
     return label
 
 
+def _writer_alive(tmp_name: str) -> bool:
+    """Is the process that owns `.<name>.<pid>.tmp` still running? Two runs generating the same cache
+    at once (two Slurm jobs, say) must not delete each other's files in flight."""
+    try:
+        os.kill(int(tmp_name.rsplit(".", 2)[1]), 0)
+        return True
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+
+
 def generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1) -> dict[str, int]:
     """Write n samples to out_dir/<class>/<class>_<index:06d>.png; returns counts per class.
 
@@ -366,7 +378,8 @@ def _generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1) -> t
     for c in CLASSES:  # drop leftovers of an earlier, larger n and .tmp files of interrupted runs
         for p in (out / c).iterdir():
             mt = _NAME.match(p.name)
-            if (mt and int(mt.group(2)) >= n) or (p.name.startswith(f".{c}_") and p.name.endswith(".tmp")):
+            stale_tmp = p.name.startswith(f".{c}_") and p.name.endswith(".tmp") and not _writer_alive(p.name)
+            if (mt and int(mt.group(2)) >= n) or stale_tmp:
                 p.unlink(missing_ok=True)
     counts = {c: labels.count(c) for c in CLASSES}
     tmp = stamp_path.with_name(".SYNTH.json.tmp")

@@ -175,3 +175,24 @@ def test_synth_dataset_renders_on_the_fly():
 
     assert isinstance(ds, torch.utils.data.Dataset)
     assert synth.SynthDataset(3, 0, transform=lambda im: im.size)[0][0] == render_index(0, 0)[0].size
+
+
+def test_generate_keeps_other_live_writers_temp_files(tmp_path):
+    """Two runs generating the same cache at once (two Slurm jobs): neither deletes the other's files in
+    flight; temp files of dead writers are cleaned up."""
+    import subprocess
+
+    out = tmp_path / "s"
+    (out / "checked").mkdir(parents=True)
+    writer = subprocess.Popen(["sleep", "60"])  # stands for the other run, still writing
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    live = out / "checked" / f".checked_000000.png.{writer.pid}.tmp"
+    dead = out / "checked" / f".checked_000003.png.{finished.pid}.tmp"
+    live.write_bytes(b"in flight")
+    dead.write_bytes(b"left by a killed run")
+    try:
+        generate(out, 6, seed=0)
+        assert live.exists() and not dead.exists()
+    finally:
+        writer.kill()
