@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# 5-fold CV of the ResNet50 recipe (configs/checkbox_state_v2.yaml) and 3 variants on one H200, ~6 minutes.
+# 5-fold CV of the ResNet50 recipe (configs/checkbox_state_v2.yaml) and variants on one H200: measured 2026-11-30,
+# 214 s for VARIANTS="recipe synth_ft" (10 folds, ~62 s each, 5 at a time, + the 20k-image pretraining, ~70 s).
 #
 #   bash benchmarks/quality_gpu.sh shared_data/checkbox_state_v2/train [DEST]    (DEST default: runs/quality_gpu)
 #   RESULTS_DIR=/somewhere bash benchmarks/quality_gpu.sh DATA      (also copy summaries + OOF CSVs there)
@@ -14,7 +15,9 @@
 #   unbalanced  data.balanced_sampling=false
 #   synth_ft    initialised from ResNet50 pretrained on 20,000 `checkbox-dist synth` images (train.init_from),
 #               the two-stage recipe of the config's comments (+11.7 points on CPU)
-#   (also known: nols, stretch, synth_ft_letterbox; choose with VARIANTS="recipe synth_ft ...")
+#   (also known: nols, stretch, synth_ft_letterbox -- the best row on 2026-11-30 -- and, on top of it, the levers
+#   not measured yet at this scale: synth_ft_lb_ema (EMA 0.998), synth_ft_lb_mixup (mixup 0.2), synth_ft_lb_224
+#   (fine-tune at 224 px); choose with VARIANTS="recipe synth_ft ...")
 #
 # Why it fits in minutes: an epoch is 330 images (~0.04 s of ResNet50 128 px bf16 work on an H200), so a fold
 # is bound by Python/kernel-launch overhead, not by the GPU. 20 fold jobs therefore run as PARALLEL (default
@@ -77,6 +80,9 @@ variant_overrides() {
     unbalanced) echo "data.balanced_sampling=false" ;;
     synth_ft) echo "train.init_from=$DEST/pretrain/checkpoints/last" ;;
     synth_ft_letterbox) echo "train.init_from=$DEST/pretrain/checkpoints/last data.resize=letterbox" ;;
+    synth_ft_lb_ema) echo "train.init_from=$DEST/pretrain/checkpoints/last data.resize=letterbox train.ema_decay=0.998" ;;
+    synth_ft_lb_mixup) echo "train.init_from=$DEST/pretrain/checkpoints/last data.resize=letterbox train.mixup_alpha=0.2" ;;
+    synth_ft_lb_224) echo "train.init_from=$DEST/pretrain/checkpoints/last data.resize=letterbox data.image_size=224" ;;
   esac
 }
 export -f variant_overrides

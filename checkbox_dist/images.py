@@ -51,6 +51,12 @@ class PreprocessSpec:
     def channels(self) -> int:
         return 4 if self.alpha_channel else 3
 
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) of the model input; the alpha channel maps [0, 1] to [-1, 1]."""
+        extra = (0.5,) if self.alpha_channel else ()
+        return tuple(self.mean) + extra, tuple(self.std) + extra
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -149,8 +155,9 @@ def decode(source: str | Path | bytes, spec: PreprocessSpec, name: str | None = 
     return to_uint8_tensor(open_image(source, name), spec)
 
 
-@functools.lru_cache(maxsize=32)
-def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def device_constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(1, C, 1, 1) per-channel constant."""
     # Built once per device: a fresh torch.tensor(..., device="cuda") each step is a pageable copy,
     # which waits for the GPU stream to drain -- a host sync in the hot loop.
     return torch.tensor(values, dtype=dtype).view(1, -1, 1, 1).to(device)
@@ -159,10 +166,8 @@ def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtyp
 def normalize(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     """uint8 or [0,1] float (N, C, S, S) -> normalised float; the alpha channel maps to [-1, 1]."""
     x = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch
-    extra = (0.5,) if spec.alpha_channel else ()
-    mean = _constant(tuple(spec.mean) + extra, x.device, x.dtype)
-    std = _constant(tuple(spec.std) + extra, x.device, x.dtype)
-    return (x - mean) / std
+    mean, std = spec.normalization
+    return (x - device_constant(mean, x.device, x.dtype)) / device_constant(std, x.device, x.dtype)
 
 
 def is_image_file(path: Path) -> bool:

@@ -32,7 +32,7 @@ from checkbox_dist.config import Config, to_dict
 from checkbox_dist.distributed import RankTrace, check_launch
 from checkbox_dist.errors import UserError
 from checkbox_dist.evaluate import collect_logits, is_better
-from checkbox_dist.images import normalize, parse_color
+from checkbox_dist.images import parse_color
 from checkbox_dist.loaders import build_data
 from checkbox_dist.metrics import classification_metrics, fit_temperature
 from checkbox_dist.model import build_model, load_weights
@@ -253,9 +253,8 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
                 trace.train_batch(epoch, indices)
             params = augment.sample_params(len(labels), cfg.data.augment,
                                            augment.batch_generator(cfg.train.seed, epoch, micro, rank))
-            x = normalize(augment.apply(images, params, background, cfg.data.augment), data.spec)
-            if cfg.train.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = augment.apply(images, params, background, cfg.data.augment, *data.spec.normalization,
+                              channels_last=cfg.train.channels_last)
             target = labels
             if cfg.train.mixup_alpha > 0:
                 x, target = augment.mixup(x, labels, len(data.classes), cfg.train.mixup_alpha,

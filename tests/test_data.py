@@ -157,6 +157,77 @@ def test_augmentation_is_deterministic_and_identity_when_off():
     assert out.min() >= 0 and out.max() <= 1 and out.shape == (4, 3, 16, 16)
 
 
+def _reference_augment(batch, p, background, cfg):
+    """The augmentation written op by op, as in torchvision (float64), with one clamp at the end."""
+    import math
+
+    import torch.nn.functional as F
+
+    n = len(batch)
+    x = batch.double() / 255
+    fill = torch.tensor(tuple(background) + (0,) * (batch.shape[1] - 3), dtype=torch.float64).view(1, -1, 1, 1) / 255
+    x = torch.where(p["hflip"].view(n, 1, 1, 1), x.flip(-1), x)
+    x = torch.where(p["vflip"].view(n, 1, 1, 1), x.flip(-2), x)
+    cos, sin, inv = p["angle"].double().cos(), p["angle"].double().sin(), 1 / p["scale"].double()
+    theta = torch.stack([torch.stack([cos * inv, -sin * inv, -p["tx"].double()], 1),
+                         torch.stack([sin * inv, cos * inv, -p["ty"].double()], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+    rgb, rest = x[:, :3], x[:, 3:]
+    v = lambda name: p[name].double().view(n, 1, 1, 1)  # noqa: E731
+    gray = lambda y: 0.299 * y[:, 0:1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:3]  # noqa: E731
+    rgb = rgb * v("brightness")
+    mean = gray(rgb).mean(dim=(1, 2, 3), keepdim=True)
+    rgb = (rgb - mean) * v("contrast") + mean
+    rgb = (rgb - gray(rgb)) * v("saturation") + gray(rgb)
+    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
+    out = []
+    for i in range(n):  # hue: rotate the I/Q chroma plane of each image by its own angle
+        t = float(p["hue"][i]) * 2 * math.pi
+        rot = torch.tensor([[1, 0, 0], [0, math.cos(t), -math.sin(t)], [0, math.sin(t), math.cos(t)]], dtype=torch.float64)
+        out.append(torch.einsum("ij,jhw->ihw", torch.linalg.inv(yiq) @ rot @ yiq, rgb[i]))
+    rgb = torch.stack(out)
+    rgb = torch.where(p["invert"].view(n, 1, 1, 1), 1 - rgb, rgb)
+    rgb = torch.where(p["grayscale"].view(n, 1, 1, 1), gray(rgb).expand_as(rgb), rgb)
+    return torch.cat([rgb, rest], 1).clamp(0, 1)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_fused_augmentation_equals_the_op_by_op_chain(channels):
+    # apply() composes every colour op (and the normalisation) into one 3x3 map per image and folds the flips
+    # into the affine grid; it must be the same function as the op-by-op chain, on every image.
+    batch = torch.randint(0, 256, (16, channels, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    cfg = AugmentConfig(hflip=0.5, vflip=0.5, degrees=10, translate=0.1, scale=[0.8, 1.2], brightness=0.4,
+                        contrast=0.4, saturation=0.4, hue=0.1, invert=0.5, grayscale=0.3)
+    params = augment.sample_params(16, cfg, augment.batch_generator(0, 2, 5, 0))
+    assert params["invert"].any() and not params["invert"].all() and params["hflip"].any()
+    want = _reference_augment(batch, params, (250, 240, 200), cfg).float()
+    got = augment.apply(batch, params, (250, 240, 200), cfg)
+    assert torch.allclose(got, want, atol=2e-5), (got - want).abs().max()
+    # Normalisation folded in, channels_last output: (x - mean) / std of the same values, in that layout.
+    spec = PreprocessSpec(alpha_channel=channels == 4)
+    mean, std = spec.normalization
+    z = augment.apply(batch, params, (250, 240, 200), cfg, mean, std, channels_last=True)
+    assert z.is_contiguous(memory_format=torch.channels_last)
+    expect = (want - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    assert torch.allclose(z, expect, atol=1e-4), (z - expect).abs().max()
+
+
+def test_each_colour_op_alone_matches_its_definition():
+    batch = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    x = batch.double() / 255
+    for name, kwargs in [("brightness", {"brightness": 0.5}), ("saturation", {"saturation": 0.9}),
+                         ("invert", {"invert": 0.5}), ("grayscale", {"grayscale": 0.5})]:
+        cfg = AugmentConfig(**kwargs)
+        params = augment.sample_params(6, cfg, augment.batch_generator(4, 1, 0, 0))
+        got = augment.apply(batch, params, (255, 255, 255), cfg).double()
+        gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+        value = params[name].double().view(6, 1, 1, 1)
+        want = {"brightness": (x * value).clamp(0, 1), "saturation": ((x - gray) * value + gray).clamp(0, 1),
+                "invert": torch.where(value > 0, 1 - x, x), "grayscale": torch.where(value > 0, gray, x)}[name]
+        assert torch.allclose(got, want, atol=1e-5), name
+
+
 def test_affine_padding_is_the_background():
     batch = torch.zeros((1, 3, 16, 16), dtype=torch.uint8)  # black image
     cfg = AugmentConfig(scale=[0.5, 0.5])  # zoom out: borders come from outside the image
