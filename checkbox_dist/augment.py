@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from checkbox_dist.config import AugmentConfig
-from checkbox_dist.images import device_constant
+from checkbox_dist.images import device_constant, standardize
 
 # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale uses.
 LUMA = (0.299, 0.587, 0.114)
@@ -142,8 +142,8 @@ def apply(batch: torch.Tensor, params: dict[str, torch.Tensor], background: tupl
     mean = tuple(mean) if mean is not None else (0.0,) * channels
     std = tuple(std) if std is not None else (1.0,) * channels
     if is_identity(cfg):
-        x = batch.float() / 255.0
-        return _contiguous((x - device_constant(mean, device)) / device_constant(std, device), channels_last)
+        x = standardize(batch.float() / 255.0, mean, std)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
     fill = np.array(tuple(background[:3]) + (0,) * (channels - 3), dtype=np.float64)
     A, K, a = _colour_maps(params, cfg)
     # Everything after the grid_sample as z = M x1 + offset + Kd mean_rgb(x1), x1 = sampled (pixel - fill),
@@ -166,8 +166,7 @@ def apply(batch: torch.Tensor, params: dict[str, torch.Tensor], background: tupl
     if theta is not None:
         grid = F.affine_grid(packed[:, -6:].view(n, 2, 3), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if cfg.contrast > 0:
-        offset = offset.clone()
+    if cfg.contrast > 0:  # offset is a view of this call's own copy: safe to add to in place
         offset[:, :3] += (Kd @ x[:, :3].mean(dim=(2, 3)).unsqueeze(2)).squeeze(2)
     flat = x.reshape(n, channels, -1)
     if channels_last:  # (N, HW, C) is the channels_last layout: the matmul writes it directly
@@ -178,10 +177,6 @@ def apply(batch: torch.Tensor, params: dict[str, torch.Tensor], background: tupl
     low = device_constant(tuple((0.0 - m) / s for m, s in zip(mean, std)), device)
     high = device_constant(tuple((1.0 - m) / s for m, s in zip(mean, std)), device)
     return z.clamp_(low, high)
-
-
-def _contiguous(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def _send(packed: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -166,7 +166,11 @@ def device_constant(values: tuple[float, ...], device: torch.device, dtype: torc
 def normalize(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     """uint8 or [0,1] float (N, C, S, S) -> normalised float; the alpha channel maps to [-1, 1]."""
     x = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch
-    mean, std = spec.normalization
+    return standardize(x, *spec.normalization)
+
+
+def standardize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """(x - mean) / std per channel, with the constants cached on x's device."""
     return (x - device_constant(mean, x.device, x.dtype)) / device_constant(std, x.device, x.dtype)
 
 
