@@ -182,6 +182,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.processes < 1 or args.threads < 0:
+        raise UserError(f"bench-train: --processes must be >= 1 and --threads >= 0 "
+                        f"(got {args.processes} and {args.threads})")
     cfg = load_config(args.config, args.overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":  # the same flags our loop sets, so the plain loop is not handicapped

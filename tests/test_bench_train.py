@@ -66,3 +66,9 @@ def test_bench_train_bad_config_is_one_line(tmp_path: Path):
     proc = run_cli("bench-train", "--config", str(tmp_path / "missing.yaml"), check=False)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bench_train_rejects_nonsense_process_counts():
+    proc = run_cli("bench-train", "--config", str(REPO / "configs" / "quickstart.yaml"), "--processes", "0", check=False)
+    assert proc.returncode == 2
+    assert "--processes must be >= 1" in proc.stderr and "Traceback" not in proc.stderr
