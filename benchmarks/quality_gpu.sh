@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # 5-fold CV of the ResNet50 recipe (configs/checkbox_state_v2.yaml) and variants on one H200: measured 2026-11-30,
-# 214 s for VARIANTS="recipe synth_ft" (10 folds, ~62 s each, 5 at a time, + the 20k-image pretraining, ~70 s).
+# 214 s for two variants (10 folds, ~62 s each, 5 at a time, + the 20k-image synthetic pretraining, ~70 s).
 #
 #   bash benchmarks/quality_gpu.sh shared_data/checkbox_state_v2/train [DEST]    (DEST default: runs/quality_gpu)
 #   RESULTS_DIR=/somewhere bash benchmarks/quality_gpu.sh DATA      (also copy summaries + OOF CSVs there)
@@ -9,15 +9,17 @@
 #     EXTRA="model.name=test_resnet data.image_size=32 train.mixed_precision=\"no\"" bash benchmarks/quality_gpu.sh D
 #                                                                               (CPU dry run of the plumbing)
 #
-# Variants (every one a normal `checkbox-dist cv --folds 5`, selection=final: no epoch is picked on the fold):
-#   recipe      configs/checkbox_state_v2.yaml as it is (stretch, balanced sampling)
-#   letterbox   data.resize=letterbox: does stretch's CPU win (+7.5 points at 64 px) hold at 128 px?
-#   unbalanced  data.balanced_sampling=false
-#   synth_ft    initialised from ResNet50 pretrained on 20,000 `checkbox-dist synth` images (train.init_from),
-#               the two-stage recipe of the config's comments (+11.7 points on CPU)
-#   (also known: nols, stretch, synth_ft_letterbox -- the best row on 2026-11-30 -- and, on top of it, the levers
-#   not measured yet at this scale: synth_ft_lb_ema (EMA 0.998), synth_ft_lb_mixup (mixup 0.2), synth_ft_lb_224
-#   (fine-tune at 224 px); choose with VARIANTS="recipe synth_ft ...")
+# Variants (every one a normal `checkbox-dist cv --folds 5`, selection=final: no epoch is picked on the fold). The
+# config is two-stage (its `pretrain` section): a variant's folds share one synthetic pretraining, trained by the
+# first fold to get there (the rest wait on its lock); a variant that changes the recipe (EMA, mixup, 224 px)
+# changes stage one too and trains its own (~70 s), since stage one inherits the fine-tune's config.
+#   recipe              configs/checkbox_state_v2.yaml as it is (86.6 +- 4.8 on 2026-11-30, as synth_ft_letterbox)
+#   stretch             fine-tune stretched too (84.9 +- 4.4, as synth_ft)
+#   scratch             no pretraining, stretched: the config before 2026-12-01 (76.6 +- 2.5, as recipe)
+#   scratch_letterbox   no pretraining, letterboxed
+#   unbalanced          no balanced sampling (77.1 +- 3.8 without pretraining)
+#   ema, mixup, px224   train.ema_decay=0.998 / train.mixup_alpha=0.2 / data.image_size=224, both stages
+#   synth40k, synth_e20 stage one on 40,000 images / for 20 epochs
 #
 # Why it fits in minutes: an epoch is 330 images (~0.04 s of ResNet50 128 px bf16 work on an H200), so a fold
 # is bound by Python/kernel-launch overhead, not by the GPU. 20 fold jobs therefore run as PARALLEL (default
@@ -36,7 +38,7 @@ EPOCHS=${EPOCHS:-}
 PARALLEL=${PARALLEL:-8}
 FOLDS=5
 PY=${PYTHON:-python3}
-SYNTH_N=${SYNTH_N:-20000}
+SYNTH_N=${SYNTH_N:-}  # "" = the config's pretrain.synth_n (20,000)
 EXTRA=${EXTRA:-}
 cd "$(dirname "$0")/.."
 [ -d "$DATA/checked" ] || { echo "error: $DATA has no checked/ folder (expected DATA/<class>/*.png)"; exit 2; }
@@ -68,35 +70,29 @@ BASE+=("${extra[@]}")
 COMMON=("${BASE[@]}")
 [ -n "$EPOCHS" ] && COMMON+=("train.epochs=$EPOCHS")
 CFG=configs/checkbox_state_v2.yaml
-read -ra ORDER <<<"${VARIANTS:-recipe letterbox unbalanced synth_ft}"
+read -ra ORDER <<<"${VARIANTS:-recipe scratch_letterbox ema mixup}"
 export PY CFG FOLDS DEST DATA COMMON_STR="${COMMON[*]}"
 # Overrides per variant, as one line each (word-split when used).
 variant_overrides() {
   case $1 in
     recipe) echo "" ;;
     stretch) echo "data.resize=stretch" ;;
-    nols) echo "train.label_smoothing=0.0" ;;
-    letterbox) echo "data.resize=letterbox" ;;
+    scratch) echo "pretrain.synth_n=0 data.resize=stretch" ;;
+    scratch_letterbox) echo "pretrain.synth_n=0" ;;
     unbalanced) echo "data.balanced_sampling=false" ;;
-    synth_ft) echo "train.init_from=$DEST/pretrain/checkpoints/last" ;;
-    synth_ft_letterbox) echo "train.init_from=$DEST/pretrain/checkpoints/last data.resize=letterbox" ;;
-    synth_ft_lb_ema) echo "train.init_from=$DEST/pretrain/checkpoints/last data.resize=letterbox train.ema_decay=0.998" ;;
-    synth_ft_lb_mixup) echo "train.init_from=$DEST/pretrain/checkpoints/last data.resize=letterbox train.mixup_alpha=0.2" ;;
-    synth_ft_lb_224) echo "train.init_from=$DEST/pretrain/checkpoints/last data.resize=letterbox data.image_size=224" ;;
+    ema) echo "train.ema_decay=0.998" ;;
+    mixup) echo "train.mixup_alpha=0.2" ;;
+    px224) echo "data.image_size=224" ;;
+    synth40k) echo "pretrain.synth_n=40000" ;;
+    synth_e20) echo "pretrain.epochs=20" ;;
+    nols) echo "train.label_smoothing=0.0" ;;
+    *) echo "unknown variant $1" >&2; return 1 ;;
   esac
 }
 export -f variant_overrides
-
-# ---- synthetic pretraining, in the background while the other variants train ----------------------
-# 20,000 images, 10 epochs at batch 128 (~1,500 steps): the 19,000-image epochs are the one place where the
-# GPU, not launch overhead, is the limit.
-[[ " ${ORDER[*]} " == *" synth_ft"* ]] && [ ! -f "$DEST/pretrain/summary.json" ] && (
-  $PY -m checkbox_dist synth --out "$DEST/synth" --n "$SYNTH_N" --seed 0 --workers 8 &&
-  $PY -m checkbox_dist train --config $CFG "data.root=$DEST/synth" data.val_fraction=0.05 train.epochs=10 \
-      data.batch_size=128 schedule.warmup_epochs=1 eval.every_epochs=100000 eval.calibrate=false "${BASE[@]}" \
-      "train.output_dir=$DEST/pretrain"
-) >"$DEST/logs/pretrain.log" 2>&1 &
-PRETRAIN=${!:-}
+for v in "${ORDER[@]}"; do variant_overrides "$v" >/dev/null || exit 2; done
+[ -n "$SYNTH_N" ] && COMMON+=("pretrain.synth_n=$SYNTH_N")  # before the variant's own overrides: synth40k wins
+export COMMON_STR="${COMMON[*]}"
 
 run_jobs() {  # lines "variant fold" on stdin -> that many concurrent `cv --fold` processes
   xargs -P "$1" -L 1 bash -c '
@@ -107,19 +103,14 @@ run_jobs() {  # lines "variant fold" on stdin -> that many concurrent `cv --fold
       && echo "$(date +%T) $v fold $i done ($(grep -o "trained in [0-9]*s" "$log"))" \
       || echo "$(date +%T) $v fold $i FAILED: $(tail -1 "$log")"'
 }
+# One stage first (no lock to wait on), then the two-stage variants, whose first fold trains stage one.
 for v in "${ORDER[@]}"; do
-  [[ $v == synth_ft* ]] || for i in $(seq 0 $((FOLDS - 1))); do echo "$v $i"; done
+  [[ $(variant_overrides "$v") == *pretrain.synth_n=0* ]] && for i in $(seq 0 $((FOLDS - 1))); do echo "$v $i"; done
 done | run_jobs "$PARALLEL"
-if [[ " ${ORDER[*]} " == *" synth_ft"* ]]; then
-  [ -n "$PRETRAIN" ] && wait "$PRETRAIN" 2>/dev/null
-  [ -f "$DEST/pretrain/summary.json" ] && echo "$(date +%T) pretrain done: $(grep '^done' "$DEST/logs/pretrain.log")" \
-    || echo "$(date +%T) pretrain FAILED: $(tail -2 "$DEST/logs/pretrain.log")"
-fi
-if [[ " ${ORDER[*]} " == *" synth_ft"* ]] && [ -f "$DEST/pretrain/checkpoints/last/model.pt" ]; then
-  for v in "${ORDER[@]}"; do
-    [[ $v == synth_ft* ]] && for i in $(seq 0 $((FOLDS - 1))); do echo "$v $i"; done
-  done | run_jobs "$PARALLEL"
-fi
+for v in "${ORDER[@]}"; do
+  [[ $(variant_overrides "$v") == *pretrain.synth_n=0* ]] || for i in $(seq 0 $((FOLDS - 1))); do echo "$v $i"; done
+done | run_jobs "$PARALLEL"
+grep -h "^pretrain: stage one\|^done: best epoch" "$DEST"/logs/*_fold*.log 2>/dev/null | grep -A1 "^pretrain" | head -20
 
 # ---- summaries (every fold done: no training, only the merge) and one table ------------------------
 for v in "${ORDER[@]}"; do

@@ -10,7 +10,8 @@ labelled k (the class's average self-confidence). An image labelled y is flagged
 has p[k] >= t_k while p[y] < t_y; every image is ranked by margin = max_{k != y} p[k] - p[y], flagged first.
 
 Writes OUT/audit.csv (every image, ranked), OUT/suspects.png (contact sheet of the top suspects, given vs
-predicted) and OUT/flagged.txt (flagged paths, the `data.exclude_file` format: review before using it).
+predicted), OUT/flagged.txt (flagged paths, the `data.exclude_file` format: review before using it) and
+OUT/scores.json: top-1 and macro-F1 of each OOF file and of their average, i.e. the CV score of an ensemble.
 """
 
 from __future__ import annotations
@@ -44,6 +45,19 @@ def average_oof(files: list[Path]) -> tuple[list[str], list[dict]]:
     for r in rows:
         r["probs"] = [p / len(files) for p in r["probs"]]
     return classes, rows
+
+
+def oof_scores(classes: list[str], rows: list[dict]) -> dict:
+    """top-1 and macro-F1 of out-of-fold probabilities (one file's, or several averaged: the ensemble's CV
+    score, since every model predicted each image from the same held-out fold), overall and per fold."""
+    from checkbox_dist.cv import scores
+
+    def score(subset: list[dict]) -> dict:
+        s = scores([r["given"] for r in subset], [classes[r["probs"].index(max(r["probs"]))] for r in subset], classes)
+        return {"top1": s["top1"], "macro_f1": s["macro_f1"], "n": s["n"]}
+
+    folds = sorted({r["fold"] for r in rows})
+    return {**score(rows), "per_fold": {str(f): score([r for r in rows if r["fold"] == f]) for f in folds}}
 
 
 def rank_suspects(classes: list[str], rows: list[dict]) -> tuple[list[dict], dict[str, float]]:
@@ -117,7 +131,7 @@ def write_outputs(ranked: list[dict], classes: list[str], out: Path) -> tuple[Pa
                              f"{r['p_suggested']:.4f}", f"{r['margin']:.4f}", int(r["flagged"]), r["fold"],
                              *[f"{p:.4f}" for p in r["probs"]]])
     os.replace(tmp, csv_path)
-    lines = [f"# flagged by `checkbox-dist audit` (confident learning); review before use as data.exclude_file\n"]
+    lines = ["# flagged by `checkbox-dist audit` (confident learning); review before use as data.exclude_file\n"]
     lines += [f"{r['path']}  # given {r['given']}, models say {r['suggested']} ({r['p_suggested']:.2f})\n"
               for r in ranked if r["flagged"]]
     flagged_path.write_text("".join(lines))
@@ -154,11 +168,18 @@ def run(args) -> int:
     ranked, thresholds = rank_suspects(classes, rows)
     out = Path(args.out) if args.out else files[0].parent / "audit"
     csv_path, flagged_path = write_outputs(ranked, classes, out)
+    report = {"files": [str(f) for f in files], "average": oof_scores(classes, rows)}
+    if len(files) > 1:
+        report["each"] = [oof_scores(*average_oof([f])) for f in files]
+    for name, s in [*zip(map(str, files), report.get("each", [])), (f"average of {len(files)}", report["average"])]:
+        per_fold = " / ".join(f"{100 * v['top1']:.1f}" for v in s["per_fold"].values())
+        print(f"OOF top-1 {100 * s['top1']:.1f} %, macro-F1 {100 * s['macro_f1']:.1f} % (per fold {per_fold}): {name}")
+    (out / "scores.json").write_text(json.dumps(report, indent=1))
     n_flagged = sum(r["flagged"] for r in ranked)
     png = contact_sheet(ranked, root, out / "suspects.png", args.top,
                         f"top {min(args.top, len(ranked))} label suspects of {len(ranked)} ({n_flagged} flagged) "
                         f"from {len(files)} OOF file(s): given label (its prob) vs model")
-    print(f"thresholds (mean self-confidence): " + ", ".join(f"{c} {t:.3f}" for c, t in thresholds.items()))
+    print("thresholds (mean self-confidence): " + ", ".join(f"{c} {t:.3f}" for c, t in thresholds.items()))
     print(f"{n_flagged} of {len(ranked)} images flagged; top suspects:")
     print(f"{'rank':>4} {'given':>10} {'model':>10} {'p_given':>7} {'p_model':>7}  path")
     for r in ranked[:min(args.top, 15)]:

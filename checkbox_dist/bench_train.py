@@ -80,7 +80,8 @@ def bench_overrides(output_dir: str, epochs: int) -> list[str]:
     """Our loop as bench-train runs it: evaluation, checkpoints and trackers out of the timed epochs."""
     return [f"train.output_dir={output_dir}", f"train.epochs={epochs}", "train.max_steps=0", "train.progress=false",
             "train.early_stopping_patience=0", "eval.every_epochs=1000000",  # the last epoch still evaluates once
-            "eval.calibrate=false", "checkpoint.keep_last=0", "checkpoint.every_epochs=1000000", "tracking.backends=[]"]
+            "eval.calibrate=false", "checkpoint.keep_last=0", "checkpoint.every_epochs=1000000", "tracking.backends=[]",
+            "pretrain.synth_n=0"]  # the timed loop is the fine-tune's; stage one is a run of its own
 
 
 def rates_from_metrics(metrics_file: Path, images_per_step: int) -> tuple[float, float]:

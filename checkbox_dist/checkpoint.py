@@ -65,6 +65,13 @@ def versions() -> dict:
     return info
 
 
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Temp file + rename: a reader (or a killed writer) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    os.replace(tmp, path)
+
+
 def _write_failure(err: Exception, where: Path) -> str:
     """Why a write failed, in words. torch.save's C++ writer says "unexpected pos 443520 vs 443416" for a full
     disk or `ulimit -f`, and "open file failed with strerror: Read-only file system" for a read-only one."""
@@ -171,6 +178,31 @@ def load(folder: Path, with_state: bool = False) -> tuple[dict, dict | None]:
             raise CheckpointError(f"{folder}: has no {STATE_FILE}, so it cannot resume training")
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
     return payload, state
+
+
+def restore(folder: Path, classes: list[str], model, optimizer, scheduler, scaler, ema, rank: int,
+            world: int) -> tuple[dict, list | None]:
+    """Load a `last` checkpoint's full training state in place (weights, optimizer, schedule, scaler, EMA,
+    this rank's RNG); returns the loop state and, resumed mid-epoch at the same world size, the epoch's
+    running sums so far (else None: a new world size deals the batches differently)."""
+    from checkbox_dist.model import load_weights
+
+    payload, saved = load(folder, with_state=True)
+    if payload["classes"] != classes:
+        raise UserError(f"{folder}: trained on classes {payload['classes']}, data has {classes}")
+    load_weights(model, saved["raw_model"], str(folder))
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if scaler is not None and saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
+    if ema is not None and saved.get("ema"):
+        ema.load_state_dict(saved["ema"])
+    rng = saved["rng"][rank] if rank < len(saved["rng"]) else saved["rng"][0]
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    loop = saved["loop"]
+    return loop, rng.get("epoch_sums") if loop["micro_step"] and saved.get("world_size") == world else None
 
 
 def epoch_folders(checkpoints: Path) -> list[Path]:

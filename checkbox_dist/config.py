@@ -157,6 +157,22 @@ class CheckpointConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Stage one (checkbox_dist/pretrain.py): train on synthetic widgets first, then fine-tune from that model.
+    Everything not listed here is the fine-tune's own config (model, image size, optimizer, augmentation)."""
+
+    synth_n: int = 0  # synthetic images to pretrain on; 0 = off (one stage)
+    synth_seed: int = 0
+    epochs: int = 10
+    batch_size: int = 128  # per process
+    lr: float = 0.0  # 0 = optim.lr
+    warmup_epochs: float = 1.0
+    val_fraction: float = 0.05  # a synthetic val split: the stage's own sanity check
+    resize: str = ""  # "" = data.resize; letterbox | stretch
+    output_dir: str = ""  # "" = <data.cache_dir>/pretrain/<model>-<hash of what changes the weights>
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -166,10 +182,12 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 CHOICES = {
     "data.resize": ("letterbox", "stretch"),
+    "pretrain.resize": ("", "letterbox", "stretch"),
     "data.normalize": ("imagenet", "custom"),
     "data.on_bad_image": ("error", "skip"),
     "data.device_cache": ("auto", "on", "off"),
@@ -182,13 +200,14 @@ CHOICES = {
 }
 POSITIVE = {"data.image_size", "data.batch_size", "data.eval_batch_size", "train.epochs",
             "train.grad_accum_steps", "eval.every_epochs", "eval.top_k", "eval.ece_bins",
-            "optim.base_batch_size", "train.log_every_steps", "checkpoint.every_epochs", "schedule.step_epochs"}
+            "optim.base_batch_size", "train.log_every_steps", "checkpoint.every_epochs", "schedule.step_epochs",
+            "pretrain.epochs", "pretrain.batch_size"}
 NON_NEGATIVE = {"data.num_workers", "data.synth_n", "optim.lr", "optim.weight_decay", "train.max_steps",
                 "train.label_smoothing", "train.early_stopping_patience", "checkpoint.keep_last",
                 "checkpoint.every_steps", "data.device_cache_max_gb", "train.mixup_alpha",
                 "schedule.warmup_epochs", "optim.clip_grad_norm", "optim.momentum", "schedule.gamma",
                 "schedule.min_lr", "schedule.plateau_patience", "model.drop_rate", "model.drop_path_rate",
-                "train.collective_timeout_s"}
+                "train.collective_timeout_s", "pretrain.synth_n", "pretrain.lr", "pretrain.warmup_epochs"}
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -280,8 +299,9 @@ def validate(cfg: Config) -> None:
     for key in NON_NEGATIVE:
         if flat[key] < 0:
             raise ConfigError(f"{key}: must be >= 0, got {flat[key]!r}")
-    if not 0.0 < cfg.data.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction: must be between 0 and 1, got {cfg.data.val_fraction}")
+    for key in ("data.val_fraction", "pretrain.val_fraction"):
+        if not 0.0 < flat[key] < 1.0:
+            raise ConfigError(f"{key}: must be between 0 and 1, got {flat[key]}")
     if not 0.0 <= cfg.train.label_smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing: must be in [0, 1), got {cfg.train.label_smoothing}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
@@ -307,6 +327,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"tracking.backends: {backend!r} is not one of wandb, tensorboard")
     if cfg.data.root == "" and cfg.data.synth_n < 6:
         raise ConfigError("data.synth_n: the synthetic dataset needs at least 6 images (2 per class)")
+    if 0 < cfg.pretrain.synth_n < 6:
+        raise ConfigError("pretrain.synth_n: the synthetic dataset needs at least 6 images (2 per class); 0 = off")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from checkbox_dist.errors import UserError
+from checkbox_dist.distributed import process_state
 
 # Keys that change nothing about the result: a rerun may differ in them.
 COSMETIC = ("train.progress", "train.log_every_steps", "data.num_workers", "data.cache_dir", "tracking.",
@@ -79,12 +80,6 @@ def _comparable(cfg_dict: dict) -> dict:
     from checkbox_dist.config import to_flat_dict
 
     return {k: v for k, v in to_flat_dict(cfg_dict).items() if not k.startswith(COSMETIC)}
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -135,15 +130,6 @@ def _mean_std(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def process_state():
-    """The process group Accelerate will use: created the way AcceleratorState creates it (ACCELERATE_USE_CPU
-    included), since the first PartialState() of a process fixes the world for every Accelerator after it."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-
-
 def predict_fold(best_dir: Path, items: list[tuple[Path, int]], cfg, device, tta: bool):
     """Calibrated probabilities of the fold's held-out images from its best checkpoint."""
     import torch
@@ -168,6 +154,7 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
     from accelerate.utils import broadcast_object_list
 
     from checkbox_dist import train
+    from checkbox_dist.checkpoint import write_json_atomic
     from checkbox_dist.config import to_dict
     from checkbox_dist.datasets import write_split_lists
     from checkbox_dist.loaders import synthetic_root
@@ -211,7 +198,7 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
             raise UserError(f"{out} holds a CV run with another config ({changed[0]} differs): use another --out")
     if state.is_main_process:
         (out / "folds").mkdir(parents=True, exist_ok=True)
-        _write_json(cv_file, settings)
+        write_json_atomic(cv_file, settings)
         for i in only:
             train_items = [it for it, f in zip(items, fold_of) if f != i]
             val_items = [it for it, f in zip(items, fold_of) if f == i]
@@ -271,6 +258,7 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
 def summarise(out: Path, folds: int) -> dict:
     """Merge the folds' OOF files and compute every number in cv_summary.json from them."""
     from checkbox_dist import plots
+    from checkbox_dist.checkpoint import write_json_atomic
 
     header, merged, per_fold = None, [], []
     for i in range(folds):
@@ -300,7 +288,7 @@ def summarise(out: Path, folds: int) -> dict:
         "model": settings["resolved_config"]["model"]["name"],
         "image_size": settings["resolved_config"]["data"]["image_size"],
     }
-    _write_json(out / "cv_summary.json", summary)
+    write_json_atomic(out / "cv_summary.json", summary)
     plots.confusion_matrix_png(pooled["confusion"], classes, out / "confusion_oof.png",
                                f"out-of-fold, {folds} folds: top-1 {100 * pooled['top1']:.1f}% (n={len(rows)})")
     return summary

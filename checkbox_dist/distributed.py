@@ -180,3 +180,12 @@ class RankTrace:
         tmp = self.file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.record))
         os.replace(tmp, self.file)
+
+
+def process_state():
+    """The process group Accelerate will use: created the way AcceleratorState creates it (ACCELERATE_USE_CPU
+    included), since the first PartialState() of a process fixes the world for every Accelerator after it."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))

@@ -55,6 +55,32 @@ def is_better(rule: str, metrics: dict, best: dict | None) -> bool:
     return (metrics["macro_f1"], -metrics["loss"]) > (best["macro_f1"], -best["loss"])
 
 
+def calibrate_best(cfg, data, best_dir: Path, device) -> dict:
+    """Fit temperature scaling on the val split for the `best` checkpoint, save it into the checkpoint, and
+    return the run summary's numbers (val metrics before calibration, ECE before/after, temperature)."""
+    from checkbox_dist import checkpoint
+    from checkbox_dist.metrics import classification_metrics, fit_temperature
+    from checkbox_dist.model import build_model, load_weights
+
+    payload, _ = checkpoint.load(best_dir)
+    model = build_model(cfg.model, len(data.classes), data.spec.channels).to(device)
+    load_weights(model, payload["model"], str(best_dir))
+    loader = torch.utils.data.DataLoader(data.val_set, batch_size=cfg.data.eval_batch_size)
+    logits, labels = collect_logits(model, loader, data.val_set.fetch, data.spec, None)
+    before = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins)
+    temperature = fit_temperature(logits, labels) if cfg.eval.calibrate else 1.0
+    after = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins, temperature)
+    payload["temperature"] = temperature
+    payload["metrics"] = dict(payload["metrics"], ece_before_calibration=before["ece"],
+                              ece_after_calibration=after["ece"], temperature=temperature)
+    meta = {"classes": payload["classes"], "model_name": payload["model_name"], "epoch": payload["epoch"],
+            "global_step": payload["global_step"], "metrics": payload["metrics"], "versions": payload["versions"]}
+    checkpoint.save(best_dir, payload, None, meta)
+    return {"best_epoch": payload["epoch"], "val_top1": before["top1"], "val_loss": before["loss"],
+            "val_macro_f1": before["macro_f1"], "val_ece": before["ece"], "val_ece_calibrated": after["ece"],
+            "temperature": temperature, "best_checkpoint": str(best_dir)}
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate checkpoint(s) on a labelled folder",
                               description=__doc__.split("\n\n")[1] if __doc__ else None)

@@ -27,14 +27,14 @@ from accelerate.utils import (DataLoaderConfiguration, DistributedType, InitProc
                                broadcast_object_list, gather_object, send_to_device, set_seed)
 from tqdm.auto import tqdm
 
-from checkbox_dist import augment, checkpoint, faults
+from checkbox_dist import augment, checkpoint, faults, pretrain
 from checkbox_dist.config import Config, to_dict
 from checkbox_dist.distributed import RankTrace, check_launch
 from checkbox_dist.errors import UserError
-from checkbox_dist.evaluate import collect_logits, is_better
+from checkbox_dist.evaluate import calibrate_best, collect_logits, is_better
 from checkbox_dist.images import parse_color
 from checkbox_dist.loaders import build_data
-from checkbox_dist.metrics import classification_metrics, fit_temperature
+from checkbox_dist.metrics import classification_metrics
 from checkbox_dist.model import build_model, load_weights
 from checkbox_dist.optim import build_optimizer, build_scheduler, effective_lr
 from checkbox_dist.run_output import RunOutput
@@ -61,6 +61,13 @@ def rng_state() -> dict:
 
 
 def main(cfg: Config, config_path: str | None = None) -> dict:
+    # Installed first, so a preemption while data decodes or stage one trains is a clean exit 75 too (seen
+    # at the first log interval). Under torch_xla's launcher (xmp.spawn) this runs in a per-device thread,
+    # where Python cannot install signal handlers: there, RUN/STOP is the way to stop cleanly.
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, _on_signal)
+    cfg = pretrain.ensure(cfg)  # pretrain.synth_n > 0: stage one (cached), then this run fine-tunes from it
     A = cfg.train.grad_accum_steps
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=A,
@@ -149,23 +156,8 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
     state = {"epoch": 1, "micro_step": 0, "global_step": 0, "best": None, "bad_epochs": 0}
     resumed_sums = None
     if resume_from:
-        payload, saved = checkpoint.load(resume_from, with_state=True)
-        if payload["classes"] != data.classes:
-            raise UserError(f"{resume_from}: trained on classes {payload['classes']}, data has {data.classes}")
-        load_weights(accelerator.unwrap_model(model), saved["raw_model"], str(resume_from))
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if accelerator.scaler is not None and saved.get("scaler"):
-            accelerator.scaler.load_state_dict(saved["scaler"])
-        if ema is not None and saved.get("ema"):
-            ema.load_state_dict(saved["ema"])
-        rng = saved["rng"][rank] if rank < len(saved["rng"]) else saved["rng"][0]
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
-        state = saved["loop"]
-        if state["micro_step"] and saved.get("world_size") == world:
-            resumed_sums = rng.get("epoch_sums")
+        state, resumed_sums = checkpoint.restore(resume_from, data.classes, accelerator.unwrap_model(model), optimizer,
+                                                 scheduler, accelerator.scaler, ema, rank, world)
         out.print(f"resumed from {resume_from}: epoch {state['epoch']}, batch {state['micro_step']} of "
                   f"{micro_per_epoch}, optimizer step {state['global_step']}")
     out.start_trackers()
@@ -200,12 +192,6 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
                     "global_step": state["global_step"], "metrics": metrics, "versions": payload["versions"]}
             checkpoint.save(ckpt_dir / folder_name, payload, train_state, meta)
         accelerator.wait_for_everyone()
-
-    # Under torch_xla's launcher (xmp.spawn) this runs in a per-device thread, where Python cannot install
-    # signal handlers: there, RUN/STOP is the way to stop cleanly.
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, _on_signal)
 
     def check_finite(first_bad: torch.Tensor, epoch: int) -> None:
         """nan_policy=stop: before anything is logged or saved, every process agrees the loss stayed finite."""
@@ -389,29 +375,14 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
         sys.exit(PREEMPTED_EXIT)
     best_dir = ckpt_dir / "best"
     if accelerator.is_main_process and (best_dir / checkpoint.MODEL_FILE).is_file():
-        payload, _ = checkpoint.load(best_dir)
-        best_model = build_model(cfg.model, len(data.classes), data.spec.channels).to(accelerator.device)
-        load_weights(best_model, payload["model"], str(best_dir))
-        plain_val = torch.utils.data.DataLoader(data.val_set, batch_size=cfg.data.eval_batch_size)
-        logits, labels = collect_logits(best_model, plain_val, data.val_set.fetch, data.spec, None)
-        before = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins)
-        temperature = fit_temperature(logits, labels) if cfg.eval.calibrate else 1.0
-        after = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins, temperature)
-        payload["temperature"] = temperature
-        payload["metrics"] = dict(payload["metrics"], ece_before_calibration=before["ece"],
-                                  ece_after_calibration=after["ece"], temperature=temperature)
-        meta = {"classes": payload["classes"], "model_name": payload["model_name"], "epoch": payload["epoch"],
-                "global_step": payload["global_step"], "metrics": payload["metrics"], "versions": payload["versions"]}
-        checkpoint.save(best_dir, payload, None, meta)
-        summary = {"best_epoch": payload["epoch"], "val_top1": before["top1"], "val_loss": before["loss"],
-                   "val_macro_f1": before["macro_f1"], "val_ece": before["ece"], "val_ece_calibrated": after["ece"],
-                   "temperature": temperature, "stopped_early": stopped_early, "run_dir": str(run_dir),
-                   "best_checkpoint": str(best_dir), "metrics_plot": str(run_dir / "plots" / "metrics_plot.png")}
-        (run_dir / "summary.json").write_text(__import__("json").dumps(summary, indent=1))
-        out.summary({"best/temperature": temperature, "best/ece_calibrated": after["ece"]})
-        out.print(f"done: best epoch {summary['best_epoch']} | val top-1 {before['top1']:.4f} | loss "
-                  f"{before['loss']:.4f} | macro-F1 {before['macro_f1']:.4f} | ECE {before['ece']:.4f} -> "
-                  f"{after['ece']:.4f} at temperature {temperature:.3f}",
+        summary = calibrate_best(cfg, data, best_dir, accelerator.device)
+        summary.update(stopped_early=stopped_early, run_dir=str(run_dir),
+                       metrics_plot=str(run_dir / "plots" / "metrics_plot.png"))
+        checkpoint.write_json_atomic(run_dir / "summary.json", summary)  # written last: "this run finished"
+        out.summary({"best/temperature": summary["temperature"], "best/ece_calibrated": summary["val_ece_calibrated"]})
+        out.print(f"done: best epoch {summary['best_epoch']} | val top-1 {summary['val_top1']:.4f} | loss "
+                  f"{summary['val_loss']:.4f} | macro-F1 {summary['val_macro_f1']:.4f} | ECE {summary['val_ece']:.4f}"
+                  f" -> {summary['val_ece_calibrated']:.4f} at temperature {summary['temperature']:.3f}",
                   f"best checkpoint: {best_dir}",
                   f"plots: {run_dir / 'plots' / 'metrics_plot.png'} and "
                   f"{run_dir / 'plots'}/confusion_matrix_epoch_<N>.png")
@@ -420,7 +391,6 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
     accelerator.wait_for_everyone()
     out.finish()
     return summary
-
 
 
 if __name__ == "__main__":  # python -m checkbox_dist.train --config C [overrides]: same as `checkbox-dist train`

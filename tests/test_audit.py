@@ -9,6 +9,7 @@ tested in test_cv.py. ~5 s.
 from __future__ import annotations
 
 import csv
+import json
 import random
 import shutil
 
@@ -96,11 +97,33 @@ def test_audit_ranks_moved_images_first_and_writes_sheet_csv_and_exclude_list(mi
         assert sheet.width >= 6 * 200 and sheet.height > 150
         # the first tile shows an image, not a blank cell
         assert len(np.unique(np.asarray(sheet.convert("RGB").crop((10, 40, 210, 140))).reshape(-1, 3), axis=0)) > 5
+    # OOF score: the 3 moved images are predicted as what they show, not as labelled: 57 of 60 right.
+    scores = json.loads((out / "scores.json").read_text())["average"]
+    assert scores["top1"] == pytest.approx(57 / 60) and scores["n"] == 60
+    assert sum(f["n"] for f in scores["per_fold"].values()) == 60
+    assert sum(f["top1"] * f["n"] for f in scores["per_fold"].values()) == pytest.approx(57)
+    assert "OOF top-1 95.0 %" in printed
     # averaging two OOF files (an ensemble) keeps the ranking of a consistent pair
     assert cli_main(["audit", "--data", str(root), "--oof", str(oof), "--oof", str(oof), "--out",
                      str(tmp_path / "a2")]) == 0
     with (tmp_path / "a2" / "audit.csv").open(newline="") as handle:
         assert [r["path"] for r in csv.DictReader(handle)] == [r["path"] for r in ranked]
+    # an ensemble with a model that is wrong everywhere: the average follows the surer model per image
+    flipped = tmp_path / "flipped.csv"
+    with oof.open(newline="") as src, flipped.open("w", newline="") as dst:
+        reader, writer = csv.reader(src), csv.writer(dst)
+        writer.writerow(next(reader))
+        for row in reader:  # probabilities rotated by one class: every prediction changes
+            writer.writerow(row[:4] + row[5:7] + row[4:5])
+    assert cli_main(["audit", "--data", str(root), "--oof", str(oof), "--oof", str(flipped), "--out",
+                     str(tmp_path / "a3")]) == 0
+    report = json.loads((tmp_path / "a3" / "scores.json").read_text())
+    # rotated, each moved image's true class lands on the label it was moved to: 3 of 60 "right"
+    assert [e["top1"] for e in report["each"]] == [pytest.approx(57 / 60), pytest.approx(3 / 60)]
+    rows = {r[0]: [float(p) for p in r[4:]] for r in csv.reader(oof.open()) if r[0] != "path"}
+    expected = sum((max(range(3), key=lambda k: (p[k] + p[(k + 1) % 3]) / 2) == CLASSES.index(path.split("/")[0]))
+                   for path, p in rows.items()) / 60
+    assert report["average"]["top1"] == pytest.approx(expected)
 
 
 def test_audit_errors_are_one_line(tmp_path, capsys):

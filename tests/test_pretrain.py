@@ -1,0 +1,107 @@
+"""Two-stage training (pretrain.synth_n > 0): synthetic pretraining once, cached, then the fine-tune from it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from conftest import REPO, TINY, load_weights, run_cli, tiny_train_args
+
+# GroupNorm model and plain SGD: with optim.lr=0 the fine-tune cannot move a weight (no BatchNorm running
+# statistics, no weight decay step), so its `last` must equal the stage-one model it started from.
+FROZEN_FINE_TUNE = ["model.name=test_efficientnet_gn", "optim.name=sgd", "optim.lr=0.0", "optim.weight_decay=0.0",
+                    "train.epochs=1", "eval.calibrate=false", "pretrain.lr=0.05", "pretrain.epochs=2",
+                    "pretrain.batch_size=8", "pretrain.synth_n=48", "pretrain.val_fraction=0.25"]
+
+
+def stage_dirs(cache: Path) -> list[Path]:
+    return sorted(p for p in (cache / "pretrain").glob("test_efficientnet_gn-*") if p.is_dir())
+
+
+def test_fine_tune_starts_from_the_cached_pretraining(tmp_path: Path, synth_root: Path):
+    cache = tmp_path / "cache"
+    first = run_cli(*tiny_train_args(tmp_path / "a", cache, *FROZEN_FINE_TUNE, data_root=synth_root)).stdout
+    assert first.count("pretrain: stage one, 2 epochs on 48 synthetic images") == 1, first[-2000:]
+    (stage,) = stage_dirs(cache)
+    assert (stage / "summary.json").is_file() and (stage / "config.yaml").is_file()
+    stage_cfg = yaml.safe_load((stage / "config.yaml").read_text())
+    assert stage_cfg["data"]["root"] == "" and stage_cfg["data"]["synth_n"] == 48
+    assert stage_cfg["optim"]["lr"] == 0.05 and stage_cfg["train"]["epochs"] == 2
+    assert stage_cfg["pretrain"]["synth_n"] == 0  # stage one has no stage one
+    # The fine-tune run records where it started, and at lr 0 it is exactly the stage-one model.
+    run_cfg = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    assert run_cfg["train"]["init_from"] == str(stage / "checkpoints" / "last")
+    assert run_cfg["pretrain"]["synth_n"] == 48
+    pretrained, tuned = load_weights(stage / "checkpoints" / "last"), load_weights(tmp_path / "a" / "checkpoints" / "last")
+    assert pretrained.keys() == tuned.keys() and all(torch.equal(pretrained[k], tuned[k]) for k in pretrained)
+    # Control: the same fine-tune without stage one stays at the random initialisation, far from it.
+    scratch = tmp_path / "scratch"
+    run_cli(*tiny_train_args(scratch, cache, *FROZEN_FINE_TUNE, "pretrain.synth_n=0", data_root=synth_root))
+    fresh = load_weights(scratch / "checkpoints" / "last")
+    assert max((fresh[k] - pretrained[k]).abs().max().item() for k in fresh if fresh[k].is_floating_point()) > 1e-3
+
+    # A second run with the same pretraining reuses it (nothing rewritten); a different recipe gets its own.
+    stamp = (stage / "summary.json").stat().st_mtime_ns
+    again = run_cli(*tiny_train_args(tmp_path / "b", cache, *FROZEN_FINE_TUNE, "train.log_every_steps=3",
+                                     data_root=synth_root)).stdout
+    assert f"pretrain: reusing {stage}" in again and "stage one" not in again
+    assert (stage / "summary.json").stat().st_mtime_ns == stamp
+    run_cli(*tiny_train_args(tmp_path / "c", cache, *FROZEN_FINE_TUNE, "pretrain.epochs=1", data_root=synth_root))
+    assert len(stage_dirs(cache)) == 2
+
+
+def test_parallel_runs_share_one_pretraining(tmp_path: Path, synth_root: Path):
+    """Two processes started together (two CV folds, two sweep trials): one trains stage one, the other waits
+    on the lock and reuses it."""
+    cache = tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, "-m", "checkbox_dist",
+                               *tiny_train_args(tmp_path / name, cache, *FROZEN_FINE_TUNE, data_root=synth_root)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+             for name in ("x", "y")]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert sum(o.count("pretrain: stage one") for o in outputs) == 1, outputs
+    assert sum(o.count("pretrain: reusing") for o in outputs) == 1, outputs
+    assert sum(o.count("another process is building") for o in outputs) <= 1, outputs
+    (stage,) = stage_dirs(cache)
+    for name in ("x", "y"):
+        assert yaml.safe_load((tmp_path / name / "config.yaml").read_text())["train"]["init_from"] == \
+            str(stage / "checkpoints" / "last")
+
+
+def test_pretrain_config_errors_are_one_line(tmp_path: Path):
+    cases = [(["pretrain.synth_n=3"], "pretrain.synth_n: the synthetic dataset needs at least 6 images"),
+             (["pretrain.resize=crop"], "pretrain.resize: 'crop' is not one of , letterbox, stretch"),
+             (["pretrain.val_fraction=1.5"], "pretrain.val_fraction: must be between 0 and 1"),
+             (["pretrain.synth_n=60", f"train.init_from={tmp_path}"], "are both set: fine-tune from one of them")]
+    for overrides, message in cases:
+        proc = run_cli("train", *TINY, f"train.output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path}",
+                       *overrides, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, (overrides, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+        assert not (tmp_path / "pretrain").exists()  # nothing half-built
+
+
+def test_stopped_stage_one_resumes_on_the_next_run(tmp_path: Path, synth_root: Path):
+    """Preempted in stage one (RUN/STOP, as slurm/train.sh asks): exit 75 with stage one's `last` saved; the
+    requeued run continues stage one from there instead of starting it again, then fine-tunes."""
+    from checkbox_dist import pretrain
+    from checkbox_dist.config import load_config
+
+    cache = tmp_path / "cache"
+    args = tiny_train_args(tmp_path / "run", cache, *FROZEN_FINE_TUNE, "train.log_every_steps=1", data_root=synth_root)
+    stage = Path(pretrain.stage_config(load_config(args[2], args[3:])).train.output_dir)
+    stage.mkdir(parents=True)
+    (stage / "STOP").touch()
+    stopped = run_cli(*args, check=False)
+    assert stopped.returncode == 75, stopped.stderr[-2000:]
+    assert "stop request: saved" in stopped.stdout and (stage / "checkpoints" / "last").is_dir()
+    assert not (stage / "summary.json").exists() and not (tmp_path / "run" / "config.yaml").exists()
+    resumed = run_cli(*args).stdout
+    assert f"resumed from {stage / 'checkpoints' / 'last'}: epoch 1, batch 1" in resumed, resumed[-3000:]
+    assert (stage / "summary.json").is_file() and (tmp_path / "run" / "checkpoints" / "last").is_dir()
