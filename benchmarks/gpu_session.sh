@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything one H200 lease (15 device minutes, <= 10 per command) measures, time-boxed, in one command:
 #   1. issue 5, eager: ResNet50 224 bf16 channels_last with and without augmentation, 64 px   (benchmarks/gpu.sh)
-#   2. issue 6: 5-fold CV of the two-stage ResNet50 recipe and of a variant (EMA)          (benchmarks/quality_gpu.sh)
+#   2. issue 6: 5-fold CV of the two-stage ResNet50 recipe and of a lower fine-tune lr     (benchmarks/quality_gpu.sh)
 #   3. issue 5, compiled: ResNet50 224 bf16 + torch.compile                                    (benchmarks/gpu.sh)
 # Usage (device tool): copy ../shared/checkbox_state_v2/train to shared_data/checkbox_state_v2/train (gitignored),
 #   run with carry ["shared_data"]:   bash benchmarks/gpu_session.sh "$OUT"
@@ -25,7 +25,7 @@ tar czf "$OUT_DIR/perf.tgz" -C /tmp gpu_bench 2>/dev/null
 
 echo "== 2. 5-fold CV on $DATA $(elapsed)"
 if [ -d "$DATA" ]; then
-  VARIANTS=${VARIANTS:-"recipe ema"} timeout "${QUALITY_S:-270}" \
+  VARIANTS=${VARIANTS:-"recipe lr5e-4"} timeout "${QUALITY_S:-270}" \
     bash benchmarks/quality_gpu.sh "$DATA" /tmp/quality_gpu || echo "quality block ended with $?"
   pkill -TERM -f "checkbox_dist (cv|train)" && sleep 5  # timeout stops the script, not the jobs it started
   tar czf "$OUT_DIR/quality.tgz" -C /tmp --exclude=cache --exclude=synth --exclude='*.pt' --exclude='*.safetensors' \
