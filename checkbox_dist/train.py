@@ -380,9 +380,10 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
                        metrics_plot=str(run_dir / "plots" / "metrics_plot.png"))
         checkpoint.write_json_atomic(run_dir / "summary.json", summary)  # written last: "this run finished"
         out.summary({"best/temperature": summary["temperature"], "best/ece_calibrated": summary["val_ece_calibrated"]})
-        out.print(f"done: best epoch {summary['best_epoch']} | val top-1 {summary['val_top1']:.4f} | loss "
-                  f"{summary['val_loss']:.4f} | macro-F1 {summary['val_macro_f1']:.4f} | ECE {summary['val_ece']:.4f}"
-                  f" -> {summary['val_ece_calibrated']:.4f} at temperature {summary['temperature']:.3f}",
+        out.print(f"done: best epoch {summary['best_epoch']} | val top-1 {summary['val_top1']:.4f} | macro-F1 "
+                  f"{summary['val_macro_f1']:.4f} | at temperature {summary['temperature']:.3f}: loss "
+                  f"{summary['val_loss']:.4f} -> {summary['val_loss_calibrated']:.4f}, ECE {summary['val_ece']:.4f}"
+                  f" -> {summary['val_ece_calibrated']:.4f}",
                   f"best checkpoint: {best_dir}",
                   f"plots: {run_dir / 'plots' / 'metrics_plot.png'} and "
                   f"{run_dir / 'plots'}/confusion_matrix_epoch_<N>.png")

@@ -44,6 +44,9 @@ def test_quickstart_end_to_end(tmp_path: Path, cache_dir: Path):
     assert (out / "checkpoints" / "last" / "train_state.pt").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_checkpoint"] == str(out / "checkpoints" / "best")
+    # the temperature is fitted to minimise the val NLL: calibrated loss never above the raw one
+    assert summary["temperature"] != 1.0 and summary["val_loss_calibrated"] <= summary["val_loss"] + 1e-6
+    assert f"loss {summary['val_loss']:.4f} -> {summary['val_loss_calibrated']:.4f}, ECE" in text
 
 
 def test_grad_accumulation_matches_one_big_batch(tmp_path: Path, cache_dir: Path):
