@@ -21,6 +21,8 @@
 #   ema, mixup, px224   train.ema_decay=0.998 / train.mixup_alpha=0.2 / data.image_size=224, both stages
 #   synth40k, synth_e20 stage one on 40,000 images / for 20 epochs
 #   lr5e-4, lr1e-3      fine-tune lr 0.0005 / 0.001 (stage one keeps its pinned 0.002, so it is shared)
+#   synth40k_lr5e-4     both: the CPU's best direction (ResNet18 64 px: 4x stage one +5.6, with lr 0.0005 and
+#                       longer fine-tuning +7.0, every fold; docs/RESULTS.md)
 #
 # Why it fits in minutes: an epoch is 330 images (~0.04 s of ResNet50 128 px bf16 work on an H200), so a fold
 # is bound by Python/kernel-launch overhead, not by the GPU. 20 fold jobs therefore run as PARALLEL (default
@@ -89,6 +91,7 @@ variant_overrides() {
     nols) echo "train.label_smoothing=0.0" ;;
     lr5e-4) echo "optim.lr=0.0005" ;;
     lr1e-3) echo "optim.lr=0.001" ;;
+    synth40k_lr5e-4) echo "pretrain.synth_n=40000 optim.lr=0.0005" ;;
     *) echo "unknown variant $1" >&2; return 1 ;;
   esac
 }
