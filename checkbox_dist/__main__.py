@@ -4,4 +4,5 @@ import sys
 
 from checkbox_dist.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when multiprocessing's spawn re-imports this module in a worker
+    sys.exit(main())

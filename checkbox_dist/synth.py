@@ -373,7 +373,9 @@ def _generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1) -> t
     else:
         import multiprocessing
 
-        with multiprocessing.Pool(int(workers)) as pool:
+        # spawn, not Linux's default fork: `train` calls this with torch loaded (its thread pools and locks
+        # do not survive a fork), e.g. for the pretrain stage; a spawned worker imports only this module.
+        with multiprocessing.get_context("spawn").Pool(int(workers)) as pool:
             labels = list(pool.imap(_write_one, jobs, chunksize=64))
     for c in CLASSES:  # drop leftovers of an earlier, larger n and .tmp files of interrupted runs
         for p in (out / c).iterdir():

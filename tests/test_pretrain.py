@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,12 +59,22 @@ def test_parallel_runs_share_one_pretraining(tmp_path: Path, synth_root: Path):
     """Two processes started together (two CV folds, two sweep trials): one trains stage one, the other waits
     on the lock and reuses it."""
     cache = tmp_path / "cache"
-    procs = [subprocess.Popen([sys.executable, "-m", "checkbox_dist",
-                               *tiny_train_args(tmp_path / name, cache, *FROZEN_FINE_TUNE, data_root=synth_root)],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-             for name in ("x", "y")]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    logs = [tmp_path / f"{name}.log" for name in ("x", "y")]
+    procs = []
+    for name, log in zip(("x", "y"), logs):
+        with log.open("w") as handle:  # files, not pipes: a full pipe would block the writer, and the lock with it
+            procs.append(subprocess.Popen([sys.executable, "-m", "checkbox_dist",
+                                           *tiny_train_args(tmp_path / name, cache, *FROZEN_FINE_TUNE,
+                                                            data_root=synth_root)],
+                                          cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
+                                          env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    try:
+        for p in procs:
+            p.wait(timeout=300)
+    finally:
+        for p in procs:
+            p.kill()
+    outputs = [log.read_text() for log in logs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert sum(o.count("pretrain: stage one") for o in outputs) == 1, outputs
     assert sum(o.count("pretrain: reusing") for o in outputs) == 1, outputs
