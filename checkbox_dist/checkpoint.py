@@ -95,8 +95,13 @@ def _write_failure(err: Exception, where: Path) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
-def save(folder: Path, model_payload: dict, train_state: dict | None, meta: dict) -> Path:
+# What meta.json repeats from model.pt, so a folder can be listed without loading tensors.
+META_KEYS = ("classes", "model_name", "epoch", "global_step", "metrics", "versions")
+
+
+def save(folder: Path, model_payload: dict, train_state: dict | None) -> Path:
     """Write the checkpoint into `folder` atomically (temp folder + rename)."""
+    meta = {key: model_payload[key] for key in META_KEYS}
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")

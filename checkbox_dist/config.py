@@ -185,6 +185,11 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
+# Keys (prefixes) that change nothing a run computes: reruns of a CV run, or two runs sharing one stage one
+# (pretrain.py), may differ in them.
+RUN_ONLY_KEYS = ("train.progress", "train.log_every_steps", "data.num_workers", "data.cache_dir", "tracking.",
+                 "train.resume", "train.output_dir", "data.device_cache", "data.eval_batch_size")
+
 CHOICES = {
     "data.resize": ("letterbox", "stretch"),
     "pretrain.resize": ("", "letterbox", "stretch"),

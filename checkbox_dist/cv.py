@@ -35,12 +35,10 @@ import sys
 import time
 from pathlib import Path
 
-from checkbox_dist.errors import UserError
+from checkbox_dist.config import RUN_ONLY_KEYS
 from checkbox_dist.distributed import process_state
+from checkbox_dist.errors import UserError
 
-# Keys that change nothing about the result: a rerun may differ in them.
-COSMETIC = ("train.progress", "train.log_every_steps", "data.num_workers", "data.cache_dir", "tracking.",
-            "train.resume", "train.output_dir", "data.device_cache", "data.eval_batch_size")
 
 
 def plan_folds(labels: list[int], k: int, seed: int) -> list[int]:
@@ -79,7 +77,7 @@ def list_items(root: Path, exclude_file: str, k: int) -> tuple[list[str], list[t
 def _comparable(cfg_dict: dict) -> dict:
     from checkbox_dist.config import to_flat_dict
 
-    return {k: v for k, v in to_flat_dict(cfg_dict).items() if not k.startswith(COSMETIC)}
+    return {k: v for k, v in to_flat_dict(cfg_dict).items() if not k.startswith(RUN_ONLY_KEYS)}
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:

@@ -73,9 +73,7 @@ def calibrate_best(cfg, data, best_dir: Path, device) -> dict:
     payload["temperature"] = temperature
     payload["metrics"] = dict(payload["metrics"], ece_before_calibration=before["ece"],
                               ece_after_calibration=after["ece"], temperature=temperature)
-    meta = {"classes": payload["classes"], "model_name": payload["model_name"], "epoch": payload["epoch"],
-            "global_step": payload["global_step"], "metrics": payload["metrics"], "versions": payload["versions"]}
-    checkpoint.save(best_dir, payload, None, meta)
+    checkpoint.save(best_dir, payload, None)
     # The temperature minimises this NLL, so it never rises; ECE (15 bins over ~100 images) can, by noise.
     nll_after = float(F.cross_entropy(logits / temperature, labels)) if len(labels) else float("nan")
     return {"best_epoch": payload["epoch"], "val_top1": before["top1"], "val_loss": before["loss"],

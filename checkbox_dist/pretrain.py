@@ -26,13 +26,12 @@ import os
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from checkbox_dist.config import Config, to_dict, to_flat_dict
+from checkbox_dist.config import RUN_ONLY_KEYS, Config, to_dict, to_flat_dict
 from checkbox_dist.errors import UserError
 
-# Keys that do not change the pretrained weights: two configs differing only here share one pretraining.
-_NOT_WEIGHTS = ("train.progress", "train.log_every_steps", "data.num_workers", "data.cache_dir", "tracking.",
-                "train.resume", "train.output_dir", "data.device_cache", "data.eval_batch_size", "checkpoint.",
-                "eval.", "pretrain.")  # pretrain.* is already applied to data/optim/train by stage_config
+# Keys that do not change the pretrained weights: two configs differing only here share one pretraining. Stage
+# one saves no epoch checkpoints and is evaluated once, at its end; pretrain.* is already applied by stage_config.
+_NOT_WEIGHTS = RUN_ONLY_KEYS + ("checkpoint.", "eval.", "pretrain.")
 
 
 def stage_config(cfg: Config) -> Config:
@@ -77,8 +76,13 @@ def finished(folder: Path) -> bool:
 @contextmanager
 def _exclusive(folder: Path, say=None):
     """One writer per folder at a time across processes (parallel CV folds, sweep trials)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
+    lock = folder.parent / f".{folder.name}.lock"
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "w")  # noqa: SIM115 - closed below, after the caller's block
+    except OSError as err:
+        raise UserError(f"pretrain: cannot create {lock}: {err.strerror or err}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -106,25 +110,21 @@ def ensure(cfg: Config) -> Config:
                         f"set: fine-tune from one of them (pretrain.synth_n=0 keeps train.init_from)")
     state = process_state()
     say = state.print  # main process only
-    try:
-        lock = _exclusive(folder, say) if state.is_main_process else nullcontext()
-        with lock:
-            todo = [not finished(folder)]
-            broadcast_object_list(todo)  # every process takes the same branch: training is collective
-            if todo[0]:
-                say(f"pretrain: stage one, {pre.train.epochs} epochs on {pre.data.synth_n} synthetic images "
-                    f"({pre.data.resize}, {pre.data.image_size} px) -> {folder}")
-                if state.is_main_process:  # generated with every core once, before the run reads it
-                    images = synthetic_root(pre.data)
-                    with _exclusive(images):  # other stages (another model, recipe) may share these images
-                        synth.generate(images, pre.data.synth_n, pre.data.synth_seed,
-                                       workers=max(1, min(8, os.cpu_count() or 1)))
-                state.wait_for_everyone()
-                train.main(pre)
-            else:
-                say(f"pretrain: reusing {folder} (same model, data and recipe)")
-    except OSError as err:
-        raise UserError(f"pretrain: cannot use {folder}: {err.strerror or err}") from None
+    with _exclusive(folder, say) if state.is_main_process else nullcontext():
+        todo = [not finished(folder)]
+        broadcast_object_list(todo)  # every process takes the same branch: training is collective
+        if todo[0]:
+            say(f"pretrain: stage one, {pre.train.epochs} epochs on {pre.data.synth_n} synthetic images "
+                f"({pre.data.resize}, {pre.data.image_size} px) -> {folder}")
+            if state.is_main_process:  # generated with every core once, before the run reads it
+                images = synthetic_root(pre.data)
+                with _exclusive(images):  # other stages (another model, recipe) may share these images
+                    synth.generate(images, pre.data.synth_n, pre.data.synth_seed,
+                                   workers=max(1, min(8, os.cpu_count() or 1)))
+            state.wait_for_everyone()
+            train.main(pre)
+        else:
+            say(f"pretrain: reusing {folder} (same model, data and recipe)")
     state.wait_for_everyone()
     tuned = copy.deepcopy(cfg)
     tuned.train.init_from = init_from  # saved with the run: its config.yaml names the model it started from

@@ -188,9 +188,7 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
                                "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
                                "ema": send_to_device(ema.state_dict(), "cpu") if ema is not None else None,
                                "rng": rngs, "loop": dict(state), "world_size": world}
-            meta = {"classes": data.classes, "model_name": cfg.model.name, "epoch": payload["epoch"],
-                    "global_step": state["global_step"], "metrics": metrics, "versions": payload["versions"]}
-            checkpoint.save(ckpt_dir / folder_name, payload, train_state, meta)
+            checkpoint.save(ckpt_dir / folder_name, payload, train_state)
         accelerator.wait_for_everyone()
 
     def check_finite(first_bad: torch.Tensor, epoch: int) -> None:
