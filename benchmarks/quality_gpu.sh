@@ -23,6 +23,9 @@
 #   lr5e-4, lr1e-3      fine-tune lr 0.0005 / 0.001 (stage one keeps its pinned 0.002, so it is shared)
 #   synth40k_lr5e-4     both: the CPU's best direction (ResNet18 64 px: 4x stage one +5.6, with lr 0.0005 and
 #                       longer fine-tuning +7.0, every fold; docs/RESULTS.md)
+#   mix2k               2,000 synthetic images (seed 1) kept in every fold's training split (pretrain.mix_n)
+# Since 2026-12-01 the generator is version 2 (checkbox_dist/synth.py): `recipe` then measures it against the
+# version-1 figures quoted above (same folds, same config otherwise).
 #
 # Why it fits in minutes: an epoch is 330 images (~0.04 s of ResNet50 128 px bf16 work on an H200), so a fold
 # is bound by Python/kernel-launch overhead, not by the GPU. 20 fold jobs therefore run as PARALLEL (default
@@ -92,6 +95,7 @@ variant_overrides() {
     lr5e-4) echo "optim.lr=0.0005" ;;
     lr1e-3) echo "optim.lr=0.001" ;;
     synth40k_lr5e-4) echo "pretrain.synth_n=40000 optim.lr=0.0005" ;;
+    mix2k) echo "pretrain.mix_n=2000" ;;
     *) echo "unknown variant $1" >&2; return 1 ;;
   esac
 }

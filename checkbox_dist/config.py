@@ -170,6 +170,10 @@ class PretrainConfig:
     val_fraction: float = 0.05  # a synthetic val split: the stage's own sanity check
     resize: str = ""  # "" = data.resize; letterbox | stretch
     output_dir: str = ""  # "" = <data.cache_dir>/pretrain/<model>-<hash of what changes the weights>
+    # Rehearsal: also train the fine-tune on this many synthetic images (train split only, never val, so CV
+    # scores stay real-data scores), generated with mix_seed; works with synth_n = 0 too. 0 = off.
+    mix_n: int = 0
+    mix_seed: int = 1  # 1, not synth_seed's 0: new images, not stage one's first mix_n again
 
 
 @dataclass
@@ -212,7 +216,8 @@ NON_NEGATIVE = {"data.num_workers", "data.synth_n", "optim.lr", "optim.weight_de
                 "checkpoint.every_steps", "data.device_cache_max_gb", "train.mixup_alpha",
                 "schedule.warmup_epochs", "optim.clip_grad_norm", "optim.momentum", "schedule.gamma",
                 "schedule.min_lr", "schedule.plateau_patience", "model.drop_rate", "model.drop_path_rate",
-                "train.collective_timeout_s", "pretrain.synth_n", "pretrain.lr", "pretrain.warmup_epochs"}
+                "train.collective_timeout_s", "pretrain.synth_n", "pretrain.lr", "pretrain.warmup_epochs",
+                "pretrain.mix_n"}
 
 
 class _Yaml12Loader(yaml.SafeLoader):

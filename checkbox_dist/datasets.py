@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
+from checkbox_dist import faults
 from checkbox_dist.errors import UserError
 from checkbox_dist.images import BadImageError, PreprocessSpec, decode, is_image_file
 
@@ -163,6 +164,7 @@ def decode_all(items: list[tuple[Path, int]], spec: PreprocessSpec, on_bad_image
     """Decode every file; returns images (N, C, S, S) uint8, labels (N,), and kept item indices."""
     images, labels, kept = [], [], []
     for i, (path, label) in enumerate(items):
+        faults.point("decode")
         try:
             images.append(decode(path, spec))
         except BadImageError as err:

@@ -6,6 +6,7 @@
     CHECKBOX_DIST_FAULT=eval:1:kill,step:2:slow ...               # several faults, comma-separated
 
 Each fault is SITE:COUNT[:ACTION][@RANK]. Sites (where `point(site)` is called):
+    decode      every image decoded into the in-memory dataset (checkbox_dist/datasets.py: decode_all)
     step        every training micro-batch, after the forward pass, before backward (checkbox_dist/train.py)
     eval        every evaluation batch (checkbox_dist/evaluate.py: collect_logits)
     save.model  checkpoint.save: model.pt written into the temporary folder, train_state.pt not yet
@@ -30,7 +31,7 @@ import signal
 import time
 
 ENV = "CHECKBOX_DIST_FAULT"
-SITES = ("step", "eval", "save.model", "save.state", "save.swap")
+SITES = ("decode", "step", "eval", "save.model", "save.state", "save.swap")
 ACTIONS = ("kill", "term", "usr1", "stop", "nan", "inf", "slow")
 SLOW_S = 0.25
 

@@ -6,6 +6,7 @@ wait for it, then read the same files, so all processes hold identical data.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,25 @@ def data_root(cfg_data, accelerator) -> Path:
     return root
 
 
+def synthetic_mix(cfg, classes: list[str], accelerator) -> list[tuple[Path, int]]:
+    """`pretrain.mix_n` synthetic images for the training split of a real-data run (empty when off)."""
+    n, seed = cfg.pretrain.mix_n, cfg.pretrain.mix_seed
+    if not n or not cfg.data.root:
+        return []
+    from checkbox_dist import synth
+    from checkbox_dist.pretrain import exclusive
+
+    if sorted(classes) != list(synth.CLASSES):
+        raise UserError(f"pretrain.mix_n: synthetic images have the classes {', '.join(synth.CLASSES)}; "
+                        f"{cfg.data.root} has {', '.join(classes)}")
+    root = Path(cfg.data.cache_dir).expanduser() / f"synth-n{n}-s{seed}"
+    if accelerator.is_main_process:
+        with exclusive(root):  # parallel CV folds and sweep trials: one generates, the others wait
+            synth.generate(root, n, seed, workers=max(1, min(8, os.cpu_count() or 1)))
+    accelerator.wait_for_everyone()
+    return [(path, classes.index(c)) for c in synth.CLASSES for path in sorted((root / c).glob(f"{c}_*.png"))]
+
+
 def fits_on_device(n_images: int, spec: PreprocessSpec, cfg_data) -> bool:
     if cfg_data.device_cache != "auto":
         return cfg_data.device_cache == "on"
@@ -73,6 +93,10 @@ def build_data(cfg, accelerator, say=print) -> Data:
     missing = [c for i, c in enumerate(split.classes) if all(y != i for _, y in split.val)]
     if missing:  # allowed (a rare class, a partial val folder), but every val figure then ignores it
         say(f"note: no val images of class {', '.join(map(repr, missing))}: its recall is not measured")
+    mixed = synthetic_mix(cfg, split.classes, accelerator)
+    if mixed:
+        split.train = split.train + mixed
+        say(f"pretrain.mix_n: + {len(mixed)} synthetic images (seed {cfg.pretrain.mix_seed}) in the training split")
     spec = PreprocessSpec.from_data_config(data_cfg)
     on_device = fits_on_device(len(split.train) + len(split.val), spec, data_cfg)
     sets = []

@@ -10,6 +10,8 @@ override), trains it once into a cache folder named by a hash of everything that
 returns the config with `train.init_from` pointing at that run's `checkpoints/last`. Five CV folds or a
 sweep's trials with the same pretraining train it once: the first takes a file lock, the rest wait and
 reuse it. An interrupted pretraining (preemption, kill) resumes from its own `last` on the next call.
+`pretrain.mix_n` (checkbox_dist/loaders.py: synthetic_mix) keeps synthetic images in the fine-tune's training
+split as well; it does not change stage one, so runs that differ only in it share one.
 
 Why it is worth a stage (docs/RESULTS.md): ResNet50 from scratch on the 411 real images, 5-fold CV on an
 H200, 76.6 +- 2.5 % top-1; fine-tuned from 10 epochs on 20,000 synthetic images, 84.9 +- 4.4 (better on
@@ -38,7 +40,7 @@ def stage_config(cfg: Config) -> Config:
     """The pretraining run's config: the fine-tune's, on synthetic data, with the pretrain.* overrides."""
     p = cfg.pretrain
     pre = copy.deepcopy(cfg)
-    pre.pretrain.synth_n = 0  # stage one has no stage one
+    pre.pretrain.synth_n = pre.pretrain.mix_n = 0  # stage one has no stage one, and nothing to mix into
     pre.data.root, pre.data.split_file, pre.data.exclude_file = "", "", ""
     pre.data.synth_n, pre.data.synth_seed = p.synth_n, p.synth_seed
     pre.data.val_fraction, pre.data.batch_size = p.val_fraction, p.batch_size
@@ -74,7 +76,7 @@ def finished(folder: Path) -> bool:
 
 
 @contextmanager
-def _exclusive(folder: Path, say=None):
+def exclusive(folder: Path, say=None):
     """One writer per folder at a time across processes (parallel CV folds, sweep trials)."""
     lock = folder.parent / f".{folder.name}.lock"
     try:
@@ -110,7 +112,7 @@ def ensure(cfg: Config) -> Config:
                         f"set: fine-tune from one of them (pretrain.synth_n=0 keeps train.init_from)")
     state = process_state()
     say = state.print  # main process only
-    with _exclusive(folder, say) if state.is_main_process else nullcontext():
+    with exclusive(folder, say) if state.is_main_process else nullcontext():
         todo = [not finished(folder)]
         broadcast_object_list(todo)  # every process takes the same branch: training is collective
         if todo[0]:
@@ -118,7 +120,7 @@ def ensure(cfg: Config) -> Config:
                 f"({pre.data.resize}, {pre.data.image_size} px) -> {folder}")
             if state.is_main_process:  # generated with every core once, before the run reads it
                 images = synthetic_root(pre.data)
-                with _exclusive(images):  # other stages (another model, recipe) may share these images
+                with exclusive(images):  # other stages (another model, recipe) may share these images
                     synth.generate(images, pre.data.synth_n, pre.data.synth_seed,
                                    workers=max(1, min(8, os.cpu_count() or 1)))
             state.wait_for_everyone()

@@ -14,7 +14,9 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageFilter, ImageFont
+
+from checkbox_dist.synth_glyphs import GLYPHS, cjk_glyph, glyph, polyline  # noqa: F401 (W.GLYPHS, W.glyph)
 
 Color = tuple[int, int, int]
 
@@ -119,14 +121,6 @@ def stroke(rng: np.random.Generator, s: float, u: int, lo=0.06, hi=0.11) -> int:
     return max(u, int(round(s * rng.uniform(lo, hi))))
 
 
-def polyline(d: ImageDraw.ImageDraw, pts, w: int, fill, round_caps: bool = True) -> None:
-    d.line(pts, fill=fill, width=w, joint="curve")
-    if round_caps:
-        r = w / 2
-        for x, y in (pts[0], pts[-1]):
-            d.ellipse((x - r, y - r, x + r, y + r), fill=fill)
-
-
 def tick(d, box, w: int, fill, rng: np.random.Generator) -> None:
     """A check mark with randomised start, elbow and end: classic, low-elbow and long-tail ticks."""
     x0, y0, x1, y1 = box
@@ -155,11 +149,14 @@ def checkbox(d, x: float, y: float, s: float, th: Theme, rng, checked: bool, u: 
             d.rounded_rectangle(box, r, fill=fill, outline=th.border, width=sw)
         return
     style = pick(rng, ["filled_tick", "outline_tick", "cross", "filled_cross", "inner_square", "circle_tick",
-                       "filled_plain"], [0.46, 0.18, 0.09, 0.05, 0.11, 0.08, 0.03])
+                       "filled_plain", "bare_tick"], [0.43, 0.18, 0.09, 0.05, 0.11, 0.08, 0.03, 0.03])
     if style == "filled_plain":  # a solid accent box, no mark (real 'checked' has a few; grey = unchecked)
         d.rounded_rectangle(box, r, fill=th.accent)
         return
     tw = max(u, int(round(s * rng.uniform(0.09, 0.16))))
+    if style == "bare_tick":  # a tick with no box (menus, list pickers): real 'checked' has some
+        tick(d, box, tw, th.accent if rng.random() < 0.5 else th.fg, rng)
+        return
     if style in ("filled_tick", "filled_cross"):
         d.rounded_rectangle(box, r, fill=th.accent)
         (tick if style == "filled_tick" else cross)(d, box, tw, th.on_accent, rng)
@@ -202,24 +199,35 @@ def radio(d, x: float, y: float, s: float, th: Theme, rng, checked: bool, u: int
 
 def toggle(d, x: float, y: float, w: float, h: float, th: Theme, rng, checked: bool, u: int,
            room: float = 1e9) -> None:
-    """Switch: 'on' = knob right + accent track; 'off' = knob left + grey track (the class signal).
+    """Switch: 'on' = knob RIGHT, 'off' = knob LEFT: the knob position is the class signal.
 
+    Colour usually agrees (accent track when on, grey when off) but not always: real crops have 'on'
+    switches with grey or dark tracks and 'off' ones with an accent knob (MUI dark mode); the v1 generator
+    tied colour to state and the ResNet50s called 5 knob-right grey switches 'unchecked' (2026-11-30 OOF).
     `room`: the largest halo radius that stays inside the canvas (keeps clear corners clear)."""
     style = pick(rng, ["ios", "material", "outline"], [0.5, 0.35, 0.15])
     off_track = th.tint(th.border, rng.uniform(0.45, 0.9))
     light_knob = (255, 255, 255) if not th.dark else pick(rng, [(224, 224, 224), (189, 189, 189), (255, 255, 255)])
+    if checked and rng.random() < 0.22:  # 'on' with a neutral track: grey, or the text colour faded
+        on_track = off_track if rng.random() < 0.5 else th.tint(th.fg, rng.uniform(0.3, 0.6))
+    else:
+        on_track = th.accent
+    if not checked and rng.random() < 0.1:  # 'off' with a pale accent track
+        off_track = th.tint(th.accent, rng.uniform(0.25, 0.45))
     if style == "material":  # knob (diameter h) overhangs a thinner track
         th_h = h * rng.uniform(0.5, 0.65)
         track = (x, y + (h - th_h) / 2, x + w, y + (h + th_h) / 2)
-        tcol = th.tint(th.accent, rng.uniform(0.4, 0.6)) if checked else off_track
-        kd, kcol = h, th.accent if checked else light_knob
+        tcol = th.tint(on_track, rng.uniform(0.4, 0.6)) if checked else off_track
+        accent_knob = checked if rng.random() < 0.85 else not checked
+        kd, kcol = h, th.accent if accent_knob else light_knob
     else:
         track, inset = (x, y, x + w, y + h), h * rng.uniform(0.08, 0.16)
         kd = h - 2 * inset
-        tcol = th.accent if checked else off_track
-        kcol = th.on_accent if checked else light_knob
-        if style == "outline" and not checked:
-            tcol, kcol, kd = None, th.border, kd * rng.uniform(0.65, 0.85)
+        tcol = on_track if checked else off_track
+        kcol = th.on_accent if checked and on_track == th.accent else light_knob
+        if style == "outline":
+            tcol, kd = None, kd * rng.uniform(0.65, 0.85)
+            kcol = pick(rng, [th.accent, th.fg]) if checked else th.border
     kx = x + w - h / 2 if checked else x + h / 2
     ky = y + h / 2
     if rng.random() < 0.15:  # focus / hover halo around the knob
@@ -234,80 +242,42 @@ def toggle(d, x: float, y: float, w: float, h: float, th: Theme, rng, checked: b
         o = kd * 0.06
         d.ellipse((kx - kd / 2, ky - kd / 2 + o, kx + kd / 2, ky + kd / 2 + o), fill=th.tint((0, 0, 0), 0.25))
     d.ellipse((kx - kd / 2, ky - kd / 2, kx + kd / 2, ky + kd / 2), fill=kcol)
+    if rng.random() < 0.1:  # a sun / moon icon in the knob (dark-mode switches)
+        i = kd * 0.22
+        glyph(d, "sun" if rng.random() < 0.5 else "moon", (kx - kd / 2 + i, ky - kd / 2 + i, kx + kd / 2 - i,
+              ky + kd / 2 - i), on_ink(kcol), max(u, int(kd * 0.08)), kcol)
 
 
-GLYPHS = ("star", "arrow", "hamburger", "magnifier", "plus", "chevron", "heart", "home", "envelope", "play",
-          "user", "download", "gear", "bell")
+def on_ink(c: Color) -> Color:
+    """White or near-black, whichever reads on c."""
+    return (255, 255, 255) if lum(c) < 0.6 else (33, 33, 33)
 
 
-def glyph(d, kind: str, box, col, w: int, hole=None) -> None:
-    """Simple icons that are neither ticks nor crosses (those would be 'checked' look-alikes).
+CJK_LO, CJK_HI = 0x4E00, 0x9FFF  # labels from this range are drawn as pseudo-CJK (no CJK font is bundled)
 
-    `hole` is the colour under the icon, used to punch the gear's centre."""
-    x0, y0, x1, y1 = box
-    s = x1 - x0
 
-    def P(a, b):
-        return (x0 + a * s, y0 + b * s)
-
-    if kind == "star":
-        ang = np.linspace(-np.pi / 2, 1.5 * np.pi, 11)[:-1]
-        rad = np.where(np.arange(10) % 2 == 0, 0.5, 0.2)
-        d.polygon([P(0.5 + r * np.cos(a), 0.52 + r * np.sin(a)) for r, a in zip(rad, ang)], fill=col)
-    elif kind == "arrow":
-        polyline(d, [P(0.15, 0.5), P(0.85, 0.5)], w, col)
-        polyline(d, [P(0.55, 0.2), P(0.85, 0.5), P(0.55, 0.8)], w, col)
-    elif kind == "hamburger":
-        for b in (0.25, 0.5, 0.75):
-            polyline(d, [P(0.15, b), P(0.85, b)], w, col)
-    elif kind == "magnifier":
-        d.ellipse((*P(0.12, 0.12), *P(0.65, 0.65)), outline=col, width=w)
-        polyline(d, [P(0.6, 0.6), P(0.88, 0.88)], int(w * 1.3), col)
-    elif kind == "plus":
-        polyline(d, [P(0.5, 0.15), P(0.5, 0.85)], w, col)
-        polyline(d, [P(0.15, 0.5), P(0.85, 0.5)], w, col)
-    elif kind == "chevron":
-        polyline(d, [P(0.2, 0.35), P(0.5, 0.65), P(0.8, 0.35)], w, col)
-    elif kind == "heart":
-        d.ellipse((*P(0.08, 0.15), *P(0.52, 0.57)), fill=col)
-        d.ellipse((*P(0.48, 0.15), *P(0.92, 0.57)), fill=col)
-        d.polygon([P(0.11, 0.45), P(0.89, 0.45), P(0.5, 0.88)], fill=col)
-    elif kind == "home":
-        d.polygon([P(0.5, 0.1), P(0.9, 0.48), P(0.1, 0.48)], fill=col)
-        d.rectangle((*P(0.22, 0.45), *P(0.78, 0.9)), fill=col)
-    elif kind == "envelope":
-        d.rectangle((*P(0.1, 0.22), *P(0.9, 0.78)), outline=col, width=w)
-        d.line([P(0.1, 0.22), P(0.5, 0.55), P(0.9, 0.22)], fill=col, width=w, joint="curve")
-    elif kind == "play":
-        d.polygon([P(0.25, 0.15), P(0.85, 0.5), P(0.25, 0.85)], fill=col)
-    elif kind == "user":
-        d.ellipse((*P(0.32, 0.08), *P(0.68, 0.44)), fill=col)
-        d.chord((*P(0.12, 0.52), *P(0.88, 1.28)), 180, 360, fill=col)
-    elif kind == "download":
-        polyline(d, [P(0.5, 0.1), P(0.5, 0.65)], w, col)
-        polyline(d, [P(0.25, 0.42), P(0.5, 0.67), P(0.75, 0.42)], w, col)
-        polyline(d, [P(0.15, 0.88), P(0.85, 0.88)], w, col)
-    elif kind == "gear":
-        ang = np.linspace(0, 2 * np.pi, 33)[:-1]  # 8 teeth, 2 vertices each
-        rad = np.where((np.arange(32) // 2) % 2 == 0, 0.48, 0.37)
-        d.polygon([P(0.5 + r * np.cos(a), 0.5 + r * np.sin(a)) for r, a in zip(rad, ang)], fill=col)
-        if hole is not None:
-            d.ellipse((*P(0.36, 0.36), *P(0.64, 0.64)), fill=hole)
-    else:  # bell
-        d.chord((*P(0.2, 0.12), *P(0.8, 0.9)), 180, 360, fill=col)
-        d.rectangle((*P(0.2, 0.5), *P(0.8, 0.75)), fill=col)
-        d.ellipse((*P(0.42, 0.75), *P(0.58, 0.92)), fill=col)
+def _is_cjk(s: str) -> bool:
+    return bool(s) and all(CJK_LO <= ord(c) <= CJK_HI for c in s)
 
 
 def text(d, xy, s: str, px: float, fill, anchor: str = "lm") -> None:
-    d.text(xy, s, font=font(int(round(px))), fill=fill, anchor=anchor)
+    if not _is_cjk(s):
+        d.text(xy, s, font=font(int(round(px))), fill=fill, anchor=anchor)
+        return
+    x, y = xy[0] - (text_width(s, px) / 2 if anchor[0] == "m" else 0), xy[1] - px / 2
+    for k, c in enumerate(s):
+        cjk_glyph(d, x + k * px, y, px, ord(c), fill)
 
 
 def text_width(s: str, px: float) -> float:
-    return font(int(round(px))).getlength(s)
+    return len(s) * px if _is_cjk(s) else font(int(round(px))).getlength(s)
 
 
-def words(rng: np.random.Generator, lo: int = 1, hi: int = 3) -> str:
+def words(rng: np.random.Generator, lo: int = 1, hi: int = 3, cjk: float = 0.07) -> str:
+    """1-3 English UI words; with probability `cjk` a 2-8 character pseudo-CJK label instead (the real
+    crops have Japanese and Chinese labels: 12 of a 144-crop sample, counted by eye)."""
+    if rng.random() < cjk:
+        return "".join(chr(int(c)) for c in rng.integers(CJK_LO, CJK_HI + 1, int(rng.integers(2, 9))))
     n = int(rng.integers(lo, hi + 1))
     w = " ".join(WORDS[int(i)] for i in rng.integers(0, len(WORDS), n))
     return w[0].upper() + w[1:] if rng.random() < 0.85 else w.lower()

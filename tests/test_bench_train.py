@@ -52,11 +52,14 @@ def test_bench_train_cli_with_two_processes(cache_dir: Path):
     step, step_ratio = (_number(r"ours, step\s+([\d.]+)", out), _number(r"ours, step\s+[\d.]+\s+([\d.]+)", out))
     epoch_ratio = _number(r"ours, epoch\s+[\d.]+\s+([\d.]+)", out)
     assert plain > 0 and step > 0 and epoch_ratio > 0
-    assert step_ratio == pytest.approx(step / plain, abs=1.5e-3)
+    # The rates are printed to 0.1 img/s, the ratio to 0.001: recomputing it from the printed rates is exact
+    # to their rounding, which matters on a loaded machine (plain 7.0 img/s: +-0.7 %; seen 19.750 vs 19.771).
+    rounding = lambda a, b: a / b * (0.05 / a + 0.05 / b) + 5e-4  # noqa: E731
+    assert step_ratio == pytest.approx(step / plain, abs=rounding(step, plain))
     one = _number(r"scaling, 1 thread\(s\) per process: 1 process ([\d.]+)", out)
     two = _number(r"\| 2 processes ([\d.]+) img/s", out)
     efficiency = _number(r"efficiency ([\d.]+)", out)
-    assert efficiency == pytest.approx(two / (2 * one), abs=1.5e-3)
+    assert efficiency == pytest.approx(two / (2 * one), abs=rounding(two, one) / 2)
     # A 2-process run that silently trained two 1-process worlds would have failed the launch guard;
     # the efficiency of a real gloo world on this tiny model is well inside (0, 1.5).
     assert 0.05 < efficiency < 1.5

@@ -105,7 +105,14 @@ def test_weights_identical_across_ranks_and_close_to_one_process(runs):
     one = torch.load(runs["one"]["dir"] / "checkpoints" / "last" / "model.pt", weights_only=True)["model"]
     assert two.keys() == one.keys()
     for name in two:  # all-reduce vs one mean: float rounding only, over 14 AdamW steps
-        torch.testing.assert_close(two[name], one[name], rtol=1e-3, atol=1e-4, msg=name)
+        a, b = two[name], one[name]
+        if name.endswith("attn.qkv.bias"):
+            # Except the key bias (the middle third): q.(k + b) shifts every logit of a query equally, so softmax
+            # ignores it and its true gradient is 0. AdamW divides that rounding noise by its own RMS and takes
+            # full lr steps either way: measured 1.5e-4 apart vs <= 1.2e-5 for every other weight (2026-12-01).
+            n = a.numel() // 3
+            a, b = torch.cat([a[:n], a[2 * n:]]), torch.cat([b[:n], b[2 * n:]])
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
     assert any(not torch.equal(two[n], torch.zeros_like(two[n])) for n in two)
 
 

@@ -116,3 +116,25 @@ def test_stopped_stage_one_resumes_on_the_next_run(tmp_path: Path, synth_root: P
     resumed = run_cli(*args).stdout
     assert f"resumed from {stage / 'checkpoints' / 'last'}: epoch 1, batch 1" in resumed, resumed[-3000:]
     assert (stage / "summary.json").is_file() and (tmp_path / "run" / "checkpoints" / "last").is_dir()
+
+
+def test_mixed_synthetic_images_join_the_training_split_only(tmp_path: Path, synth_root: Path):
+    """pretrain.mix_n: synthetic images in the fine-tune's training split (rehearsal), never in val, and
+    not part of stage one's identity: a run that only adds mix_n reuses the stage one already built."""
+    cache = tmp_path / "cache"
+    run_cli(*tiny_train_args(tmp_path / "a", cache, *FROZEN_FINE_TUNE, data_root=synth_root))
+    mixed = run_cli(*tiny_train_args(tmp_path / "b", cache, *FROZEN_FINE_TUNE, "pretrain.mix_n=30",
+                                     data_root=synth_root)).stdout
+    assert "pretrain: reusing" in mixed and "stage one" not in mixed, mixed[-2000:]
+    assert "pretrain.mix_n: + 30 synthetic images (seed 1) in the training split" in mixed
+    assert "train 78 (26/26/26) | val 12 (4/4/4)" in mixed  # 60 real -> 48 train + 12 val; +30 in train only
+    assert sorted(p.name for p in (cache / "synth-n30-s1" / "checked").glob("*.png"))[:1] == ["checked_000000.png"]
+    # the folder's classes must be the generator's
+    other = tmp_path / "two_classes"
+    for c in ("cat", "dog"):
+        (other / c).mkdir(parents=True)
+        for f in sorted((synth_root / "checked").glob("*.png"))[:6]:
+            (other / c / f.name).write_bytes(f.read_bytes())
+    proc = run_cli(*tiny_train_args(tmp_path / "c", cache, "pretrain.mix_n=30", data_root=other), check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+    assert "pretrain.mix_n: synthetic images have the classes checked, other, unchecked" in proc.stderr

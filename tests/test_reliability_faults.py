@@ -130,6 +130,22 @@ def test_preemption_signal_saves_last_exits_75_and_resume_is_bit_exact(
     assert_same_run(run_dir, reference)
 
 
+def test_signal_while_decoding_is_kept_and_stops_at_the_first_log_interval(tmp_path: Path, reference: Path):
+    """The handlers go in before the data is read: a SIGTERM while images are decoded (site `decode`, the 5th
+    of 90) is not lost and does not kill the process with 143; the run trains to its first log interval
+    (step 1 here), saves `last`, exits 75, and the resumed run equals the uninterrupted one.
+    Its own cache folder, so the decode really happens (the module's cache holds the decoded split)."""
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    stopped = cli(train_args(run_dir, cache), env={"CHECKBOX_DIST_FAULT": "decode:5:term"})
+    assert stopped.rc == 75, (stopped.rc, stopped.err[-2000:])
+    assert f"SIGTERM: saved {run_dir / 'checkpoints' / 'last'}" in stopped.out
+    state = torch.load(run_dir / "checkpoints" / "last" / "train_state.pt", weights_only=True)
+    assert state["loop"]["global_step"] == 1
+    resumed = cli(train_args(run_dir, cache))
+    assert resumed.rc == 0 and "resumed from" in resumed.out, resumed.err[-2000:]
+    assert_same_run(run_dir, reference)
+
+
 # ---- damaged checkpoints ---------------------------------------------------------------------------------------
 
 def _truncate(path: Path) -> None:
