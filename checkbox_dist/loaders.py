@@ -38,8 +38,12 @@ class Data:
                 f"{self.spec.image_size}px {self.spec.resize} on {self.spec.background} | {where}")
 
 
+def synthetic_folder(cache_dir: str, n: int, seed: int) -> Path:
+    return Path(cache_dir).expanduser() / f"synth-n{n}-s{seed}"
+
+
 def synthetic_root(cfg_data) -> Path:
-    return Path(cfg_data.cache_dir).expanduser() / f"synth-n{cfg_data.synth_n}-s{cfg_data.synth_seed}"
+    return synthetic_folder(cfg_data.cache_dir, cfg_data.synth_n, cfg_data.synth_seed)
 
 
 def data_root(cfg_data, accelerator) -> Path:
@@ -69,7 +73,7 @@ def synthetic_mix(cfg, classes: list[str], accelerator) -> list[tuple[Path, int]
     if sorted(classes) != list(synth.CLASSES):
         raise UserError(f"pretrain.mix_n: synthetic images have the classes {', '.join(synth.CLASSES)}; "
                         f"{cfg.data.root} has {', '.join(classes)}")
-    root = Path(cfg.data.cache_dir).expanduser() / f"synth-n{n}-s{seed}"
+    root = synthetic_folder(cfg.data.cache_dir, n, seed)
     if accelerator.is_main_process:
         with exclusive(root):  # parallel CV folds and sweep trials: one generates, the others wait
             synth.generate(root, n, seed, workers=max(1, min(8, os.cpu_count() or 1)))
