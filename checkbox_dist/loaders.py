@@ -6,7 +6,6 @@ wait for it, then read the same files, so all processes hold identical data.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +75,7 @@ def synthetic_mix(cfg, classes: list[str], accelerator) -> list[tuple[Path, int]
     root = synthetic_folder(cfg.data.cache_dir, n, seed)
     if accelerator.is_main_process:
         with exclusive(root):  # parallel CV folds and sweep trials: one generates, the others wait
-            synth.generate(root, n, seed, workers=max(1, min(8, os.cpu_count() or 1)))
+            synth.generate(root, n, seed, workers=synth.all_cores())
     accelerator.wait_for_everyone()
     return [(path, classes.index(c)) for c in synth.CLASSES for path in sorted((root / c).glob(f"{c}_*.png"))]
 

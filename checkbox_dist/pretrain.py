@@ -24,7 +24,6 @@ import copy
 import fcntl
 import hashlib
 import json
-import os
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -122,7 +121,7 @@ def ensure(cfg: Config) -> Config:
                 images = synthetic_root(pre.data)
                 with exclusive(images):  # other stages (another model, recipe) may share these images
                     synth.generate(images, pre.data.synth_n, pre.data.synth_seed,
-                                   workers=max(1, min(8, os.cpu_count() or 1)))
+                                   workers=synth.all_cores())
             state.wait_for_everyone()
             train.main(pre)
         else:

@@ -173,6 +173,11 @@ def _writer_alive(tmp_name: str) -> bool:
         return True
 
 
+def all_cores(cap: int = 8) -> int:
+    """Workers for a generation the caller waits on (stage one, the rehearsal mix): every core, at most cap."""
+    return max(1, min(cap, os.cpu_count() or 1))
+
+
 def generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1) -> dict[str, int]:
     """Write n samples to out_dir/<class>/<class>_<index:06d>.png; returns counts per class.
 
