@@ -24,6 +24,10 @@
 #   synth40k_lr5e-4     both: the CPU's best direction (ResNet18 64 px: 4x stage one +5.6, with lr 0.0005 and
 #                       longer fine-tuning +7.0, every fold; docs/RESULTS.md)
 #   mix2k               2,000 synthetic images (seed 1) kept in every fold's training split (pretrain.mix_n)
+#   wide, wide_max      128x320 input, both stages letterboxed (data.image_width; crops are 2.4:1, median), with
+#                       avg / max pooling; maxpool: model.global_pool=max at 128 px. On the CPU proxy (ResNet18
+#                       64 px stretch, docs/RESULTS.md) all three lost to the square avg-pooled input (-5.8, -2.7,
+#                       -1.7), max pooling won back +3.2 of the wide input's loss; ResNet50 letterboxes at 128 px
 # Since 2026-12-01 the generator is version 2 (checkbox_dist/synth.py): `recipe` then measures it against the
 # version-1 figures quoted above (same folds, same config otherwise).
 #
@@ -96,6 +100,9 @@ variant_overrides() {
     lr1e-3) echo "optim.lr=0.001" ;;
     synth40k_lr5e-4) echo "pretrain.synth_n=40000 optim.lr=0.0005" ;;
     mix2k) echo "pretrain.mix_n=2000" ;;
+    wide) echo "data.image_width=320 pretrain.resize=letterbox" ;;
+    wide_max) echo "data.image_width=320 pretrain.resize=letterbox model.global_pool=max" ;;
+    maxpool) echo "model.global_pool=max" ;;
     *) echo "unknown variant $1" >&2; return 1 ;;
   esac
 }

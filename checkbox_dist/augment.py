@@ -1,6 +1,6 @@
 """Batched train-time augmentation on whatever device the batch is on (CPU or accelerator).
 
-Images arrive as uint8 (N, C, S, S) batches, already composited and resized once (images.py). The
+Images arrive as uint8 (N, C, H, W) batches, already composited and resized once (images.py). The
 augmentation runs here, on the batch, so the CPU DataLoader path and the device-resident path share
 one implementation and give the same result for the same batch.
 
@@ -112,15 +112,18 @@ def _colour_maps(params: dict[str, torch.Tensor], cfg: AugmentConfig) -> tuple[n
     return A, K, a
 
 
-def _geometry(params: dict[str, torch.Tensor], cfg: AugmentConfig) -> np.ndarray | None:
-    """(N, 2, 3) inverse affine maps (output pixel -> input pixel) with the flips folded in, or None."""
+def _geometry(params: dict[str, torch.Tensor], cfg: AugmentConfig, aspect: float = 1.0) -> np.ndarray | None:
+    """(N, 2, 3) inverse affine maps (output pixel -> input pixel) with the flips folded in, or None.
+    `aspect` = width / height of the image: grid units are half the width across and half the height down."""
     if not (cfg.hflip > 0 or cfg.vflip > 0 or cfg.degrees > 0 or cfg.translate > 0 or cfg.scale != [1.0, 1.0]):
         return None
     get = lambda name: params[name].numpy().astype(np.float64)  # noqa: E731
     angle, inv = get("angle"), 1.0 / get("scale")  # zoom s shows the image s times larger
     cos, sin = np.cos(angle), np.sin(angle)
-    theta = np.stack([np.stack([cos * inv, -sin * inv, -get("tx")], 1),
-                      np.stack([sin * inv, cos * inv, -get("ty")], 1)], 1)
+    # A rotation in pixels is D^-1 R D in grid units, D = diag(width, height): without it a 64x160 input
+    # would shear instead of turning (x and y grid units differ 2.5x there).
+    theta = np.stack([np.stack([cos * inv, -sin * inv / aspect, -get("tx")], 1),
+                      np.stack([sin * inv * aspect, cos * inv, -get("ty")], 1)], 1)
     # A flip of the input before the affine = negating that input coordinate (exact with align_corners=False).
     flips = np.stack([1 - 2 * get("hflip"), 1 - 2 * get("vflip")], 1)
     return theta * flips[:, :, None]
@@ -129,7 +132,7 @@ def _geometry(params: dict[str, torch.Tensor], cfg: AugmentConfig) -> np.ndarray
 def apply(batch: torch.Tensor, params: dict[str, torch.Tensor], background: tuple[int, int, int],
           cfg: AugmentConfig, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
           channels_last: bool = False) -> torch.Tensor:
-    """uint8 (N, C, S, S) -> augmented float; in [0, 1], or normalised `(x - mean) / std` when given (one
+    """uint8 (N, C, H, W) -> augmented float; in [0, 1], or normalised `(x - mean) / std` when given (one
     value per channel, alpha included). Padding from the affine is the background colour.
 
     On the device this is ~7 kernels whatever the config: uint8 -> float minus the background, one
@@ -156,7 +159,7 @@ def apply(batch: torch.Tensor, params: dict[str, torch.Tensor], background: tupl
     offset = np.tile((fill01 - mean_v) * inv_std, (n, 1))
     offset[:, :3] = inv_std[:3] * (A @ fill01[:3] + a + K @ fill01[:3] - mean_v[:3])
     Kd = inv_std[:3, None] * K / 255.0
-    theta = _geometry(params, cfg)
+    theta = _geometry(params, cfg, batch.shape[-1] / batch.shape[-2])
     parts = [M.reshape(n, -1), offset, Kd.reshape(n, -1)] + ([theta.reshape(n, -1)] if theta is not None else [])
     packed = _send(torch.from_numpy(np.concatenate(parts, 1).astype(np.float32)), device)
     M, offset = packed[:, :channels**2].view(n, channels, channels), packed[:, channels**2:channels**2 + channels]

@@ -169,7 +169,7 @@ def run(args) -> int:
     probs = {name: torch.cat([fn(b) if name != "model(x) loop" else torch.softmax(fn(b), 1)
                               for b in images.split(args.batch)]) for name, fn in variants.items()}
     ref_top1 = probs["eager Predictor"].argmax(1)
-    print(f"bench-infer: {member.payload['model_name']} at {spec.image_size}px, {desc}; {threads} threads, "
+    print(f"bench-infer: {member.payload['model_name']} at {spec.size_text}, {desc}; {threads} threads, "
           f"{args.repeats} repeats alternated, {args.iters} batch-1 calls each; torch {torch.__version__}, "
           f"onnxruntime {ort.__version__}, {platform.processor() or platform.machine()}")
     head = f"{'':<{WIDTH}}{'p50 (b=1)':>11}{'p99 (b=1)':>11}{f'img/s (b={args.batch})':>16}{'top-1':>9}{'= eager':>9}"

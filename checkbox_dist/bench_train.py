@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from checkbox_dist.config import load_config
 from checkbox_dist.errors import UserError
+from checkbox_dist.images import PreprocessSpec
 from checkbox_dist.model import build_model
 from checkbox_dist.optim import build_optimizer
 
@@ -51,7 +52,7 @@ def plain_step_rate(cfg, device: torch.device, batch: int, steps: int, warmup: i
     model = model.to(memory_format=memory_format).train()
     optimizer = build_optimizer(cfg.optim, model, cfg.optim.lr)
     step_fn = torch.compile(model) if cfg.train.compile else model
-    x = torch.randn(batch, channels, cfg.data.image_size, cfg.data.image_size, device=device)
+    x = torch.randn(batch, channels, *PreprocessSpec.from_data_config(cfg.data).height_width, device=device)
     x = x.contiguous(memory_format=memory_format)
     y = torch.randint(0, 3, (batch,), device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.mixed_precision)
@@ -191,7 +192,8 @@ def run(args) -> int:
     if device.type == "cuda":  # the same flags our loop sets, so the plain loop is not handicapped
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    desc = (f"{cfg.model.name} {cfg.data.image_size}px batch {cfg.data.batch_size} {cfg.train.mixed_precision} "
+    size = PreprocessSpec.from_data_config(cfg.data).size_text
+    desc = (f"{cfg.model.name} {size} batch {cfg.data.batch_size} {cfg.train.mixed_precision} "
             f"channels_last={cfg.train.channels_last} compile={cfg.train.compile} on "
             f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}")
     print(f"bench-train: {desc}; {args.repeats} alternations")

@@ -257,6 +257,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     payload, _ = load(folder)
     preprocess = payload["preprocess"]
     channels = 4 if preprocess.get("alpha_channel") else 3
-    model = build_model(ModelConfig(name=payload["model_name"]), len(payload["classes"]), channels)
+    # The pooling changes the graph but adds no weights: a max-pooled model loads strictly into an avg-pooled
+    # one and predicts wrongly (measured: CV folds at 68-75 % instead of the 73-80 % they had in training).
+    pool = payload.get("config", {}).get("model", {}).get("global_pool", "")
+    model = build_model(ModelConfig(name=payload["model_name"], global_pool=pool), len(payload["classes"]), channels)
     load_weights(model, payload["model"], str(folder))
     return model.to(device).eval(), payload

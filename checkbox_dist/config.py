@@ -59,7 +59,10 @@ class DataConfig:
     val_fraction: float = 0.2  # seed: 80/20, stratified
     split_seed: int = 42
     exclude_file: str = ""  # text file of relative paths to leave out (label audit)
-    image_size: int = 224
+    image_size: int = 224  # input height (and width, unless image_width says otherwise)
+    # Input width; 0 = image_size (square). Real crops are wide (median 2.4:1, a quarter over 3.7:1): a wide
+    # input letterboxes them without shrinking the control to a few pixels or squashing it sideways.
+    image_width: int = 0
     resize: str = "letterbox"  # letterbox keeps the aspect (crops run to 10:1); stretch = seed's
     background: str = "#ffffff"  # alpha is composited over this colour, never dropped
     alpha_channel: bool = False  # also feed alpha as a 4th input channel
@@ -82,6 +85,9 @@ class ModelConfig:
     pretrained: Union[bool, str] = False  # false | true (hub) | path to a state_dict/.safetensors
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    # Pooling before the head: "" = the model's own (avg for CNNs) | avg | max | avgmax | catavgmax. The class
+    # is decided by a control that fills a small part of a wide crop; averaging dilutes it over the map.
+    global_pool: str = ""
 
 
 @dataclass
@@ -217,7 +223,7 @@ NON_NEGATIVE = {"data.num_workers", "data.synth_n", "optim.lr", "optim.weight_de
                 "schedule.warmup_epochs", "optim.clip_grad_norm", "optim.momentum", "schedule.gamma",
                 "schedule.min_lr", "schedule.plateau_patience", "model.drop_rate", "model.drop_path_rate",
                 "train.collective_timeout_s", "pretrain.synth_n", "pretrain.lr", "pretrain.warmup_epochs",
-                "pretrain.mix_n"}
+                "pretrain.mix_n", "data.image_width"}
 
 
 class _Yaml12Loader(yaml.SafeLoader):

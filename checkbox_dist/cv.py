@@ -285,6 +285,7 @@ def summarise(out: Path, folds: int) -> dict:
         "epochs": settings["resolved_config"]["train"]["epochs"],
         "model": settings["resolved_config"]["model"]["name"],
         "image_size": settings["resolved_config"]["data"]["image_size"],
+        "image_width": settings["resolved_config"]["data"]["image_width"],
     }
     write_json_atomic(out / "cv_summary.json", summary)
     plots.confusion_matrix_png(pooled["confusion"], classes, out / "confusion_oof.png",

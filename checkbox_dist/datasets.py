@@ -161,7 +161,7 @@ def _cache_key(items: list[tuple[Path, int]], spec: PreprocessSpec) -> str:
 
 def decode_all(items: list[tuple[Path, int]], spec: PreprocessSpec, on_bad_image: str,
                skipped: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Decode every file; returns images (N, C, S, S) uint8, labels (N,), and kept item indices."""
+    """Decode every file; returns images (N, C, H, W) uint8, labels (N,), and kept item indices."""
     images, labels, kept = [], [], []
     for i, (path, label) in enumerate(items):
         faults.point("decode")

@@ -6,7 +6,7 @@
     checkbox-dist export --checkpoint runs/quickstart --format safetensors     # -> model.safetensors
     checkbox-dist predict --checkpoint runs/quickstart --backend onnx crop.png
 
-ONNX and TorchScript files hold the whole inference graph: uint8 images (N, C, S, S), already resized /
+ONNX and TorchScript files hold the whole inference graph: uint8 images (N, C, H, W), already resized /
 letterboxed / composited as `images.decode` does, go in; `logits` and `probabilities` (softmax of
 logits / temperature) come out, with the normalisation inside, and the batch axis is dynamic. Their
 metadata (ONNX `metadata_props["checkbox_dist"]`, TorchScript extra file `checkbox_dist.json`,
@@ -42,7 +42,7 @@ MAX_BATCH = 4096  # upper bound of the dynamic batch axis the exporter is told a
 
 
 class InferenceGraph(torch.nn.Module):
-    """uint8 (N, C, S, S) -> (logits, calibrated probabilities): what every exported graph computes."""
+    """uint8 (N, C, H, W) -> (logits, calibrated probabilities): what every exported graph computes."""
 
     def __init__(self, model: torch.nn.Module, spec: PreprocessSpec, temperature: float):
         super().__init__()
@@ -73,7 +73,7 @@ def describe(folder: Path, payload: dict, fmt: str) -> dict:
     channels = 4 if spec.get("alpha_channel") else 3
     return {"format": f"checkbox_dist.{fmt}/1", "classes": payload["classes"], "model_name": payload["model_name"],
             "preprocess": spec, "temperature": float(payload.get("temperature", 1.0)),
-            "input": f"image: uint8 (N, {channels}, {spec['image_size']}, {spec['image_size']}), RGB"
+            "input": f"image: uint8 (N, {channels}, {spec['image_size']}, {spec.get('image_width') or spec['image_size']}), RGB"
                      f"{'A' if channels == 4 else ''} after checkbox_dist.images.decode (resize/letterbox, alpha "
                      f"composited over the background)",
             "outputs": "logits (N, classes); probabilities (N, classes) = softmax(logits / temperature)",
@@ -104,7 +104,7 @@ def atomic_path(out: Path):
 def sample_input(spec: PreprocessSpec, n: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     channels = 4 if spec.alpha_channel else 3
-    return torch.randint(0, 256, (n, channels, spec.image_size, spec.image_size), generator=generator,
+    return torch.randint(0, 256, (n, channels, *spec.height_width), generator=generator,
                          dtype=torch.uint8)
 
 

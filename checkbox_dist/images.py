@@ -40,12 +40,23 @@ class BadImageError(UserError):
 class PreprocessSpec:
     """Everything needed to turn a file into model input; saved in each checkpoint as a plain dict."""
 
-    image_size: int = 224
+    image_size: int = 224  # height
+    image_width: int = 0  # 0 = image_size (square)
     resize: str = "letterbox"
     background: str = "#ffffff"
     alpha_channel: bool = False
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+    @property
+    def height_width(self) -> tuple[int, int]:
+        return self.image_size, self.image_width or self.image_size
+
+    @property
+    def size_text(self) -> str:
+        """'64px' when square, '64x160px' (height x width) when not."""
+        height, width = self.height_width
+        return f"{height}px" if height == width else f"{height}x{width}px"
 
     @property
     def channels(self) -> int:
@@ -67,7 +78,7 @@ class PreprocessSpec:
     @classmethod
     def from_data_config(cls, data_cfg) -> "PreprocessSpec":
         imagenet = data_cfg.normalize == "imagenet"  # custom: data.mean/std, e.g. from `checkbox-dist stats`
-        return cls(image_size=data_cfg.image_size, resize=data_cfg.resize, background=data_cfg.background,
+        return cls(image_size=data_cfg.image_size, image_width=data_cfg.image_width, resize=data_cfg.resize, background=data_cfg.background,
                    alpha_channel=data_cfg.alpha_channel,
                    mean=[0.485, 0.456, 0.406] if imagenet else list(data_cfg.mean),
                    std=[0.229, 0.224, 0.225] if imagenet else list(data_cfg.std))
@@ -131,18 +142,18 @@ def _to_rgba(img: Image.Image) -> Image.Image:
 
 
 def to_uint8_tensor(rgba: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
-    """RGBA image -> (C, S, S) uint8 tensor: alpha composited over the background, resized per spec."""
-    size = spec.image_size
+    """RGBA image -> (C, H, W) uint8 tensor: alpha composited over the background, resized per spec."""
+    height, width = spec.height_width
     background = parse_color(spec.background)
     if spec.resize == "letterbox":
-        scale = size / max(rgba.size)
+        scale = min(width / rgba.width, height / rgba.height)
         new_size = (max(1, round(rgba.width * scale)), max(1, round(rgba.height * scale)))
         resized = rgba.resize(new_size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-        canvas = Image.new("RGBA", (size, size), (*background, 0))
-        canvas.paste(resized, ((size - new_size[0]) // 2, (size - new_size[1]) // 2))
+        canvas = Image.new("RGBA", (width, height), (*background, 0))
+        canvas.paste(resized, ((width - new_size[0]) // 2, (height - new_size[1]) // 2))
         rgba = canvas
     else:
-        rgba = rgba.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        rgba = rgba.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
     array = np.asarray(rgba, dtype=np.float32)
     alpha = array[..., 3:4] / 255.0
     rgb = array[..., :3] * alpha + np.asarray(background, dtype=np.float32) * (1.0 - alpha)
@@ -164,7 +175,7 @@ def device_constant(values: tuple[float, ...], device: torch.device, dtype: torc
 
 
 def normalize(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
-    """uint8 or [0,1] float (N, C, S, S) -> normalised float; the alpha channel maps to [-1, 1]."""
+    """uint8 or [0,1] float (N, C, H, W) -> normalised float; the alpha channel maps to [-1, 1]."""
     x = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch
     return standardize(x, *spec.normalization)
 

@@ -154,7 +154,7 @@ class Predictor:
         return [m.payload for m in self.members if isinstance(m, TorchMember)]
 
     def predict_tensors(self, batches: list[torch.Tensor]) -> torch.Tensor:
-        """One uint8 (N, C, S, S) batch per member (preprocessing may differ) -> (N, classes) probabilities."""
+        """One uint8 (N, C, H, W) batch per member (preprocessing may differ) -> (N, classes) probabilities."""
         total = sum(member.probs(batch, self.tta) for member, batch in zip(self.members, batches))
         return total / len(self.members)
 

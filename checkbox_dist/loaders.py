@@ -6,6 +6,7 @@ wait for it, then read the same files, so all processes hold identical data.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class Data:
         where = "decoded once, held on the device" if self.on_device else "decoded per step by DataLoader workers"
         return (f"data: {self.split.root} | classes {', '.join(self.classes)} | train {len(self.train_set)} "
                 f"({counts(self.train_set)}) | val {len(self.val_set)} ({counts(self.val_set)}) | "
-                f"{self.spec.image_size}px {self.spec.resize} on {self.spec.background} | {where}")
+                f"{self.spec.size_text} {self.spec.resize} on {self.spec.background} | {where}")
 
 
 def synthetic_folder(cache_dir: str, n: int, seed: int) -> Path:
@@ -83,7 +84,7 @@ def synthetic_mix(cfg, classes: list[str], accelerator) -> list[tuple[Path, int]
 def fits_on_device(n_images: int, spec: PreprocessSpec, cfg_data) -> bool:
     if cfg_data.device_cache != "auto":
         return cfg_data.device_cache == "on"
-    size_gb = n_images * spec.channels * spec.image_size**2 / 1e9  # uint8: one byte per value
+    size_gb = n_images * spec.channels * math.prod(spec.height_width) / 1e9  # uint8: one byte per value
     return size_gb <= cfg_data.device_cache_max_gb
 
 

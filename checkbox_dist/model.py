@@ -28,6 +28,10 @@ def _create(name: str, **kwargs) -> torch.nn.Module:
         if "Unknown model" in str(err):
             raise UserError(f"model.name: '{name}' is not a timm model (see timm.list_models())") from None
         raise
+    except AssertionError as err:  # timm asserts on a pooling the model has not got ("Invalid pool type")
+        if "global_pool" not in kwargs:
+            raise
+        raise UserError(f"model.global_pool: {kwargs['global_pool']!r} does not work with {name} ({err})") from None
 
 
 def _hub_unreachable(timeout_s: float = 5.0) -> str:
@@ -47,6 +51,8 @@ def build_model(cfg, num_classes: int, in_chans: int = 3) -> torch.nn.Module:
     kwargs = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=cfg.drop_rate)
     if cfg.drop_path_rate:
         kwargs["drop_path_rate"] = cfg.drop_path_rate
+    if cfg.global_pool:
+        kwargs["global_pool"] = cfg.global_pool
     pretrained = cfg.pretrained
     if pretrained is False or pretrained in ("", "false", "False"):
         return _create(cfg.name, pretrained=False, **kwargs)

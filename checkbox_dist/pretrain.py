@@ -116,7 +116,7 @@ def ensure(cfg: Config) -> Config:
         broadcast_object_list(todo)  # every process takes the same branch: training is collective
         if todo[0]:
             say(f"pretrain: stage one, {pre.train.epochs} epochs on {pre.data.synth_n} synthetic images "
-                f"({pre.data.resize}, {pre.data.image_size} px) -> {folder}")
+                f"({pre.data.resize}, {pre.data.image_size}x{pre.data.image_width or pre.data.image_size} px) -> {folder}")
             if state.is_main_process:  # generated with every core once, before the run reads it
                 images = synthetic_root(pre.data)
                 with exclusive(images):  # other stages (another model, recipe) may share these images

@@ -81,9 +81,10 @@ def real_data() -> Path:
 
 @pytest.fixture(scope="session")
 def infer_checkpoint(tmp_path_factory, cache_dir) -> Path:
-    """One tiny checkpoint for the inference tests, made by the real `train` command (1 epoch, ~8 s)."""
+    """One tiny checkpoint for the inference tests, made by the real `train` command (1 epoch, ~8 s).
+    Its input is 32x48 (data.image_width), so predict, export and serve are tested on a non-square model."""
     out = tmp_path_factory.mktemp("infer") / "run"
-    run_cli(*tiny_train_args(out, cache_dir, "train.epochs=1"))
+    run_cli(*tiny_train_args(out, cache_dir, "train.epochs=1", "data.image_width=48"))
     return out / "checkpoints" / "best"
 
 

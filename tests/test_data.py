@@ -46,6 +46,12 @@ def test_letterbox_keeps_the_aspect_and_stretch_fills(tmp_path: Path):
     assert dark_rows[15:25].all() and not dark_rows[:15].any()
     stretch = decode(file, PreprocessSpec(image_size=40, resize="stretch"))
     assert (stretch < 128).all()
+    # A wide input (data.image_width): 200x50 into 40 tall x 80 wide -> 80x20, twice the height of the square box.
+    wide = decode(file, PreprocessSpec(image_size=40, image_width=80, resize="letterbox"))
+    assert wide.shape == (3, 40, 80)
+    dark = wide[0] < 128
+    assert dark.any(dim=1).sum() == 20 and dark[10:30].all() and not dark[:10].any() and not dark[30:].any()
+    assert (decode(file, PreprocessSpec(image_size=40, image_width=80, resize="stretch")) < 128).all()
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "I;16", "RGB", "CMYK", "1"])
@@ -226,6 +232,18 @@ def test_each_colour_op_alone_matches_its_definition():
         want = {"brightness": (x * value).clamp(0, 1), "saturation": ((x - gray) * value + gray).clamp(0, 1),
                 "invert": torch.where(value > 0, 1 - x, x), "grayscale": torch.where(value > 0, gray, x)}[name]
         assert torch.allclose(got, want, atol=1e-5), name
+
+
+def test_rotation_turns_a_non_square_image_in_pixels():
+    # Grid units are half the width across and half the height down; on a 32x64 image a 90 degree turn done
+    # in grid units would move a dot 8 px right of centre to 4 px above it (a shear), not 8 px.
+    batch = torch.zeros((1, 3, 32, 64), dtype=torch.uint8)
+    batch[0, :, 15:17, 39:41] = 255  # centre (15.5, 31.5); the dot at (15.5, 39.5): 8 px right
+    cfg = AugmentConfig(degrees=90)
+    params = augment.sample_params(1, cfg, augment.batch_generator(0, 0, 0, 0))
+    params["angle"][:] = torch.pi / 2
+    bright = (augment.apply(batch, params, (0, 0, 0), cfg)[0, 0] > 0.5).nonzero().float()
+    assert len(bright) == 4 and bright.mean(0).tolist() == pytest.approx([7.5, 31.5], abs=0.01)
 
 
 def test_affine_padding_is_the_background():

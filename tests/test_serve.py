@@ -72,6 +72,7 @@ def test_health_and_model(server, infer_checkpoint):
     [member] = model["members"]
     assert member["backend"] == "torch" and member["model_name"] == "test_resnet"
     assert member["config"]["model"]["name"] == "test_resnet" and member["preprocess"]["image_size"] == 32
+    assert member["preprocess"]["image_width"] == 48
     assert member["temperature"] > 0 and model["serve"]["max_batch"] == 8
 
 

@@ -160,6 +160,33 @@ def test_pretrained_from_a_local_file(tmp_path: Path, cache_dir: Path):
     assert missing.returncode == 2 and "weights file not found" in missing.stderr
 
 
+def test_global_pool_max_takes_the_strongest_position(tmp_path: Path, cache_dir: Path):
+    """model.global_pool=max: the head sees the per-channel max of the feature map, not its mean."""
+    from checkbox_dist.checkpoint import load_model
+    from checkbox_dist.config import ModelConfig
+    from checkbox_dist.errors import UserError
+    from checkbox_dist.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="test_resnet", global_pool="max"), 3).eval()
+    x = torch.randn(2, 3, 32, 80)  # a wide input: a 1x3 feature map
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape[-2:] == (1, 3)
+        assert torch.allclose(model(x), model.fc(features.amax(dim=(2, 3))), atol=1e-6)
+        assert not torch.allclose(model(x), model.fc(features.mean(dim=(2, 3))), atol=1e-3)
+    with pytest.raises(UserError, match="model.global_pool: 'token' does not work with test_resnet"):
+        build_model(ModelConfig(name="test_resnet", global_pool="token"), 3)
+    # A checkpoint comes back with its pooling (it has no weights of its own, so strict loading cannot tell).
+    run_cli(*tiny_train_args(tmp_path / "max", cache_dir, "train.epochs=1", "model.global_pool=max"))
+    loaded, _ = load_model(tmp_path / "max" / "checkpoints" / "last")
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), loaded.fc(loaded.forward_features(x).amax(dim=(2, 3))), atol=1e-6)
+    proc = run_cli(*tiny_train_args(tmp_path / "run", cache_dir, "model.global_pool=token"), check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: model.global_pool"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run" / "checkpoints").exists()
+
+
 def _make_bad_dataset(root: Path, case: str) -> Path:
     for cls in ("checked", "other", "unchecked"):
         for i in range(4):
