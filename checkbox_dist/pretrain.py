@@ -29,6 +29,7 @@ from pathlib import Path
 
 from checkbox_dist.config import RUN_ONLY_KEYS, Config, to_dict, to_flat_dict
 from checkbox_dist.errors import UserError
+from checkbox_dist.images import PreprocessSpec
 
 # Keys that do not change the pretrained weights: two configs differing only here share one pretraining. Stage
 # one saves no epoch checkpoints and is evaluated once, at its end; pretrain.* is already applied by stage_config.
@@ -116,7 +117,7 @@ def ensure(cfg: Config) -> Config:
         broadcast_object_list(todo)  # every process takes the same branch: training is collective
         if todo[0]:
             say(f"pretrain: stage one, {pre.train.epochs} epochs on {pre.data.synth_n} synthetic images "
-                f"({pre.data.resize}, {pre.data.image_size}x{pre.data.image_width or pre.data.image_size} px) -> {folder}")
+                f"({pre.data.resize}, {PreprocessSpec.from_data_config(pre.data).size_text}) -> {folder}")
             if state.is_main_process:  # generated with every core once, before the run reads it
                 images = synthetic_root(pre.data)
                 with exclusive(images):  # other stages (another model, recipe) may share these images
