@@ -190,10 +190,32 @@ def _send(packed: torch.Tensor, device: torch.device) -> torch.Tensor:
     return packed.to(device, non_blocking=True)
 
 
-def mixup(x: torch.Tensor, labels: torch.Tensor, n_classes: int, alpha: float,
-          gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup (Zhang et al. 2018): one lambda ~ Beta(alpha, alpha) per batch, soft targets."""
-    lam = float(np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen))).beta(alpha, alpha))
+def mix(x: torch.Tensor, labels: torch.Tensor, n_classes: int, mixup_alpha: float, cutmix_alpha: float,
+        gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup or CutMix on one batch, soft targets. With both on, each batch takes one of them with
+    probability 1/2 (timm's default switch_prob), so neither is diluted by the other."""
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen)))
     perm = torch.randperm(len(labels), generator=gen).to(x.device)
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < 0.5)
+    if use_cutmix:
+        x, lam = _paste_box(x, perm, float(rng.beta(cutmix_alpha, cutmix_alpha)), rng)
+    else:
+        lam = float(rng.beta(mixup_alpha, mixup_alpha))
+        x = lam * x + (1 - lam) * x[perm]
     one_hot = F.one_hot(labels, n_classes).float()
-    return lam * x + (1 - lam) * x[perm], lam * one_hot + (1 - lam) * one_hot[perm]
+    return x, lam * one_hot + (1 - lam) * one_hot[perm]
+
+
+def _paste_box(x: torch.Tensor, perm: torch.Tensor, lam: float,
+               rng: np.random.Generator) -> tuple[torch.Tensor, float]:
+    """CutMix (Yun et al. 2019): one box of about (1 - lam) of the area, centred anywhere and clipped at the
+    edges, copied from each image's partner. Returns the weight of the image's own label: the share of its
+    pixels left after clipping (a box centred near a corner keeps ~3/4 of its nominal size off the image)."""
+    h, w = x.shape[-2:]
+    side = math.sqrt(1.0 - lam)
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    half_h, half_w = int(h * side) // 2, int(w * side) // 2
+    y0, y1 = max(cy - half_h, 0), min(cy + half_h, h)
+    x0, x1 = max(cx - half_w, 0), min(cx + half_w, w)
+    x[..., y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]  # x is this step's own augmented copy: safe in place
+    return x, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)

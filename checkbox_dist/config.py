@@ -123,7 +123,8 @@ class TrainConfig:
     grad_accum_steps: int = 1
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0 = off; EMA weights are evaluated and saved when on
-    mixup_alpha: float = 0.0
+    mixup_alpha: float = 0.0  # 0 = off; else lambda ~ Beta(alpha, alpha) per batch
+    cutmix_alpha: float = 0.0  # 0 = off; with mixup_alpha too, each batch takes one of the two
     early_stopping_patience: int = 20  # evaluations without a new best (epochs at eval.every_epochs=1); 0 = off
     output_dir: str = ""  # the run folder; "" = runs/<config name>-<time>
     resume: str = ""  # "" | auto | path to a checkpoint folder
@@ -219,7 +220,7 @@ POSITIVE = {"data.image_size", "data.batch_size", "data.eval_batch_size", "train
             "pretrain.epochs", "pretrain.batch_size"}
 NON_NEGATIVE = {"data.num_workers", "data.synth_n", "optim.lr", "optim.weight_decay", "train.max_steps",
                 "train.label_smoothing", "train.early_stopping_patience", "checkpoint.keep_last",
-                "checkpoint.every_steps", "data.device_cache_max_gb", "train.mixup_alpha",
+                "checkpoint.every_steps", "data.device_cache_max_gb", "train.mixup_alpha", "train.cutmix_alpha",
                 "schedule.warmup_epochs", "optim.clip_grad_norm", "optim.momentum", "schedule.gamma",
                 "schedule.min_lr", "schedule.plateau_patience", "model.drop_rate", "model.drop_path_rate",
                 "train.collective_timeout_s", "pretrain.synth_n", "pretrain.lr", "pretrain.warmup_epochs",

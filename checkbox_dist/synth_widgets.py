@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageFont
@@ -105,9 +105,26 @@ def make_theme(rng: np.random.Generator) -> Theme:
         accent = pick(rng, ACCENTS)
     if rng.random() < 0.12:  # an off-palette brand colour now and then
         accent = tuple(int(v) for v in rng.integers(0, 256, 3))
-    on_accent = (255, 255, 255) if lum(accent) < 0.62 else mix(bg, (0, 0, 0), 0.5 if not dark else 0.0)
     surface = bg if rng.random() < 0.7 else mix(bg, fg, 0.06)
-    return Theme(bg, fg, mix(bg, fg, 0.45), border, surface, accent, on_accent, dark)
+    return Theme(bg, fg, mix(bg, fg, 0.45), border, surface, accent, _on_accent(accent, bg, dark), dark)
+
+
+def _on_accent(accent: Color, bg: Color, dark: bool) -> Color:
+    return (255, 255, 255) if lum(accent) < 0.62 else mix(bg, (0, 0, 0), 0.5 if not dark else 0.0)
+
+
+def untied(th: Theme, rng: np.random.Generator, checked: bool) -> Theme:
+    """The theme one checkbox or radio is drawn with; since v3 its colour may disagree with its state, as a
+    switch's may since v2. Real crops have grey 'on' boxes and radios (disabled, monochrome designs: a grey
+    ring and dot, a grey square in a grey box) and accent-outlined 'off' ones (focus, brand borders); v2 drew
+    every 'on' mark in the accent and every 'off' outline grey, and its proxy models called 11 such real
+    crops wrong in all 13 CV runs (docs/RESULTS.md, 2026-12-01 fourth)."""
+    if checked and rng.random() < 0.2:
+        ink = pick(rng, [th.border, th.fg, th.muted])
+        return replace(th, accent=ink, on_accent=_on_accent(ink, th.bg, th.dark))
+    if not checked and rng.random() < 0.15:
+        return replace(th, border=th.accent)
+    return th
 
 
 @functools.lru_cache(maxsize=512)
@@ -138,7 +155,7 @@ def cross(d, box, w: int, fill, rng: np.random.Generator) -> None:
 
 
 def checkbox(d, x: float, y: float, s: float, th: Theme, rng, checked: bool, u: int) -> None:
-    box = (x, y, x + s, y + s)
+    box, th = (x, y, x + s, y + s), untied(th, rng, checked)
     sw = stroke(rng, s, u)
     r = s * pick(rng, [0.0, 0.08, 0.14, 0.2, 0.3], [0.15, 0.3, 0.3, 0.15, 0.1])
     fill = th.surface if rng.random() < 0.5 else None
@@ -178,7 +195,7 @@ def checkbox(d, x: float, y: float, s: float, th: Theme, rng, checked: bool, u: 
 
 
 def radio(d, x: float, y: float, s: float, th: Theme, rng, checked: bool, u: int) -> None:
-    box = (x, y, x + s, y + s)
+    box, th = (x, y, x + s, y + s), untied(th, rng, checked)
     sw = stroke(rng, s, u)
     if not checked:
         if rng.random() < 0.12:

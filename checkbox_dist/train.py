@@ -240,9 +240,9 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
             x = augment.apply(images, params, background, cfg.data.augment, *data.spec.normalization,
                               channels_last=cfg.train.channels_last)
             target = labels
-            if cfg.train.mixup_alpha > 0:
-                x, target = augment.mixup(x, labels, len(data.classes), cfg.train.mixup_alpha,
-                                          augment.batch_generator(cfg.train.seed + 1, epoch, micro, rank))
+            if cfg.train.mixup_alpha > 0 or cfg.train.cutmix_alpha > 0:
+                x, target = augment.mix(x, labels, len(data.classes), cfg.train.mixup_alpha, cfg.train.cutmix_alpha,
+                                        augment.batch_generator(cfg.train.seed + 1, epoch, micro, rank))
             # A short last window (e.g. 10 micro-batches with accumulation 4 -> 4, 4, 2) must average over
             # its real length; Accelerate divides every micro-batch by A, so rescale by A / window_len.
             window_len = min(A, micro_per_epoch - (micro // A) * A)

@@ -253,3 +253,47 @@ def test_affine_padding_is_the_background():
     out = augment.apply(batch, params, (255, 255, 255), cfg)
     assert out[0, :, 0, 0].tolist() == pytest.approx([1.0, 1.0, 1.0])
     assert out[0, :, 8, 8].tolist() == pytest.approx([0.0, 0.0, 0.0])
+
+
+def test_cutmix_pastes_one_box_from_the_partner_and_weights_labels_by_its_area():
+    # Image i is the constant i, so every output pixel says which image it came from.
+    n, classes = 8, 3
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 24, 40).contiguous()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    shares = []
+    for step in range(40):
+        out, target = augment.mix(x.clone(), labels, classes, 0.0, 1.0, augment.batch_generator(0, 1, step, 0))
+        assert torch.allclose(target.sum(1), torch.ones(n))
+        for i in range(n):
+            src = out[i, 0].long()
+            assert (out[i] == out[i, 0:1]).all()  # the box covers every channel alike
+            partner = src[src != i].unique().tolist()
+            assert len(partner) <= 1  # one box, one partner per image
+            own = (src == i).float().mean().item()
+            if partner:  # the box is a rectangle: its rows and columns form a solid block
+                rows, cols = (src != i).any(1).nonzero(), (src != i).any(0).nonzero()
+                assert (src != i).sum() == len(rows) * len(cols) and rows.max() - rows.min() + 1 == len(rows)
+                shares.append(own)
+            # The image's own label carries exactly the share of pixels it kept (clipping included).
+            want = torch.zeros(classes)
+            want[labels[i]] += own
+            want[labels[partner[0]] if partner else labels[i]] += 1 - own
+            assert torch.allclose(target[i], want, atol=1e-6), (step, i)
+    # Beta(1, 1): the nominal box is 0-100 % of the image; clipped at the edges, the kept share averages more
+    # than 1/2 (~0.7 over these 40 batches) and still spans most of (0, 1).
+    assert 0.5 < float(np.mean(shares)) < 0.85 and min(shares) < 0.35 and max(shares) > 0.9, shares
+
+
+def test_mixup_and_cutmix_together_take_one_of_the_two_per_batch():
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    kinds = set()
+    for step in range(20):
+        gen = lambda: augment.batch_generator(3, 0, step, 0)  # noqa: E731 - the same draw, twice
+        out, _ = augment.mix(x.clone(), labels, 3, 0.4, 1.0, gen())
+        again, _ = augment.mix(x.clone(), labels, 3, 0.4, 1.0, gen())
+        assert torch.equal(out, again)  # a function of (seed, epoch, step, rank): a resumed run mixes alike
+        # CutMix keeps part of an image exactly; mixup all of it (paired with itself) or none
+        kept = (out == x).flatten(1).float().mean(1)
+        kinds.add("cutmix" if ((kept > 0) & (kept < 1)).any() else "mixup" if (kept == 0).any() else "none")
+    assert kinds == {"cutmix", "mixup"}

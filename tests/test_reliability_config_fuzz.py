@@ -90,9 +90,10 @@ def assert_works(cfg: Config, tmp_path: Path) -> None:
     params = augment.sample_params(2, cfg.data.augment, augment.batch_generator(cfg.train.seed, 1, 0, 0))
     out = augment.apply(images, params, parse_color(cfg.data.background), cfg.data.augment)
     assert torch.isfinite(out.float()).all()
-    if cfg.train.mixup_alpha > 0:
-        augment.mixup(out.float(), torch.tensor([0, 1]), 3, cfg.train.mixup_alpha,
-                      augment.batch_generator(cfg.train.seed + 1, 1, 0, 0))
+    if cfg.train.mixup_alpha > 0 or cfg.train.cutmix_alpha > 0:
+        mixed, target = augment.mix(out.float(), torch.tensor([0, 1]), 3, cfg.train.mixup_alpha,
+                                    cfg.train.cutmix_alpha, augment.batch_generator(cfg.train.seed + 1, 1, 0, 0))
+        assert torch.isfinite(mixed).all() and torch.allclose(target.sum(1), torch.ones(2))
     saved = tmp_path / "saved_config.yaml"  # what every run writes as RUN/config.yaml must load back as is
     saved.write_text(dump_yaml(cfg))
     assert load_config(saved) == cfg

@@ -103,8 +103,10 @@ def test_short_last_window_averages_over_its_real_length(tmp_path: Path, cache_d
 
 def test_resume_mid_epoch_equals_uninterrupted(tmp_path: Path, cache_dir: Path):
     """A STOP request after the first optimizer step saves `last` (exit 75); resume=auto finishes the run
-    with bit-identical weights and the same final metrics as a run that was never stopped."""
-    extra = ["train.epochs=2", "data.batch_size=8", "train.log_every_steps=1", "model.drop_rate=0.2"]
+    with bit-identical weights and the same final metrics as a run that was never stopped. Mixup/CutMix are on:
+    each batch's mixing is drawn from (seed, epoch, step, rank) alone, so the resumed batches mix alike."""
+    extra = ["train.epochs=2", "data.batch_size=8", "train.log_every_steps=1", "model.drop_rate=0.2",
+             "train.mixup_alpha=0.4", "train.cutmix_alpha=1.0"]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     run_cli(*tiny_train_args(straight, cache_dir, *extra))
     stopped.mkdir()
