@@ -210,7 +210,7 @@ def _paste_box(x: torch.Tensor, perm: torch.Tensor, lam: float,
                rng: np.random.Generator) -> tuple[torch.Tensor, float]:
     """CutMix (Yun et al. 2019): one box of about (1 - lam) of the area, centred anywhere and clipped at the
     edges, copied from each image's partner. Returns the weight of the image's own label: the share of its
-    pixels left after clipping (a box centred near a corner keeps ~3/4 of its nominal size off the image)."""
+    pixels left after clipping (a box centred on a corner loses 3/4 of its nominal area off the image)."""
     h, w = x.shape[-2:]
     side = math.sqrt(1.0 - lam)
     cy, cx = int(rng.integers(h)), int(rng.integers(w))

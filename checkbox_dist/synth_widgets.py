@@ -117,8 +117,8 @@ def untied(th: Theme, rng: np.random.Generator, checked: bool) -> Theme:
     """The theme one checkbox or radio is drawn with; since v3 its colour may disagree with its state, as a
     switch's may since v2. Real crops have grey 'on' boxes and radios (disabled, monochrome designs: a grey
     ring and dot, a grey square in a grey box) and accent-outlined 'off' ones (focus, brand borders); v2 drew
-    every 'on' mark in the accent and every 'off' outline grey, and its proxy models called 11 such real
-    crops wrong in all 13 CV runs (docs/RESULTS.md, 2026-12-01 fourth)."""
+    every 'on' mark in the accent and every 'off' outline grey, and its proxy models called such real crops
+    wrong in at least 80 % of 13 CV runs (docs/RESULTS.md, 2026-12-01 fourth)."""
     if checked and rng.random() < 0.2:
         ink = pick(rng, [th.border, th.fg, th.muted])
         return replace(th, accent=ink, on_accent=_on_accent(ink, th.bg, th.dark))
