@@ -4,6 +4,8 @@
     accelerate launch -m checkbox_dist cv --config C --folds 5      # every fold uses all the processes
     checkbox-dist cv --config C --folds 5 --out DIR --fold 3         # one fold only (parallel jobs, arrays);
                                                                     # rerun without --fold to summarise
+    checkbox-dist cv --config C --folds 5 --train-exclude runs/audit/flagged.txt
+                                    # suspected label errors out of training, still scored: comparable
 
 Each fold is the normal training loop (`train.main`, in this process, so `accelerate launch` and Slurm work
 exactly as for `train`) on a split index file whose val part is exactly the fold's held-out images.
@@ -72,6 +74,20 @@ def list_items(root: Path, exclude_file: str, k: int) -> tuple[list[str], list[t
         if n < k:
             raise UserError(f"{root}: class '{c}' has {n} image(s) left, fewer than --folds {k}")
     return classes, items
+
+
+def _train_exclusions(root: Path, items: list[tuple[Path, int]], path: str) -> set[str]:
+    from checkbox_dist.datasets import read_exclusions
+
+    if not path:
+        return set()
+    if not Path(path).is_file():
+        raise UserError(f"--train-exclude: file not found: {path}")
+    listed, present = read_exclusions(path), {p.relative_to(root).as_posix() for p, _ in items}
+    unknown = sorted(listed - present)
+    if unknown:  # a typo or a list made for other data would otherwise exclude nothing, silently
+        raise UserError(f"--train-exclude {path}: {len(unknown)} path(s) not in {root}, e.g. {unknown[0]}")
+    return listed
 
 
 def _comparable(cfg_dict: dict) -> dict:
@@ -146,8 +162,12 @@ def predict_fold(best_dir: Path, items: list[tuple[Path, int]], cfg, device, tta
 
 
 def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selection: str = "final",
-           tta: bool = False, only: list[int] | None = None, say=print) -> dict | None:
-    """Train the folds not done yet (all, or `only`), then summarise if every fold is done."""
+           tta: bool = False, only: list[int] | None = None, say=print, train_exclude: str = "") -> dict | None:
+    """Train the folds not done yet (all, or `only`), then summarise if every fold is done.
+
+    `train_exclude`: a file of paths (the data.exclude_file format, e.g. audit's flagged.txt) left out of
+    every fold's training part but still in its held-out part, so the score counts all images and stays
+    comparable with a run without it; data.exclude_file instead removes images from both."""
     import torch
     from accelerate.utils import broadcast_object_list
 
@@ -177,18 +197,22 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
         raise UserError(f"data.root: folder not found: {root}")
     classes, items = list_items(root, cfg.data.exclude_file, folds)
     fold_of = plan_folds([y for _, y in items], folds, seed)
+    untrained = _train_exclusions(root, items, train_exclude)
     only = sorted(set(only)) if only else list(range(folds))
     if any(not 0 <= i < folds for i in only):
         raise UserError(f"--fold: fold numbers run from 0 to {folds - 1}, got {only}")
     settings = {"config": config_path, "folds": folds, "seed": seed, "selection": selection, "tta": tta,
                 "root": str(root.resolve()), "exclude_file": cfg.data.exclude_file, "n_images": len(items),
+                "train_exclude": sorted(untrained),
                 "classes": classes, "resolved_config": to_dict(cfg)}
     cv_file = out / "cv.json"
     if cv_file.is_file():
         old = json.loads(cv_file.read_text())
-        for key in ("folds", "seed", "selection", "tta", "root", "n_images"):
-            if old.get(key) != settings[key]:
-                raise UserError(f"{out} holds a CV run with {key}={old.get(key)} (now {settings[key]}): "
+        for key in ("folds", "seed", "selection", "tta", "root", "n_images", "train_exclude"):
+            was = old.get(key, [] if key == "train_exclude" else None)  # runs from before --train-exclude
+            if was != settings[key]:
+                shown = (lambda v: f"{len(v)} paths") if key == "train_exclude" else (lambda v: v)
+                raise UserError(f"{out} holds a CV run with {key}={shown(was)} (now {shown(settings[key])}): "
                                 f"use another --out")
         changed = [k for k, v in _comparable(settings["resolved_config"]).items()
                    if _comparable(old["resolved_config"]).get(k) != v]
@@ -198,13 +222,16 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
         (out / "folds").mkdir(parents=True, exist_ok=True)
         write_json_atomic(cv_file, settings)
         for i in only:
-            train_items = [it for it, f in zip(items, fold_of) if f != i]
+            train_items = [it for it, f in zip(items, fold_of)
+                           if f != i and it[0].relative_to(root).as_posix() not in untrained]
             val_items = [it for it, f in zip(items, fold_of) if f == i]
             write_split_lists(out / "folds" / f"fold_{i}.json", root, classes, train_items, val_items,
                               {"fold": i, "folds": folds, "seed": seed, "val_fraction": round(1 / folds, 6)})
     state.wait_for_everyone()
     say(f"cv: {len(items)} images in {root} ({', '.join(f'{c} {sum(1 for _, y in items if y == i)}' for i, c in enumerate(classes))}) "
         f"| {folds} folds, seed {seed}, selection {selection} | out {out}")
+    if untrained:
+        say(f"cv: {len(untrained)} images left out of every fold's training ({train_exclude}), still scored")
 
     for i in only:
         run_dir = out / f"fold_{i}"
@@ -277,7 +304,7 @@ def summarise(out: Path, folds: int) -> dict:
     summary = {
         "folds": folds, "n_images": len(rows), "classes": classes, "selection": settings["selection"],
         "config": settings["config"], "root": settings["root"], "seed": settings["seed"],
-        "std_kind": "sample std over folds (n-1)",
+        "std_kind": "sample std over folds (n-1)", "train_excluded": len(settings.get("train_exclude", [])),
         "top1": _mean_std([f["top1"] for f in per_fold]),
         "macro_f1": _mean_std([f["macro_f1"] for f in per_fold]),
         "per_class_f1": {c: _mean_std([f["per_class"][c]["f1"] for f in per_fold]) for c in classes},
@@ -325,6 +352,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--selection", choices=["final", "best"], default="final",
                    help="final: the model after the full schedule (honest); best: best epoch on the held-out fold")
     p.add_argument("--tta", action="store_true", help="out-of-fold predictions averaged with the mirror image")
+    p.add_argument("--train-exclude", default="", metavar="FILE",
+                   help="paths (audit's flagged.txt) left out of training but still scored in their fold")
     p.add_argument("overrides", nargs="*", help="section.key=value, as for train")
     p.set_defaults(handler=run)
 
@@ -344,7 +373,8 @@ def run(args) -> int:
     out = Path(name[0]).expanduser()
     seed = cfg.data.split_seed if args.seed is None else args.seed
     say = print if state.is_main_process else (lambda *_: None)
-    summary = run_cv(cfg, args.config, args.folds, out, seed, args.selection, args.tta, args.fold, say)
+    summary = run_cv(cfg, args.config, args.folds, out, seed, args.selection, args.tta, args.fold, say,
+                     args.train_exclude)
     if summary is None:
         return 0
     say(format_table(summary))

@@ -11,7 +11,8 @@ Writes OUT/<class>/<class>_<index:06d>.png (RGBA) for the three classes of the r
   other      buttons, icons (21 glyphs, bare or in circles, rings, rounded squares), text and paragraphs,
              text inputs with caret, dropdowns, open menus, badges, chips with a delete cross, sliders,
              progress bars, spinners, star/heart ratings, icon+label menu rows, tabs, avatars (initials or
-             "photo"), app tiles, coloured dots (synth_other.py). Most are hard negatives: widget-shaped,
+             "photo"), app tiles, coloured dots, icon rows with a filled tile or letters ("Ai"), icons with a
+             count badge, empty fields and textareas, pale "neutral" buttons (synth_other.py, synth_pictures.py). Most are hard negatives: widget-shaped,
              but not checkboxes. (No indeterminate dash: it is ambiguous.)
 About 72% of controls carry a label (random words in Pillow's bundled Aileron font; 7% pseudo-CJK strokes,
 as the real crops carry Japanese and Chinese labels), right of the control, left of it (10%) or as a
@@ -26,6 +27,9 @@ and the other-class kinds those errors were made of (chips, spinners, photo avat
 Version 3 (2026-12-01) unties colour from state for checkboxes and radios too (synth_widgets.untied): 20% of
 'on' ones are drawn in a grey or text colour, 15% of 'off' ones get an accent outline. ResNet18 proxy, 3-fold
 CV (docs/RESULTS.md): +3.4 points over v2 with a 12,000 x 16-epoch stage one (every fold), -2.9 with 3,000 x 8.
+Version 4 (2026-12-01) draws what the v3 proxies still got wrong in 3-4 of 4 CV runs (45 real crops): icon
+rows with a filled tile or letters in it, count badges, empty fields, pale raised buttons, more CJK text in
+`other`, near-full-height knobs in outlined 'off' switches, and bare ticks 3 -> 6 % of checked boxes.
 
 Backgrounds: the real training crops are RGBA but every pixel has alpha 255 (opaque white / navy panels),
 whatever their README says. We still make ~55% transparent (alpha 0 off the element: light themes only)
@@ -59,7 +63,7 @@ from checkbox_dist.synth_other import plan_other
 from checkbox_dist.synth_widgets import logu, pick
 
 CLASSES = ("checked", "other", "unchecked")
-VERSION = 3  # bump whenever the drawing changes: cached datasets (SYNTH.json) are then regenerated
+VERSION = 4  # bump whenever the drawing changes: cached datasets (SYNTH.json) are then regenerated
 MIN_SIDE, MAX_SIDE = 16, 600  # real crops run 24-1804 px; beyond 600 px a 128-224 px model sees no more
 _NAME = re.compile(r"^(checked|other|unchecked)_(\d{6})\.png$")
 

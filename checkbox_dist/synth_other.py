@@ -3,7 +3,8 @@
     checkbox-dist synth --out /tmp/synth --n 300      # every third image, other/other_*.png, is one of these
 
 plan_other(rng, theme) -> (width, height, draw(d, u, page), meta), the same contract as synth._plan_control;
-the draws every kind shares are made first, then one _<kind> planner per kind (_PLANS) does the rest.
+the draws every kind shares are made first, then one planner per kind (_PLANS) does the rest; the pictorial
+ones (icons, avatars, icon + label rows, photos and app tiles, dots) are in synth_pictures.py.
 Hard negatives get most of the care: sliders, star ratings, icons in circles or boxes, icon+label rows,
 chips with a delete cross, spinners, photo avatars and app tiles are shaped like controls; they are what
 the ResNet50s of 2026-11-30 called `checked` or `unchecked` (13 + 10 of the 55 out-of-fold errors).
@@ -11,9 +12,8 @@ the ResNet50s of 2026-11-30 called `checked` or `unchecked` (13 + 10 of the 55 o
 
 from __future__ import annotations
 
-import numpy as np
-
 from checkbox_dist import synth_widgets as W
+from checkbox_dist.synth_pictures import dots, icon_or_avatar, icon_text, photo
 from checkbox_dist.synth_widgets import logu, pick
 
 
@@ -42,10 +42,13 @@ def _button_or_badge(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
     bw = W.text_width(txt, fs) + 2 * ipx + (fs * 1.4 if icon else 0)
     bh = fs * 1.2 + 2 * ipy
     rad = bh * (0.5 if kind == "badge" else pick(rng, [0.0, 0.1, 0.2, 0.5], [0.1, 0.45, 0.3, 0.15]))
-    style = pick(rng, ["filled", "outline", "soft"], [0.6, 0.25, 0.15])
-    fill = {"filled": th.accent, "outline": None, "soft": th.tint(th.accent, 0.18)}[style]
-    tcol = th.on_accent if style == "filled" else th.accent
-    shadow = style == "filled" and rng.random() < 0.35  # Material-style raised button / FAB
+    # v4 adds "neutral": a pale grey or white pill in the text colour, often raised (Material's extended FAB,
+    # "NAVIGATE" with an arrow, was called `checked` by the v3 proxies in 3 of 4 CV runs).
+    style = pick(rng, ["filled", "outline", "soft", "neutral"], [0.52, 0.22, 0.13, 0.13])
+    fill = {"filled": th.accent, "outline": None, "soft": th.tint(th.accent, 0.18),
+            "neutral": th.tint(th.fg, rng.uniform(0.04, 0.14))}[style]
+    tcol = {"filled": th.on_accent, "neutral": th.fg}.get(style, th.accent)
+    shadow = style in ("filled", "neutral") and rng.random() < (0.35 if style == "filled" else 0.6)  # raised / FAB
     if shadow:  # widen the margins by the shadow's reach so clear corners stay clear
         m[0], m[2], m[3] = m[0] + fs * 0.1, m[2] + fs * 0.1, m[3] + fs * 0.25
 
@@ -64,46 +67,15 @@ def _button_or_badge(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
             x += fs * 1.4
         W.text(d, (x * u, (m[1] + bh / 2) * u), txt, fs * u, tcol)
 
-    return m[0] + bw + m[2], m[1] + bh + m[3], draw, {"kind": kind}
-
-
-def _icon_or_avatar(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
-    s = logu(rng, 14, 96)
-    conts = ["none", "circle", "square", "outline", "ring"]
-    cont = "circle" if kind == "avatar" else pick(rng, conts, [0.35, 0.2, 0.2, 0.1, 0.15])
-    if g == "close" and cont in ("square", "outline"):  # an X in a box is the 'cross' checkbox style
-        cont = "ring"
-    initials = "".join(c for c in W.words(rng, 2, 2, cjk=0).title() if c.isupper())[:2]
-    col = W.pick(rng, W.ACCENTS) if kind == "avatar" else th.accent
-
-    def draw(d, u, page):
-        box = (m[0] * u, m[1] * u, (m[0] + s) * u, (m[1] + s) * u)
-        gi, gcol = 0.0, ink
-        if cont == "circle":
-            d.ellipse(box, fill=col)
-            gi, gcol = 0.22, th.on_accent
-        elif cont == "ring":  # outlined circle around the icon (close, help, clock-like buttons)
-            d.ellipse(box, outline=pick(rng, [th.border, ink]), width=int(max(1, s * 0.05) * u))
-            gi = 0.25
-        elif cont in ("square", "outline"):
-            d.rounded_rectangle(box, s * rng.uniform(0.1, 0.3), fill=col if cont == "square" else None,
-                                outline=th.border if cont == "outline" else None, width=int(max(1, s * 0.05) * u))
-            gi, gcol = 0.22, th.on_accent if cont == "square" else ink
-        if kind == "avatar":
-            W.text(d, ((m[0] + s / 2) * u, (m[1] + s / 2) * u), initials, s * 0.42 * u, (255, 255, 255), "mm")
-            return
-        b = (box[0] + gi * s * u, box[1] + gi * s * u, box[2] - gi * s * u, box[3] - gi * s * u)
-        hole = col if cont in ("circle", "square") else page
-        W.glyph(d, g, b, gcol, int(max(1.0, s * (1 - 2 * gi) * 0.1) * u), hole)
-
-    return m[0] + s + m[2], m[1] + s + m[3], draw, {"kind": kind}
+    return m[0] + bw + m[2], m[1] + bh + m[3], draw, {"kind": kind, "style": style}
 
 
 def _text(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
     n_lines = pick(rng, [1, 2, 3, 4, 5, 6], [0.7, 0.15, 0.05, 0.04, 0.03, 0.03])
     if n_lines > 2:  # a paragraph or card body: small print
         fs = fs * 0.6
-    lines = [W.words(rng, 1, 5 if n_lines < 3 else 8) for _ in range(n_lines)]
+    # v4: 25 % CJK lines (v3: 7 %, as in control labels): CJK text alone was called `checked` by the v3 proxies
+    lines = [W.words(rng, 1, 5 if n_lines < 3 else 8, cjk=0.25) for _ in range(n_lines)]
     link = rng.random() < 0.25
     tcol = th.accent if link else pick(rng, [th.fg, th.muted])
     tw = max(W.text_width(t, fs) for t in lines)
@@ -125,6 +97,12 @@ def _input_or_dropdown(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
     iw, ih = fs * rng.uniform(6, 18), fs * rng.uniform(1.8, 2.6)
     if kind == "dropdown":  # the chevron needs the room; inputs may clip their text like real ones
         iw = max(iw, W.text_width(txt, fs) + fs * 2.8)
+    # v4: 20 % of inputs are empty (no placeholder), some of them textarea-tall; the v3 proxies called a real
+    # empty 1316x326 field `unchecked`. At least 3x wider than tall: an empty square is an unchecked box.
+    empty = kind == "input" and rng.random() < 0.2
+    if empty:
+        txt, ih = "", fs * rng.uniform(1.8, 5.0)
+        iw = max(iw, 3 * ih)
     rad = ih * pick(rng, [0.0, 0.12, 0.25, 0.5], [0.2, 0.45, 0.25, 0.1])
     placeholder = rng.random() < 0.7
     caret = kind == "input" and rng.random() < 0.4
@@ -134,7 +112,7 @@ def _input_or_dropdown(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
         box = (m[0] * u, m[1] * u, (m[0] + iw) * u, (m[1] + ih) * u)
         d.rounded_rectangle(box, rad * u, fill=th.surface, outline=th.accent if focus else th.border,
                             width=int(lw * (1.5 if focus else 1) * u))
-        tx, cy = m[0] + fs * 0.7, m[1] + ih / 2
+        tx, cy = m[0] + fs * 0.7, m[1] + (min(ih / 2, fs * 1.1) if empty else ih / 2)  # a textarea's caret: top line
         W.text(d, (tx * u, cy * u), txt, fs * u, th.muted if placeholder else th.fg)
         if caret:
             x = (tx + (0 if placeholder else W.text_width(txt, fs)) + 2) * u
@@ -144,7 +122,7 @@ def _input_or_dropdown(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
             W.glyph(d, "chevron", (gx * u, (cy - fs * 0.45) * u, (gx + fs * 0.9) * u, (cy + fs * 0.45) * u),
                     th.fg, int(lw * u))
 
-    return m[0] + iw + m[2], m[1] + ih + m[3], draw, {"kind": kind}
+    return m[0] + iw + m[2], m[1] + ih + m[3], draw, {"kind": kind, "empty": empty}
 
 
 def _slider_or_progress(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
@@ -166,20 +144,6 @@ def _slider_or_progress(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
                       fill=th.accent if rng.random() < 0.6 else th.tint(th.border, 0.9))
 
     return m[0] + sw + m[2], m[1] + hh + m[3], draw, {"kind": kind}
-
-
-def _icon_text(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
-    """Menu row: icon then label, laid out exactly like a checkbox + label."""
-    s = fs * rng.uniform(0.9, 1.4)
-    gap = s * rng.uniform(0.4, 1.0)
-    tw = W.text_width(txt, fs)
-
-    def draw(d, u, page):
-        cy = m[1] + max(s, fs * 1.25) / 2
-        W.glyph(d, g, (m[0] * u, (cy - s / 2) * u, (m[0] + s) * u, (cy + s / 2) * u), ink, int(lw * u), page)
-        W.text(d, ((m[0] + s + gap) * u, cy * u), txt, fs * u, th.fg)
-
-    return m[0] + s + gap + tw + m[2], m[1] + max(s, fs * 1.25) + m[3], draw, {"kind": kind}
 
 
 def _rating(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
@@ -261,61 +225,6 @@ def _spinner(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
     return m[0] + s + m[2], m[1] + s + m[3], draw, {"kind": kind}
 
 
-def _photo(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
-    """Photo avatar (circle) or app tile (rounded square), maybe glowing, maybe labelled."""
-    s = logu(rng, 20, 96)
-    tile = rng.random() < 0.4
-    cols = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(4)]
-    # soft "photo" content: blobs placed wholly inside the shape (centre within 0.5 - radius of the middle)
-    blobs = []
-    for _ in range(3):
-        br = rng.uniform(0.1, 0.3)
-        a, rr = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.48 - br)
-        blobs.append((0.5 + rr * np.cos(a) - br, 0.5 + rr * np.sin(a) - br, 2 * br))
-    glow, label = rng.random() < 0.25, rng.random() < 0.35
-    gl = s * 0.15 if glow else 0.0
-    tw = W.text_width(txt, fs) + fs if label else 0.0
-
-    def draw(d, u, page):
-        x0, y0 = m[0] + gl, m[1] + gl
-        box = (x0 * u, y0 * u, (x0 + s) * u, (y0 + s) * u)
-        shape = (lambda b, **k: d.rounded_rectangle(b, s * 0.22 * u, **k)) if tile else d.ellipse
-        if glow:
-            e = gl * u
-            shape((box[0] - e, box[1] - e, box[2] + e, box[3] + e), fill=th.glow(cols[1], 0.35))
-        shape(box, fill=cols[0])
-        for (bx, by, bd), c in zip(blobs, cols[1:]):
-            d.ellipse(((x0 + bx * s) * u, (y0 + by * s) * u, (x0 + (bx + bd) * s) * u, (y0 + (by + bd) * s) * u),
-                      fill=c)
-        if tile:
-            i = s * 0.25 * u
-            W.glyph(d, pick(rng, W.GLYPHS), (box[0] + i, box[1] + i, box[2] - i, box[3] - i), (255, 255, 255),
-                    int(s * 0.08 * u), cols[0])
-        if label:
-            W.text(d, ((x0 + s + fs) * u, (y0 + s / 2) * u), txt, fs * u, th.fg)
-
-    return m[0] + s + 2 * gl + tw + m[2], m[1] + s + 2 * gl + m[3], draw, {"kind": kind}
-
-
-def _dots(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
-    """Window-control dots, colour swatches, or a status dot before a label."""
-    n = 1 if rng.random() < 0.5 else int(rng.integers(2, 5))
-    r, sp = fs * rng.uniform(0.25, 0.6), fs * rng.uniform(0.3, 1.0)
-    cols = [pick(rng, W.ACCENTS + [(255, 95, 87), (254, 188, 46), (40, 200, 64)]) for _ in range(n)]
-    tw = W.text_width(txt, fs) + sp if n == 1 else 0.0
-    hh = max(2 * r, fs * 1.25 if n == 1 else 0)
-
-    def draw(d, u, page):
-        cy = m[1] + hh / 2
-        for j, c in enumerate(cols):
-            x = m[0] + j * (2 * r + sp)
-            d.ellipse((x * u, (cy - r) * u, (x + 2 * r) * u, (cy + r) * u), fill=c)
-        if n == 1:
-            W.text(d, ((m[0] + 2 * r + sp) * u, cy * u), txt, fs * u, th.fg)
-
-    return m[0] + n * 2 * r + (n - 1) * sp + tw + m[2], m[1] + hh + m[3], draw, {"kind": kind}
-
-
 def _tabs(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
     """Tabs: 2-4 labels, one selected (accent text + underline)."""
     labels = [W.words(rng, 1, 1) for _ in range(int(rng.integers(2, 5)))]
@@ -335,7 +244,7 @@ def _tabs(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
 
 
 # kind -> its planner; every planner returns (width, height, draw(d, u, page), meta)
-_PLANS = {"button": _button_or_badge, "badge": _button_or_badge, "icon": _icon_or_avatar, "avatar": _icon_or_avatar,
+_PLANS = {"button": _button_or_badge, "badge": _button_or_badge, "icon": icon_or_avatar, "avatar": icon_or_avatar,
           "text": _text, "input": _input_or_dropdown, "dropdown": _input_or_dropdown, "slider": _slider_or_progress,
-          "progress": _slider_or_progress, "icon_text": _icon_text, "rating": _rating, "menu": _menu, "chip": _chip,
-          "spinner": _spinner, "photo": _photo, "dots": _dots, "tabs": _tabs}
+          "progress": _slider_or_progress, "icon_text": icon_text, "rating": _rating, "menu": _menu, "chip": _chip,
+          "spinner": _spinner, "photo": photo, "dots": dots, "tabs": _tabs}

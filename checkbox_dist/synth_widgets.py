@@ -166,12 +166,13 @@ def checkbox(d, x: float, y: float, s: float, th: Theme, rng, checked: bool, u: 
             d.rounded_rectangle(box, r, fill=fill, outline=th.border, width=sw)
         return
     style = pick(rng, ["filled_tick", "outline_tick", "cross", "filled_cross", "inner_square", "circle_tick",
-                       "filled_plain", "bare_tick"], [0.43, 0.18, 0.09, 0.05, 0.11, 0.08, 0.03, 0.03])
+                       "filled_plain", "bare_tick"], [0.40, 0.18, 0.09, 0.05, 0.11, 0.08, 0.03, 0.06])
     if style == "filled_plain":  # a solid accent box, no mark (real 'checked' has a few; grey = unchecked)
         d.rounded_rectangle(box, r, fill=th.accent)
         return
     tw = max(u, int(round(s * rng.uniform(0.09, 0.16))))
-    if style == "bare_tick":  # a tick with no box (menus, list pickers): real 'checked' has some
+    if style == "bare_tick":  # a tick with no box (menus, list pickers): real 'checked' has some; 6 % since v4
+        # (3 % before: two real thin ticks on a grey bar went to `other`/`unchecked` in 3-4 of 4 v3 CV runs)
         tick(d, box, tw, th.accent if rng.random() < 0.5 else th.fg, rng)
         return
     if style in ("filled_tick", "filled_cross"):
@@ -243,7 +244,9 @@ def toggle(d, x: float, y: float, w: float, h: float, th: Theme, rng, checked: b
         tcol = on_track if checked else off_track
         kcol = th.on_accent if checked and on_track == th.accent else light_knob
         if style == "outline":
-            tcol, kd = None, kd * rng.uniform(0.65, 0.85)
+            # knob 65-100 % of the track's inner height: v3 drew 65-85 % and its proxies called real 'off'
+            # outlined switches with a near-full grey knob `checked` (2 crops, 4 of 4 CV runs)
+            tcol, kd = None, min(h - 2 * u, kd * rng.uniform(0.65, 1.15))
             kcol = pick(rng, [th.accent, th.fg]) if checked else th.border
     kx = x + w - h / 2 if checked else x + h / 2
     ky = y + h / 2

@@ -147,6 +147,32 @@ def test_audit_of_the_cv_output_ranks_every_image(cv_run, capsys):
     assert (out / "audit" / "suspects.png").stat().st_size > 1000
 
 
+def test_train_exclude_leaves_images_out_of_training_but_scores_them(synth_root, cache_dir, tmp_path, capsys):
+    """--train-exclude (audit's flagged list): out of every training part, still in the held-out part and the
+    OOF file, so the score covers every image. Fold 0 only (~15 s); unknown paths and a changed list are errors."""
+    out, flagged = tmp_path / "out", tmp_path / "flagged.txt"
+    held_out = [p.relative_to(synth_root).as_posix() for c in ("checked", "other", "unchecked")
+                for p in sorted((synth_root / c).glob("*.png"))[:3]]
+    flagged.write_text("\n".join(held_out) + "\n")
+    args = _cv_args(synth_root, out, cache_dir, "--train-exclude", str(flagged), "--fold", "0")
+    assert cli_main(args) == 0
+    assert f"{len(held_out)} images left out of every fold's training" in capsys.readouterr().out
+    fold = json.loads((out / "folds" / "fold_0.json").read_text())
+    train, val = {p for p, _ in fold["train"]}, {p for p, _ in fold["val"]}
+    assert not train & set(held_out) and train | val | set(held_out) == {
+        p.relative_to(synth_root).as_posix() for p in synth_root.glob("*/*.png")}
+    scored = {r["path"] for r in _read_csv(out / "fold_0" / "oof.csv")}
+    assert scored == val and val & set(held_out), (len(val & set(held_out)), len(held_out))  # flagged, still scored
+    assert f"train {len(train)} (" in (out / "fold_0" / "log.txt").read_text()
+
+    flagged.write_text(held_out[0] + "\n")  # the same folder with another list
+    assert cli_main(args) == 2 and "train_exclude=" in capsys.readouterr().err
+    flagged.write_text("checked/no_such.png\n")
+    assert cli_main([*args[:args.index("--out") + 1], str(tmp_path / "o2"), *args[args.index("--out") + 2:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not in" in err and "checked/no_such.png" in err
+
+
 def test_plan_folds_is_seeded_balanced_and_stratified():
     from checkbox_dist.cv import plan_folds
 
