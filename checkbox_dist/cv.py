@@ -76,14 +76,15 @@ def list_items(root: Path, exclude_file: str, k: int) -> tuple[list[str], list[t
     return classes, items
 
 
+# cv.json keys newer than some CV folders on disk, with the value those runs had
+_NEWER_SETTINGS = {"train_exclude": []}
+
+
 def _train_exclusions(root: Path, items: list[tuple[Path, int]], path: str) -> set[str]:
     from checkbox_dist.datasets import read_exclusions
 
-    if not path:
-        return set()
-    if not Path(path).is_file():
-        raise UserError(f"--train-exclude: file not found: {path}")
-    listed, present = read_exclusions(path), {p.relative_to(root).as_posix() for p, _ in items}
+    listed = read_exclusions(path, "--train-exclude")
+    present = {p.relative_to(root).as_posix() for p, _ in items}
     unknown = sorted(listed - present)
     if unknown:  # a typo or a list made for other data would otherwise exclude nothing, silently
         raise UserError(f"--train-exclude {path}: {len(unknown)} path(s) not in {root}, e.g. {unknown[0]}")
@@ -209,9 +210,9 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
     if cv_file.is_file():
         old = json.loads(cv_file.read_text())
         for key in ("folds", "seed", "selection", "tta", "root", "n_images", "train_exclude"):
-            was = old.get(key, [] if key == "train_exclude" else None)  # runs from before --train-exclude
+            was = old.get(key, _NEWER_SETTINGS.get(key))
             if was != settings[key]:
-                shown = (lambda v: f"{len(v)} paths") if key == "train_exclude" else (lambda v: v)
+                shown = lambda v: f"{len(v)} paths" if isinstance(v, list) else v  # noqa: E731
                 raise UserError(f"{out} holds a CV run with {key}={shown(was)} (now {shown(settings[key])}): "
                                 f"use another --out")
         changed = [k for k, v in _comparable(settings["resolved_config"]).items()

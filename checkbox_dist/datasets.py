@@ -79,12 +79,12 @@ def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple
     return sorted(train), sorted(val)
 
 
-def read_exclusions(path: str) -> set[str]:
+def read_exclusions(path: str, option: str = "data.exclude_file") -> set[str]:
     if not path:
         return set()
     file = Path(path)
     if not file.is_file():
-        raise UserError(f"data.exclude_file not found: {file}")
+        raise UserError(f"{option} not found: {file}")
     lines = (line.split("#")[0].strip() for line in file.read_text().splitlines())
     return {line for line in lines if line}
 

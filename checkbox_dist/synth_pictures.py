@@ -30,14 +30,11 @@ def icon_or_avatar(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
 
     def draw(d, u, page):
         box = (m[0] * u, m[1] * u, (m[0] + s) * u, (m[1] + s) * u)
-        if badge:  # drawn after the icon; its disc stays inside the icon's box, so inside the canvas
-            draw_icon(d, u, page, box)
+        draw_icon(d, u, page, box)
+        if badge:  # over the icon; its disc stays inside the icon's box, so inside the canvas
             r = s * 0.22 * u
-            disc = (box[2] - 2 * r, box[1], box[2], box[1] + 2 * r)
-            d.ellipse(disc, fill=badge_col)
+            d.ellipse((box[2] - 2 * r, box[1], box[2], box[1] + 2 * r), fill=badge_col)
             W.text(d, (box[2] - r, box[1] + r), count, r * 1.3, W.on_ink(badge_col), "mm")
-        else:
-            draw_icon(d, u, page, box)
 
     def draw_icon(d, u, page, box):
         gi, gcol = 0.0, ink
@@ -72,7 +69,7 @@ def icon_text(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
         s = fs * rng.uniform(1.3, 2.4)
     gap = s * rng.uniform(0.4, 1.0)
     tw = W.text_width(txt, fs)
-    tile_draw = plan_tile(rng, th, g)
+    tile_draw = plan_tile(rng, th, g)  # planned for bare icons too: the v4 measurements used this RNG stream
 
     def draw(d, u, page):
         cy = m[1] + max(s, fs * 1.25) / 2
