@@ -54,6 +54,7 @@ class DataConfig:
     root: str = ""  # ImageFolder: ROOT/<class>/* or ROOT/{train,val}/<class>/*; "" = synthetic
     synth_n: int = 600  # size of the embedded synthetic dataset used when root is ""
     synth_seed: int = 0
+    synth_labels: str = "class"  # class | kind: 23 sub-folders, checked-radio, other-slider, ... (synth.folder_of)
     cache_dir: str = "~/.cache/checkbox_dist"  # synthetic datasets and decoded-image caches
     split_file: str = ""  # index written by `checkbox-dist split`; "" = split on the fly
     val_fraction: float = 0.2  # seed: 80/20, stratified
@@ -170,6 +171,7 @@ class PretrainConfig:
 
     synth_n: int = 0  # synthetic images to pretrain on; 0 = off (one stage)
     synth_seed: int = 0
+    labels: str = "class"  # data.synth_labels of stage one: class | kind (its classes balanced by construction)
     epochs: int = 10
     batch_size: int = 128  # per process
     lr: float = 0.0  # 0 = optim.lr
@@ -204,6 +206,8 @@ RUN_ONLY_KEYS = ("train.progress", "train.log_every_steps", "data.num_workers", 
 CHOICES = {
     "data.resize": ("letterbox", "stretch"),
     "pretrain.resize": ("", "letterbox", "stretch"),
+    "data.synth_labels": ("class", "kind"),
+    "pretrain.labels": ("class", "kind"),
     "data.normalize": ("imagenet", "custom"),
     "data.on_bad_image": ("error", "skip"),
     "data.device_cache": ("auto", "on", "off"),

@@ -38,12 +38,12 @@ class Data:
                 f"{self.spec.size_text} {self.spec.resize} on {self.spec.background} | {where}")
 
 
-def synthetic_folder(cache_dir: str, n: int, seed: int) -> Path:
-    return Path(cache_dir).expanduser() / f"synth-n{n}-s{seed}"
+def synthetic_folder(cache_dir: str, n: int, seed: int, labels: str = "class") -> Path:
+    return Path(cache_dir).expanduser() / (f"synth-n{n}-s{seed}" + ("" if labels == "class" else f"-{labels}"))
 
 
 def synthetic_root(cfg_data) -> Path:
-    return synthetic_folder(cfg_data.cache_dir, cfg_data.synth_n, cfg_data.synth_seed)
+    return synthetic_folder(cfg_data.cache_dir, cfg_data.synth_n, cfg_data.synth_seed, cfg_data.synth_labels)
 
 
 def data_root(cfg_data, accelerator) -> Path:
@@ -57,7 +57,7 @@ def data_root(cfg_data, accelerator) -> Path:
 
     root = synthetic_root(cfg_data)
     if accelerator.is_main_process:
-        synth.generate(root, cfg_data.synth_n, cfg_data.synth_seed)
+        synth.generate(root, cfg_data.synth_n, cfg_data.synth_seed, labels=cfg_data.synth_labels)
     accelerator.wait_for_everyone()
     return root
 

@@ -10,6 +10,8 @@ override), trains it once into a cache folder named by a hash of everything that
 returns the config with `train.init_from` pointing at that run's `checkpoints/last`. Five CV folds or a
 sweep's trials with the same pretraining train it once: the first takes a file lock, the rest wait and
 reuse it. An interrupted pretraining (preemption, kill) resumes from its own `last` on the next call.
+`pretrain.labels=kind` trains stage one on 23 classes instead of 3 (checked-radio, other-slider, ...: what the
+generator drew, synth.folder_of); the fine-tune then starts with a new 3-class head on the same body.
 `pretrain.mix_n` (checkbox_dist/loaders.py: synthetic_mix) keeps synthetic images in the fine-tune's training
 split as well; it does not change stage one, so runs that differ only in it share one.
 
@@ -42,7 +44,9 @@ def stage_config(cfg: Config) -> Config:
     pre = copy.deepcopy(cfg)
     pre.pretrain.synth_n = pre.pretrain.mix_n = 0  # stage one has no stage one, and nothing to mix into
     pre.data.root, pre.data.split_file, pre.data.exclude_file = "", "", ""
-    pre.data.synth_n, pre.data.synth_seed = p.synth_n, p.synth_seed
+    pre.data.synth_n, pre.data.synth_seed, pre.data.synth_labels = p.synth_n, p.synth_seed, p.labels
+    if p.labels == "kind":  # 17 of the 23 kinds are `other`: balancing kinds would make 74 % of a batch `other`
+        pre.data.balanced_sampling = False  # the 3 classes are balanced by construction (index % 3)
     pre.data.val_fraction, pre.data.batch_size = p.val_fraction, p.batch_size
     pre.data.resize = p.resize or cfg.data.resize
     pre.optim.lr = p.lr or cfg.optim.lr
@@ -116,13 +120,14 @@ def ensure(cfg: Config) -> Config:
         todo = [not finished(folder)]
         broadcast_object_list(todo)  # every process takes the same branch: training is collective
         if todo[0]:
-            say(f"pretrain: stage one, {pre.train.epochs} epochs on {pre.data.synth_n} synthetic images "
+            kinds = " labelled by kind" if pre.data.synth_labels == "kind" else ""
+            say(f"pretrain: stage one, {pre.train.epochs} epochs on {pre.data.synth_n} synthetic images{kinds} "
                 f"({pre.data.resize}, {PreprocessSpec.from_data_config(pre.data).size_text}) -> {folder}")
             if state.is_main_process:  # generated with every core once, before the run reads it
                 images = synthetic_root(pre.data)
                 with exclusive(images):  # other stages (another model, recipe) may share these images
                     synth.generate(images, pre.data.synth_n, pre.data.synth_seed,
-                                   workers=synth.all_cores())
+                                   workers=synth.all_cores(), labels=pre.data.synth_labels)
             state.wait_for_everyone()
             train.main(pre)
         else:

@@ -30,6 +30,12 @@ CV (docs/RESULTS.md): +3.4 points over v2 with a 12,000 x 16-epoch stage one (ev
 Version 4 (2026-12-01) draws what the v3 proxies still got wrong in 3-4 of 4 CV runs (45 real crops): icon
 rows with a filled tile or letters in it, count badges, empty fields, pale raised buttons, more CJK text in
 `other`, near-full-height knobs in outlined 'off' switches, and bare ticks 3 -> 6 % of checked boxes.
+Version 5 (2026-12-02) draws what both v4 proxies got wrong (38 real crops): controls at the far end of a
+settings row (40 % of left-labelled ones, 2-10 control widths from the label), 2-3 line labels (12 %: cards and
+list items), material switches on tracks down to 30 % of the knob and 25 % of them one colour for knob and track
+in either state, ratings with outlined empty shapes (40 %) or a caption line above (30 %).
+`--labels kind` writes OUT/<class>-<kind>/ instead (23 folders: checked-radio, other-slider, ...), the same
+images, for a stage one that learns what was drawn (pretrain.labels).
 
 Backgrounds: the real training crops are RGBA but every pixel has alpha 255 (opaque white / navy panels),
 whatever their README says. We still make ~55% transparent (alpha 0 off the element: light themes only)
@@ -63,7 +69,8 @@ from checkbox_dist.synth_other import plan_other
 from checkbox_dist.synth_widgets import logu, pick
 
 CLASSES = ("checked", "other", "unchecked")
-VERSION = 4  # bump whenever the drawing changes: cached datasets (SYNTH.json) are then regenerated
+LABELS = ("class", "kind")  # what a sub-folder of a written dataset stands for (folder_of)
+VERSION = 5  # bump whenever the drawing changes: cached datasets (SYNTH.json) are then regenerated
 MIN_SIDE, MAX_SIDE = 16, 600  # real crops run 24-1804 px; beyond 600 px a 128-224 px model sees no more
 _NAME = re.compile(r"^(checked|other|unchecked)_(\d{6})\.png$")
 
@@ -76,17 +83,29 @@ def _plan_control(rng, th: W.Theme, checked: bool):
     label = W.words(rng) if rng.random() < 0.72 else ""
     fs = s * rng.uniform(0.75, 1.3)
     gap = s * rng.uniform(0.3, 0.9)
-    tw = W.text_width(label, fs) if label else 0.0
+    layout = pick(rng, ["right", "left", "above"], [0.84, 0.1, 0.06]) if label else "alone"
+    # v5: 12 % of side labels run to 2-3 lines (a title, then smaller secondary text: cards, list items), and
+    # 40 % of left-labelled controls sit at the far end of a settings row, 2-10 control widths from the label;
+    # v4 proxies called such real crops (a small box at a card's right edge, a switch at a row's end) `other`.
+    extra = [(W.words(rng, 2, 5, cjk=0.2), fs * rng.uniform(0.6, 0.9)) for _ in range(int(rng.integers(1, 3)))] \
+        if layout in ("right", "left") and rng.random() < 0.12 else []
+    if layout == "left" and rng.random() < 0.4:
+        gap = s * rng.uniform(2, 10)
+    tw = max([W.text_width(label, fs) if label else 0.0] + [W.text_width(t, f) for t, f in extra])
+    block = fs * 1.25 + sum(f * 1.3 for _, f in extra)  # the label's height, all lines
     big = rng.random() < 0.1  # a control floating in a large panel (seen in both classes)
     px0, px1 = (s * rng.uniform(0.1, 1.2) + 2 for _ in range(2))
     py = s * rng.uniform(0.1, 0.9) + 2
     if big:
         px0, px1, py = px0 + s * rng.uniform(0.5, 2.5), px1 + s * rng.uniform(0.5, 2.5), py + s * rng.uniform(0.5, 2)
-    layout = pick(rng, ["right", "left", "above"], [0.84, 0.1, 0.06]) if label else "alone"
     w = px0 + cw + (gap + tw if label else 0) + px1
+    if layout == "left" and w > MAX_SIDE:  # the control is at the right end, where the size clamp would cut it
+        gap = max(s * 0.3, gap - (w - MAX_SIDE))
+        w = px0 + cw + gap + tw + px1
+        layout = layout if w <= MAX_SIDE else "right"
     if layout == "right" and rng.random() < 0.12:  # crop cuts the label mid-word, as many real crops do
         w = px0 + cw + gap + tw * rng.uniform(0.3, 0.8)
-    h = max(s, fs * 1.25 if label else 0) + 2 * py
+    h = max(s, block if label else 0) + 2 * py
     if layout == "above":  # a caption line over the control ("Top" / settings rows), control left-aligned
         w, h = px0 + max(cw, tw) + px1, py + fs * 1.25 + gap + s + py
     # Halos (focus ripple, hover, MUI's 40 px touch target) surround 'on' and 'off' controls alike, so their
@@ -111,10 +130,15 @@ def _plan_control(rng, th: W.Theme, checked: bool):
             W.text(d, (px0 * u, (py + fs * 0.62) * u), label, fs * u, th.fg)
         elif label:
             tx = px0 if layout == "left" else cx + cw + gap
-            W.text(d, (tx * u, h / 2 * u), label, fs * u, th.fg)
+            y = h / 2 - block / 2 + fs * 0.62
+            W.text(d, (tx * u, y * u), label, fs * u, th.fg)
+            y += fs * 0.63
+            for t, f in extra:
+                W.text(d, (tx * u, (y + f * 0.65) * u), t, f * u, th.muted)
+                y += f * 1.3
 
     return w, h, draw, {"kind": kind, "knob_right": checked if kind == "toggle" else None, "layout": layout,
-                        "halo": halo}
+                        "halo": halo, "lines": 1 + len(extra), "gap": gap / s, "control_px": s}
 
 
 def render_sample_meta(rng: np.random.Generator, label: str | None = None) -> tuple[Image.Image, str, dict]:
@@ -158,14 +182,22 @@ def render_index(seed: int, index: int) -> tuple[Image.Image, str]:
     return render_sample(_rng(seed, index), CLASSES[index % 3])
 
 
-def _write_one(job: tuple[str, int, int]) -> str:
-    out, seed, index = job
-    img, label = render_index(seed, index)
-    path = Path(out) / label / f"{label}_{index:06d}.png"
+def folder_of(label: str, meta: dict, labels: str) -> str:
+    """The sub-folder a sample is written to: its class, or with labels="kind" its class and what was drawn
+    ("checked-radio", "other-slider"): 6 control folders + 17 other kinds, for a finer-grained stage one."""
+    return label if labels == "class" else f"{label}-{meta['kind']}"
+
+
+def _write_one(job: tuple[str, int, int, str]) -> str:
+    out, seed, index, labels = job
+    img, label, meta = render_sample_meta(_rng(seed, index), CLASSES[index % 3])  # = render_index(seed, index)
+    folder = Path(out) / folder_of(label, meta, labels)
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{label}_{index:06d}.png"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     img.save(tmp, format="PNG", compress_level=3)  # level 3: ~same size as 6, ~2x faster
     os.replace(tmp, path)  # an interrupted run leaves whole PNGs or a hidden .tmp, never a truncated .png
-    return label
+    return folder.name
 
 
 def _writer_alive(tmp_name: str) -> bool:
@@ -185,51 +217,61 @@ def all_cores(cap: int = 8) -> int:
     return max(1, min(cap, os.cpu_count() or 1))
 
 
-def generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1) -> dict[str, int]:
-    """Write n samples to out_dir/<class>/<class>_<index:06d>.png; returns counts per class.
+def generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1, labels: str = "class") -> dict[str, int]:
+    """Write n samples to out_dir/<class>/<class>_<index:06d>.png; returns counts per folder. labels="kind"
+    writes the same images to out_dir/<class>-<kind>/ instead (folder_of).
 
-    Cached: if out_dir/SYNTH.json (written last) matches n, seed and VERSION, nothing is redone."""
-    return _generate(out_dir, n, seed, workers)[0]
+    Cached: if out_dir/SYNTH.json (written last) matches n, seed, labels and VERSION, nothing is redone."""
+    return _generate(out_dir, n, seed, workers, labels)[0]
 
 
-def _generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1) -> tuple[dict[str, int], bool]:
+def _generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1,
+              labels: str = "class") -> tuple[dict[str, int], bool]:
     if int(n) < 1:
         raise UserError(f"synth: --n must be at least 1, got {n}")
     if int(workers) < 1:
         raise UserError(f"synth: --workers must be at least 1, got {workers}")
+    if labels not in LABELS:
+        raise UserError(f"synth: --labels must be one of {', '.join(LABELS)}, got {labels!r}")
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"synth: output path {out} exists and is not a directory")
-    stamp_path, want = out / "SYNTH.json", {"n": int(n), "seed": int(seed), "version": VERSION}
+    stamp_path, want = out / "SYNTH.json", {"n": int(n), "seed": int(seed), "version": VERSION, "labels": labels}
     try:
         stamp = json.loads(stamp_path.read_text())
-        if {k: stamp.get(k) for k in want} == want and isinstance(stamp.get("counts"), dict):
+        if {k: stamp.get(k, "class" if k == "labels" else None) for k in want} == want and \
+                isinstance(stamp.get("counts"), dict):  # stamps from before `labels` existed are class-labelled
             return stamp["counts"], True
     except (OSError, ValueError):
         pass
     try:
         stamp_path.unlink(missing_ok=True)  # an interrupted regeneration must not look cached
-        for c in CLASSES:
-            (out / c).mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        for c in CLASSES if labels == "class" else ():  # every class folder, even one that n < 3 leaves empty
+            (out / c).mkdir(exist_ok=True)
     except OSError as e:
         raise UserError(f"synth: cannot write to {out}: {e.strerror or e}") from None
-    jobs = [(str(out), int(seed), i) for i in range(int(n))]
+    jobs = [(str(out), int(seed), i, labels) for i in range(int(n))]
     if workers == 1:
-        labels = [_write_one(j) for j in jobs]
+        labels_written = [_write_one(j) for j in jobs]
     else:
         import multiprocessing
 
         # spawn, not Linux's default fork: `train` calls this with torch loaded (its thread pools and locks
         # do not survive a fork), e.g. for the pretrain stage; a spawned worker imports only this module.
         with multiprocessing.get_context("spawn").Pool(int(workers)) as pool:
-            labels = list(pool.imap(_write_one, jobs, chunksize=64))
-    for c in CLASSES:  # drop leftovers of an earlier, larger n and .tmp files of interrupted runs
-        for p in (out / c).iterdir():
+            labels_written = list(pool.imap(_write_one, jobs, chunksize=64))
+    names = CLASSES if labels == "class" else sorted(set(labels_written))
+    for folder in (p for p in out.iterdir() if p.is_dir()):  # drop leftovers: of an earlier, larger n or other
+        stale_folder = folder.name not in names                 # labels, and .tmp files of interrupted runs
+        for p in folder.iterdir():
             mt = _NAME.match(p.name)
-            stale_tmp = p.name.startswith(f".{c}_") and p.name.endswith(".tmp") and not _writer_alive(p.name)
-            if (mt and int(mt.group(2)) >= n) or stale_tmp:
+            stale_tmp = p.name.startswith(".") and p.name.endswith(".tmp") and not _writer_alive(p.name)
+            if (mt and (stale_folder or int(mt.group(2)) >= n)) or stale_tmp:
                 p.unlink(missing_ok=True)
-    counts = {c: labels.count(c) for c in CLASSES}
+        if stale_folder and not any(folder.iterdir()):
+            folder.rmdir()
+    counts = {c: labels_written.count(c) for c in names}
     tmp = stamp_path.with_name(".SYNTH.json.tmp")
     tmp.write_text(json.dumps({**want, "counts": counts}, indent=1) + "\n")
     os.replace(tmp, stamp_path)
@@ -277,13 +319,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=3000, help="number of images, classes balanced (default 3000)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--labels", choices=LABELS, default="class",
+                   help="sub-folders per class (default) or per class and drawn kind: checked-radio, other-slider")
     return p
 
 
 def run(args) -> int:
     t0 = time.perf_counter()
-    counts, cached = _generate(args.out, args.n, args.seed, args.workers)
-    per = " ".join(f"{c}={counts[c]}" for c in CLASSES)
+    counts, cached = _generate(args.out, args.n, args.seed, args.workers, args.labels)
+    per = " ".join(f"{c}={k}" for c, k in counts.items())
     verb = "already there (cached)" if cached else "written"
     print(f"synth: {sum(counts.values())} images {verb}: {per} -> {args.out} ({time.perf_counter() - t0:.1f}s)")
     return 0

@@ -55,6 +55,29 @@ def test_fine_tune_starts_from_the_cached_pretraining(tmp_path: Path, synth_root
     assert len(stage_dirs(cache)) == 2
 
 
+def test_kind_labelled_stage_one_gives_its_body_to_a_three_class_fine_tune(tmp_path: Path, synth_root: Path):
+    """pretrain.labels=kind: stage one learns what was drawn (checked-radio, other-slider, ...), not balanced
+    by kind; the fine-tune keeps its body and gets a new 3-class head."""
+    cache = tmp_path / "cache"
+    out = run_cli(*tiny_train_args(tmp_path / "a", cache, *FROZEN_FINE_TUNE, "pretrain.labels=kind",
+                                   "data.balanced_sampling=true", data_root=synth_root)).stdout
+    assert "pretrain: stage one, 2 epochs on 48 synthetic images labelled by kind" in out, out[-2000:]
+    (stage,) = stage_dirs(cache)
+    stage_cfg = yaml.safe_load((stage / "config.yaml").read_text())
+    assert stage_cfg["data"]["synth_labels"] == "kind" and stage_cfg["data"]["balanced_sampling"] is False
+    images = cache / "synth-n48-s0-kind"
+    kinds = sorted(p.name for p in images.iterdir() if p.is_dir())
+    assert len(kinds) > 6 and all(k.split("-")[0] in ("checked", "other", "unchecked") for k in kinds), kinds
+    assert {k.split("-")[1] for k in kinds} >= {"checkbox", "radio", "toggle"}, kinds
+    pretrained, tuned = load_weights(stage / "checkpoints" / "last"), load_weights(tmp_path / "a" / "checkpoints" / "last")
+    head = [k for k in pretrained if pretrained[k].shape != tuned[k].shape]
+    assert head and all(pretrained[k].shape[0] == len(kinds) and tuned[k].shape[0] == 3 for k in head), head
+    assert all(torch.equal(pretrained[k], tuned[k]) for k in pretrained if k not in head)  # lr 0: the same body
+    # The same images, labelled by class, are another cache folder and another stage one.
+    run_cli(*tiny_train_args(tmp_path / "b", cache, *FROZEN_FINE_TUNE, data_root=synth_root))
+    assert len(stage_dirs(cache)) == 2 and (cache / "synth-n48-s0" / "checked").is_dir()
+
+
 def test_parallel_runs_share_one_pretraining(tmp_path: Path, synth_root: Path):
     """Two processes started together (two CV folds, two sweep trials): one trains stage one, the other waits
     on the lock and reuses it."""
