@@ -124,7 +124,7 @@ def _run_quickstart(args) -> int:
     cfg = load_config(args.config, overrides)
     summary = train_main(cfg, args.config)
     root = Path(cfg.data.root) if cfg.data.root else synthetic_root(cfg.data)
-    sample = sorted(root.glob("checked/*.png"))[0]
+    sample = sorted(root.glob("checked*/checked_*.png"))[0]  # checked/ or, with data.synth_labels=kind, checked-*/
     result = Predictor([summary["best_checkpoint"]], device="cpu").predict_files([sample])[0]
     confidences = ", ".join(f"{c} {p:.3f}" for c, p in result["confidence"].items())
     print(f"predict {sample}: {result['class']} ({confidences})")

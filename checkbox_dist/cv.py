@@ -192,7 +192,7 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
 
         root = synthetic_root(cfg.data)
         if state.is_main_process:
-            synth.generate(root, cfg.data.synth_n, cfg.data.synth_seed)
+            synth.generate(root, cfg.data.synth_n, cfg.data.synth_seed, labels=cfg.data.synth_labels)
         state.wait_for_everyone()
     if not root.is_dir():
         raise UserError(f"data.root: folder not found: {root}")

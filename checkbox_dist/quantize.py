@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -53,12 +52,11 @@ def calibration_files(payload: dict, calib_data: str, n: int) -> tuple[list[Path
                 raise UserError(f"the checkpoint was trained on {root}, which is not here: pass --calib-data DIR")
         else:
             from checkbox_dist import synth
-            from checkbox_dist.loaders import synthetic_root
+            from checkbox_dist.loaders import synthetic_folder
 
-            cfg = SimpleNamespace(cache_dir=data.get("cache_dir", "~/.cache/checkbox_dist"),
-                                  synth_n=data.get("synth_n", 600), synth_seed=data.get("synth_seed", 0))
-            root = synthetic_root(cfg)
-            synth.generate(root, cfg.synth_n, cfg.synth_seed)  # a no-op when it is already there
+            n, seed, labels = data.get("synth_n", 600), data.get("synth_seed", 0), data.get("synth_labels", "class")
+            root = synthetic_folder(data.get("cache_dir", "~/.cache/checkbox_dist"), n, seed, labels)
+            synth.generate(root, n, seed, labels=labels)  # a no-op when it is already there
     if not root.is_dir():
         raise UserError(f"--calib-data: folder not found: {root}")
     files = list_images(root)

@@ -30,10 +30,6 @@ CV (docs/RESULTS.md): +3.4 points over v2 with a 12,000 x 16-epoch stage one (ev
 Version 4 (2026-12-01) draws what the v3 proxies still got wrong in 3-4 of 4 CV runs (45 real crops): icon
 rows with a filled tile or letters in it, count badges, empty fields, pale raised buttons, more CJK text in
 `other`, near-full-height knobs in outlined 'off' switches, and bare ticks 3 -> 6 % of checked boxes.
-Version 5 (2026-12-02) draws what both v4 proxies got wrong (38 real crops): controls at the far end of a
-settings row (40 % of left-labelled ones, 2-10 control widths from the label), 2-3 line labels (12 %: cards and
-list items), material switches on tracks down to 30 % of the knob and 25 % of them one colour for knob and track
-in either state, ratings with outlined empty shapes (40 %) or a caption line above (30 %).
 `--labels kind` writes OUT/<class>-<kind>/ instead (23 folders: checked-radio, other-slider, ...), the same
 images, for a stage one that learns what was drawn (pretrain.labels).
 
@@ -70,7 +66,7 @@ from checkbox_dist.synth_widgets import logu, pick
 
 CLASSES = ("checked", "other", "unchecked")
 LABELS = ("class", "kind")  # what a sub-folder of a written dataset stands for (folder_of)
-VERSION = 5  # bump whenever the drawing changes: cached datasets (SYNTH.json) are then regenerated
+VERSION = 4  # bump whenever the drawing changes: cached datasets (SYNTH.json) are then regenerated
 MIN_SIDE, MAX_SIDE = 16, 600  # real crops run 24-1804 px; beyond 600 px a 128-224 px model sees no more
 _NAME = re.compile(r"^(checked|other|unchecked)_(\d{6})\.png$")
 
@@ -83,29 +79,17 @@ def _plan_control(rng, th: W.Theme, checked: bool):
     label = W.words(rng) if rng.random() < 0.72 else ""
     fs = s * rng.uniform(0.75, 1.3)
     gap = s * rng.uniform(0.3, 0.9)
-    layout = pick(rng, ["right", "left", "above"], [0.84, 0.1, 0.06]) if label else "alone"
-    # v5: 12 % of side labels run to 2-3 lines (a title, then smaller secondary text: cards, list items), and
-    # 40 % of left-labelled controls sit at the far end of a settings row, 2-10 control widths from the label;
-    # v4 proxies called such real crops (a small box at a card's right edge, a switch at a row's end) `other`.
-    extra = [(W.words(rng, 2, 5, cjk=0.2), fs * rng.uniform(0.6, 0.9)) for _ in range(int(rng.integers(1, 3)))] \
-        if layout in ("right", "left") and rng.random() < 0.12 else []
-    if layout == "left" and rng.random() < 0.4:
-        gap = s * rng.uniform(2, 10)
-    tw = max([W.text_width(label, fs) if label else 0.0] + [W.text_width(t, f) for t, f in extra])
-    block = fs * 1.25 + sum(f * 1.3 for _, f in extra)  # the label's height, all lines
+    tw = W.text_width(label, fs) if label else 0.0
     big = rng.random() < 0.1  # a control floating in a large panel (seen in both classes)
     px0, px1 = (s * rng.uniform(0.1, 1.2) + 2 for _ in range(2))
     py = s * rng.uniform(0.1, 0.9) + 2
     if big:
         px0, px1, py = px0 + s * rng.uniform(0.5, 2.5), px1 + s * rng.uniform(0.5, 2.5), py + s * rng.uniform(0.5, 2)
+    layout = pick(rng, ["right", "left", "above"], [0.84, 0.1, 0.06]) if label else "alone"
     w = px0 + cw + (gap + tw if label else 0) + px1
-    if layout == "left" and w > MAX_SIDE:  # the control is at the right end, where the size clamp would cut it
-        gap = max(s * 0.3, gap - (w - MAX_SIDE))
-        w = px0 + cw + gap + tw + px1
-        layout = layout if w <= MAX_SIDE else "right"
     if layout == "right" and rng.random() < 0.12:  # crop cuts the label mid-word, as many real crops do
         w = px0 + cw + gap + tw * rng.uniform(0.3, 0.8)
-    h = max(s, block if label else 0) + 2 * py
+    h = max(s, fs * 1.25 if label else 0) + 2 * py
     if layout == "above":  # a caption line over the control ("Top" / settings rows), control left-aligned
         w, h = px0 + max(cw, tw) + px1, py + fs * 1.25 + gap + s + py
     # Halos (focus ripple, hover, MUI's 40 px touch target) surround 'on' and 'off' controls alike, so their
@@ -130,15 +114,10 @@ def _plan_control(rng, th: W.Theme, checked: bool):
             W.text(d, (px0 * u, (py + fs * 0.62) * u), label, fs * u, th.fg)
         elif label:
             tx = px0 if layout == "left" else cx + cw + gap
-            y = h / 2 - block / 2 + fs * 0.62
-            W.text(d, (tx * u, y * u), label, fs * u, th.fg)
-            y += fs * 0.63
-            for t, f in extra:
-                W.text(d, (tx * u, (y + f * 0.65) * u), t, f * u, th.muted)
-                y += f * 1.3
+            W.text(d, (tx * u, h / 2 * u), label, fs * u, th.fg)
 
     return w, h, draw, {"kind": kind, "knob_right": checked if kind == "toggle" else None, "layout": layout,
-                        "halo": halo, "lines": 1 + len(extra), "gap": gap / s, "control_px": s}
+                        "halo": halo}
 
 
 def render_sample_meta(rng: np.random.Generator, label: str | None = None) -> tuple[Image.Image, str, dict]:

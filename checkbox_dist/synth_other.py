@@ -147,28 +147,17 @@ def _slider_or_progress(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
 
 
 def _rating(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
-    """5 stars / hearts, k filled: filled-vs-empty shapes that are not checkboxes. v5: 40 % draw the empty
-    ones as outlines, 30 % carry a caption line above (a v4 proxy called a captioned heart rating `checked`)."""
+    """5 stars / hearts, k filled: filled-vs-empty shapes that are not checkboxes."""
     s, k, sp = fs * rng.uniform(1.0, 1.8), int(rng.integers(1, 5)), fs * rng.uniform(0.1, 0.5)
     on, off = pick(rng, [th.accent, (255, 193, 7), (239, 83, 80)]), th.tint(th.border, rng.uniform(0.3, 0.7))
     shape = "star" if rng.random() < 0.75 else "heart"
-    outlined = rng.random() < 0.4
-    cap, cap_h = (W.words(rng, 2, 4), fs * 1.4) if rng.random() < 0.3 else ("", 0.0)
-    rw = 5 * s + 4 * sp
 
     def draw(d, u, page):
-        if cap:
-            W.text(d, (m[0] * u, (m[1] + fs * 0.6) * u), cap, fs * u, th.fg)
-        y = m[1] + cap_h
         for j in range(5):
             x = m[0] + j * (s + sp)
-            W.glyph(d, shape, (x * u, y * u, (x + s) * u, (y + s) * u), on if j < k else off, u)
-            if outlined and j >= k:  # punch the inside back to the page colour (or clear on a clear page)
-                i = max(lw, s * 0.12)
-                W.glyph(d, shape, ((x + i) * u, (y + i) * u, (x + s - i) * u, (y + s - i) * u), page, u)
+            W.glyph(d, shape, (x * u, m[1] * u, (x + s) * u, (m[1] + s) * u), on if j < k else off, u)
 
-    return m[0] + max(rw, W.text_width(cap, fs) if cap else 0.0) + m[2], m[1] + cap_h + s + m[3], draw, \
-        {"kind": kind, "outlined": outlined, "caption": bool(cap)}
+    return m[0] + 5 * s + 4 * sp + m[2], m[1] + s + m[3], draw, {"kind": kind}
 
 
 def _menu(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):

@@ -233,17 +233,11 @@ def toggle(d, x: float, y: float, w: float, h: float, th: Theme, rng, checked: b
     if not checked and rng.random() < 0.1:  # 'off' with a pale accent track
         off_track = th.tint(th.accent, rng.uniform(0.25, 0.45))
     if style == "material":  # knob (diameter h) overhangs a thinner track
-        # v5: tracks down to 30 % of the knob (v4: 50-65 %), and 25 % "monochrome" switches whose knob and
-        # track share one colour in either state (grey on grey, orange on pale orange): only the knob's side
-        # tells. v4 proxies called real knob-right ones on a thin track `other` or `unchecked` (3 crops).
-        th_h = h * rng.uniform(0.3, 0.65)
+        th_h = h * rng.uniform(0.5, 0.65)
         track = (x, y + (h - th_h) / 2, x + w, y + (h + th_h) / 2)
         tcol = th.tint(on_track, rng.uniform(0.4, 0.6)) if checked else off_track
         accent_knob = checked if rng.random() < 0.85 else not checked
         kd, kcol = h, th.accent if accent_knob else light_knob
-        if rng.random() < 0.25:
-            kcol = pick(rng, [th.accent, th.border, th.fg, th.muted])
-            tcol = th.tint(kcol, rng.uniform(0.3, 0.6))
     else:
         track, inset = (x, y, x + w, y + h), h * rng.uniform(0.08, 0.16)
         kd = h - 2 * inset

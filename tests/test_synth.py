@@ -177,76 +177,6 @@ def test_v4_other_crops_shaped_like_control_rows():
     assert np.mean(chroma["filled"]) > 100, chroma["filled"]
 
 
-def _runs(flags) -> list[int]:
-    """Lengths of the runs of True in a 1-d bool array."""
-    edges = np.diff(np.concatenate([[0], np.asarray(flags, dtype=np.int8), [0]]))
-    return list(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1))
-
-
-def test_v5_settings_rows_cards_thin_switches_and_outlined_ratings():
-    """Generator v5, on pixels: left-labelled controls at the far end of a settings row (a blank run of
-    columns several controls wide before the control), 2-3 line labels (separate bands of text rows),
-    material switches on tracks thinner than 47 % of the knob (v4 drew none under 50 %), and ratings whose
-    empty stars/hearts are outlines (the page colour at their centre)."""
-    from PIL import ImageDraw
-
-    from checkbox_dist import synth_widgets as W
-    from checkbox_dist.synth_other import plan_other
-
-    rng = np.random.default_rng(3)
-    far, near, bands = [], [], {True: [], False: []}
-    for i in range(1500):
-        img, _, meta = render_sample_meta(rng, CLASSES[2 * (i % 2)])
-        a = _arr(img).astype(float)
-        ink = (a[..., 3] > 0) & (np.abs(a[..., :3] - a[0, 0, :3]).sum(-1) > 30)
-        xs = np.flatnonzero(ink.any(0))
-        if not len(xs):
-            continue
-        if meta["layout"] == "left":  # widest blank run of columns between the label's ink and the control's
-            gap = max(_runs(~ink.any(0)[xs[0]: xs[-1] + 1]), default=0) / meta["control_px"]
-            (far if meta["gap"] >= 2 else near).append(gap)
-        elif meta["layout"] == "right":  # text lines in the right half of what was drawn (label only)
-            rows = ink[:, (xs[0] + xs[-1]) // 2: xs[-1] + 1].any(1)
-            bands[meta["lines"] > 1].append(sum(r >= 2 for r in _runs(rows)))
-    # Measured with seed 3: far rows 45 of 104 left-labelled, median blank 5.1 control widths (near: 0.6),
-    # 89 % at least one; multi-line 114 of 900 right-labelled, 79 % show 2+ text bands (single-line: 2.0 %).
-    assert 0.2 < len(far) / (len(far) + len(near)) < 0.6, (len(far), len(near))
-    assert np.median(far) > 2.5 > 1.0 > np.median(near), (far, near)
-    assert np.mean(np.array(far) >= 1.0) > 0.8, far  # ~10 % carry pixel noise or JPEG: no blank column
-    multi = len(bands[True]) / (len(bands[True]) + len(bands[False]))
-    assert 0.07 < multi < 0.2 and np.mean(np.array(bands[True]) >= 2) > 0.6, (multi, bands[True])
-    assert np.mean(np.array(bands[False]) >= 2) < 0.1, bands[False]
-
-    thin = []
-    for i in range(600):  # one switch 40 px tall on a clear canvas; track height where the knob is not
-        th, checked, w = W.make_theme(rng), i % 2 == 0, 40 * rng.uniform(1.6, 2.3)
-        th.transparent = True
-        img = Image.new("RGBA", (int(w) + 20, 60), (*th.bg, 0))
-        W.toggle(ImageDraw.Draw(img), 10, 10, w, 40, th, rng, checked, 1)
-        ys = np.flatnonzero(_arr(img)[:, int(10 + 12 if checked else 10 + w - 12), 3] > 128)  # halos are < 128
-        thin.append((ys[-1] - ys[0] + 1) / 40 < 0.47)
-    assert 0.06 < np.mean(thin) < 0.3, np.mean(thin)  # seed 3: 10.3 % (35 % material x half their range)
-
-    centre = {True: [], False: []}
-    while sum(map(len, centre.values())) < 60:
-        th = W.make_theme(rng)
-        w, h, draw, meta = plan_other(rng, th)
-        if meta["kind"] != "rating" or meta["caption"]:
-            continue
-        u, page = 2, (*th.bg, 255)
-        img = Image.new("RGBA", (int(w * u), int(h * u)), page)
-        draw(ImageDraw.Draw(img), u, page)
-        a = _arr(img).astype(float)
-        ink = np.abs(a[..., :3] - np.array(th.bg)).sum(-1) > 30
-        ys, xs = np.nonzero(ink)
-        last = max(_runs(ink.any(0))[-1], 1)  # the fifth shape, always empty (1-4 filled)
-        cx, cy = xs.max() - last // 2, (ys.min() + ys.max()) // 2
-        centre[meta["outlined"]].append(ink[cy - 1: cy + 2, cx - 1: cx + 2].mean())
-    # seed 3: 27 of 60 outlined, centre ink 0.04 (filled: 1.00)
-    assert 0.2 < len(centre[True]) / 60 < 0.6, len(centre[True])
-    assert np.mean(centre[True]) < 0.2 and np.mean(centre[False]) > 0.8, centre
-
-
 def test_every_layout_and_other_kind_is_drawn():
     rng = np.random.default_rng(5)
     layouts = {render_sample_meta(rng, "checked")[2]["layout"] for _ in range(300)}
@@ -393,3 +323,16 @@ def test_generate_keeps_other_live_writers_temp_files(tmp_path):
         assert live.exists() and not dead.exists()
     finally:
         writer.kill()
+
+
+def test_int8_calibration_finds_a_kind_labelled_synthetic_training_set(tmp_path):
+    """A checkpoint trained on data.synth_labels=kind calibrates on that folder, every kind folder sampled."""
+    from checkbox_dist.quantize import calibration_files
+
+    data = {"root": "", "cache_dir": str(tmp_path), "synth_n": 60, "synth_seed": 1, "synth_labels": "kind"}
+    files, root = calibration_files({"config": {"data": data}}, "", 60)
+    assert root == tmp_path / "synth-n60-s1-kind" and len(files) == 60
+    assert {f.parent.name for f in files} == {p.name for p in root.iterdir() if p.is_dir()}
+    assert all(f.parent.name.split("-")[0] in CLASSES for f in files)
+    files, root = calibration_files({"config": {"data": {**data, "synth_labels": "class"}}}, "", 6)
+    assert root == tmp_path / "synth-n60-s1" and {f.parent.name for f in files} == set(CLASSES)
