@@ -176,7 +176,7 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
     from checkbox_dist.checkpoint import write_json_atomic
     from checkbox_dist.config import to_dict
     from checkbox_dist.datasets import write_split_lists
-    from checkbox_dist.loaders import synthetic_root
+    from checkbox_dist.loaders import data_root
 
     state = process_state()
     cfg = copy.deepcopy(cfg)
@@ -185,17 +185,7 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
         cfg.train.early_stopping_patience = 0
     if os.environ.get("WANDB_SWEEP_ID") and "wandb" in cfg.tracking.backends:
         cfg.tracking.backends = [b for b in cfg.tracking.backends if b != "wandb"]  # the agent's run gets the CV score
-    if cfg.data.root:
-        root = Path(cfg.data.root).expanduser()
-    else:
-        from checkbox_dist import synth
-
-        root = synthetic_root(cfg.data)
-        if state.is_main_process:
-            synth.generate(root, cfg.data.synth_n, cfg.data.synth_seed, labels=cfg.data.synth_labels)
-        state.wait_for_everyone()
-    if not root.is_dir():
-        raise UserError(f"data.root: folder not found: {root}")
+    root = data_root(cfg.data, state)  # the folder every fold trains on: data.root, or the synthetic set, generated once
     classes, items = list_items(root, cfg.data.exclude_file, folds)
     fold_of = plan_folds([y for _, y in items], folds, seed)
     untrained = _train_exclusions(root, items, train_exclude)

@@ -218,8 +218,8 @@ def _generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1,
     stamp_path, want = out / "SYNTH.json", {"n": int(n), "seed": int(seed), "version": VERSION, "labels": labels}
     try:
         stamp = json.loads(stamp_path.read_text())
-        if {k: stamp.get(k, "class" if k == "labels" else None) for k in want} == want and \
-                isinstance(stamp.get("counts"), dict):  # stamps from before `labels` existed are class-labelled
+        have = {"labels": "class", **stamp}  # stamps from before `labels` existed are class-labelled
+        if {k: have.get(k) for k in want} == want and isinstance(stamp.get("counts"), dict):
             return stamp["counts"], True
     except (OSError, ValueError):
         pass
