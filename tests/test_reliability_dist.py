@@ -49,7 +49,10 @@ def test_when_one_of_two_processes_dies_or_hangs_the_other_exits_with_one_line(f
     said = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(said) == 1, proc.stderr[-4000:]
     assert said[0].startswith("error: process 0 of 2 lost contact with the others (")
-    assert ("Connection reset by peer" if fault == "kill" else "Timed out") in said[0], said[0]
+    # gloo words a dead peer two ways depending on where the survivor was in the socket call when it died
+    # (reset: mid-read; closed: at the next read) -- seen both in CI; a hung peer is always a timeout.
+    expected = ("Connection reset by peer", "Connection closed by peer") if fault == "kill" else ("Timed out",)
+    assert any(words in said[0] for words in expected), said[0]
     assert "[rank0]: Traceback" not in proc.stderr, proc.stderr[-4000:]
     # Nothing half-written: only committed, verified checkpoints, `last` at the end of epoch 1 (step 4).
     folders = sorted((run_dir / "checkpoints").iterdir())
