@@ -44,7 +44,6 @@ NON_NEGATIVE = {"data.num_workers", "data.synth_n", "optim.lr", "optim.weight_de
                 "pretrain.mix_n", "data.image_width"}
 
 
-
 def check_values(cfg: Any, flat: dict[str, Any]) -> None:
     """Raise ConfigError naming the first key whose value is out of range (cfg: a config.Config, flat: its
     to_flat_dict)."""
@@ -90,4 +89,3 @@ def check_values(cfg: Any, flat: dict[str, Any]) -> None:
         raise ConfigError("data.synth_n: the synthetic dataset needs at least 6 images (2 per class)")
     if 0 < cfg.pretrain.synth_n < 6:
         raise ConfigError("pretrain.synth_n: the synthetic dataset needs at least 6 images (2 per class); 0 = off")
-
