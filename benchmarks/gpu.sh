@@ -40,3 +40,6 @@ bench r50_224_fp32_cl data.image_size=224 train.mixed_precision=no train.channel
 bench r50_128_bf16_cl data.image_size=128 train.mixed_precision=bf16 train.channels_last=true --repeats "$REPEATS" --epochs 4
 bench r50_64_bf16_cl data.image_size=64 train.mixed_precision=bf16 train.channels_last=true --repeats "$REPEATS" --epochs 4
 bench r50_224_bf16_cl_compile data.image_size=224 train.mixed_precision=bf16 train.channels_last=true train.compile=true --repeats 1 --epochs 3 --steps 10
+# Not in the default set (compiling costs ~1 min): 64 px is launch-bound, where fusing the augmentation's kernels
+# (compiled with the model since 2026-12-02) should show most.
+bench r50_64_bf16_cl_compile data.image_size=64 train.mixed_precision=bf16 train.channels_last=true train.compile=true --repeats 1 --epochs 3 --steps 10

@@ -11,6 +11,7 @@ workers, augments every batch exactly as the uninterrupted run did.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -131,7 +132,7 @@ def _geometry(params: dict[str, torch.Tensor], cfg: AugmentConfig, aspect: float
 
 def apply(batch: torch.Tensor, params: dict[str, torch.Tensor], background: tuple[int, int, int],
           cfg: AugmentConfig, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-          channels_last: bool = False) -> torch.Tensor:
+          channels_last: bool = False, compiled: bool = False) -> torch.Tensor:
     """uint8 (N, C, H, W) -> augmented float; in [0, 1], or normalised `(x - mean) / std` when given (one
     value per channel, alpha included). Padding from the affine is the background colour.
 
@@ -139,6 +140,8 @@ def apply(batch: torch.Tensor, params: dict[str, torch.Tensor], background: tupl
     grid_sample for flips + rotation + scale + translation, one channel mean (contrast), one batched 3x3
     matmul that applies the whole colour chain, /255 and the normalisation, and one clamp. The per-sample
     numbers are composed on the CPU and sent in one pinned, non-blocking copy: no host sync.
+    `compiled` (train.compile) runs those kernels through torch.compile, which can fuse the elementwise
+    ones around grid_sample and the matmul; the CPU-side composition stays eager.
     """
     n, channels = batch.shape[:2]
     device = batch.device
@@ -162,14 +165,24 @@ def apply(batch: torch.Tensor, params: dict[str, torch.Tensor], background: tupl
     theta = _geometry(params, cfg, batch.shape[-1] / batch.shape[-2])
     parts = [M.reshape(n, -1), offset, Kd.reshape(n, -1)] + ([theta.reshape(n, -1)] if theta is not None else [])
     packed = _send(torch.from_numpy(np.concatenate(parts, 1).astype(np.float32)), device)
+    low = device_constant(tuple((0.0 - m) / s for m, s in zip(mean, std)), device)
+    high = device_constant(tuple((1.0 - m) / s for m, s in zip(mean, std)), device)
+    transform = _compiled_transform() if compiled else _transform
+    return transform(batch, packed, device_constant(tuple(fill.tolist()), device), low, high,
+                     theta is not None, cfg.contrast > 0, channels_last)
+
+
+def _transform(batch: torch.Tensor, packed: torch.Tensor, fill: torch.Tensor, low: torch.Tensor,
+               high: torch.Tensor, geometry: bool, contrast: bool, channels_last: bool) -> torch.Tensor:
+    """The device half of `apply`: tensors in, tensors out, no host work, so torch.compile can trace it."""
+    n, channels = batch.shape[:2]
     M, offset = packed[:, :channels**2].view(n, channels, channels), packed[:, channels**2:channels**2 + channels]
     Kd = packed[:, channels**2 + channels:channels**2 + channels + 9].view(n, 3, 3)
-
-    x = batch - device_constant(tuple(fill.tolist()), device)  # uint8 - float: the float conversion in the same pass
-    if theta is not None:
+    x = batch - fill  # uint8 - float: the float conversion in the same pass
+    if geometry:
         grid = F.affine_grid(packed[:, -6:].view(n, 2, 3), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if cfg.contrast > 0:  # offset is a view of this call's own copy: safe to add to in place
+    if contrast:  # offset is a view of this call's own copy: safe to add to in place
         offset[:, :3] += (Kd @ x[:, :3].mean(dim=(2, 3)).unsqueeze(2)).squeeze(2)
     flat = x.reshape(n, channels, -1)
     if channels_last:  # (N, HW, C) is the channels_last layout: the matmul writes it directly
@@ -177,9 +190,14 @@ def apply(batch: torch.Tensor, params: dict[str, torch.Tensor], background: tupl
         z = z.view(n, *x.shape[2:], channels).permute(0, 3, 1, 2)
     else:
         z = torch.baddbmm(offset.unsqueeze(2), M, flat).view(x.shape)
-    low = device_constant(tuple((0.0 - m) / s for m, s in zip(mean, std)), device)
-    high = device_constant(tuple((1.0 - m) / s for m, s in zip(mean, std)), device)
     return z.clamp_(low, high)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_transform():
+    # Built on first use, once per process; dynamic=False: every train step has one batch shape (drop_last),
+    # so one graph per (shape, switches) and no shape-generic kernels.
+    return torch.compile(_transform, dynamic=False)
 
 
 def _send(packed: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -238,7 +238,7 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
             params = augment.sample_params(len(labels), cfg.data.augment,
                                            augment.batch_generator(cfg.train.seed, epoch, micro, rank))
             x = augment.apply(images, params, background, cfg.data.augment, *data.spec.normalization,
-                              channels_last=cfg.train.channels_last)
+                              channels_last=cfg.train.channels_last, compiled=cfg.train.compile)
             target = labels
             if cfg.train.mixup_alpha > 0 or cfg.train.cutmix_alpha > 0:
                 x, target = augment.mix(x, labels, len(data.classes), cfg.train.mixup_alpha, cfg.train.cutmix_alpha,
