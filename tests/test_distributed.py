@@ -112,7 +112,13 @@ def test_weights_identical_across_ranks_and_close_to_one_process(runs):
             # full lr steps either way: measured 1.5e-4 apart vs <= 1.2e-5 for every other weight (2026-12-01).
             n = a.numel() // 3
             a, b = torch.cat([a[:n], a[2 * n:]]), torch.cat([b[:n], b[2 * n:]])
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
+        # A weight whose true gradient is ~0 gets the same AdamW noise steps as the key bias: on one 2-core machine
+        # (2026-12-02) one element of blocks.0.attn.proj.weight ended 1.6e-4 apart (0.08 lr), every other weight
+        # <= 1.8e-5; which element depends on the CPU's kernels. So: all but 1 in 1,000 elements of each tensor
+        # within rounding, and none more than lr / 4 (5e-4) apart.
+        far = ~torch.isclose(a, b, rtol=1e-3, atol=1e-4)
+        assert far.sum().item() <= a.numel() // 1000, (name, far.sum().item(), (a - b).abs().max().item())
+        assert (a - b).abs().max().item() < TINY["optim"]["lr"] / 4, name
     assert any(not torch.equal(two[n], torch.zeros_like(two[n])) for n in two)
 
 
