@@ -23,6 +23,8 @@
 #   lr5e-4, lr1e-3      fine-tune lr 0.0005 / 0.001 (stage one keeps its pinned 0.002, so it is shared)
 #   synth40k_lr5e-4     both: the CPU's best direction (ResNet18 64 px: 4x stage one +5.6, with lr 0.0005 and
 #                       longer fine-tuning +7.0, every fold; docs/RESULTS.md)
+#   geom2               augmentation geometry twice as strong (10 deg, translate 0.16, scale 0.7-1.3), both stages;
+#                       ResNet18 proxy, fine-tune only, 2026-12-03: +0.2 / +1.7 on two stage ones, inside the noise
 #   mix2k               2,000 synthetic images (seed 1) kept in every fold's training split (pretrain.mix_n)
 #   wide, wide_max      128x320 input, both stages letterboxed (data.image_width; crops are 2.4:1, median), with
 #                       avg / max pooling; maxpool: model.global_pool=max at 128 px. On the CPU proxy (ResNet18
@@ -105,6 +107,7 @@ variant_overrides() {
     wide) echo "data.image_width=320 pretrain.resize=letterbox" ;;
     wide_max) echo "data.image_width=320 pretrain.resize=letterbox model.global_pool=max" ;;
     maxpool) echo "model.global_pool=max" ;;
+    geom2) echo "data.augment.degrees=10 data.augment.translate=0.16 data.augment.scale=[0.7,1.3]" ;;
     kinds) echo "pretrain.labels=kind" ;;
     kinds_e20) echo "pretrain.labels=kind pretrain.epochs=20" ;;
     *) echo "unknown variant $1" >&2; return 1 ;;
