@@ -19,15 +19,15 @@ import os
 import sys
 from pathlib import Path
 
-from checkbox_dist.errors import UserError
+from checkbox_dist.core.errors import UserError
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM}
 
 # Modules that provide a subcommand (add_parser + run), in `--help` order.
-COMMAND_MODULES = ["checkbox_dist.evaluate", "checkbox_dist.synth", "checkbox_dist.cv", "checkbox_dist.sweep",
-                   "checkbox_dist.audit", "checkbox_dist.predict", "checkbox_dist.export",
-                   "checkbox_dist.serve", "checkbox_dist.bench_infer", "checkbox_dist.bench_train",
-                   "checkbox_dist.bench_serve"]
+COMMAND_MODULES = ["checkbox_dist.infer.evaluate", "checkbox_dist.synth", "checkbox_dist.experiments.cv", "checkbox_dist.experiments.sweep",
+                   "checkbox_dist.experiments.audit", "checkbox_dist.infer.predict", "checkbox_dist.infer.export",
+                   "checkbox_dist.serve.app", "checkbox_dist.bench.infer", "checkbox_dist.bench.train",
+                   "checkbox_dist.bench.serve"]
 
 
 def _add_train(sub) -> None:
@@ -38,7 +38,7 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from checkbox_dist.config import load_config
+    from checkbox_dist.core.config import load_config
     from checkbox_dist.train import main as train_main
 
     cfg = load_config(args.config, args.overrides)
@@ -68,7 +68,7 @@ def _add_split(sub) -> None:
 
 
 def _run_split(args) -> int:
-    from checkbox_dist.datasets import write_split_file
+    from checkbox_dist.data.datasets import write_split_file
 
     if not 0 < args.val_fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
@@ -90,8 +90,8 @@ def _add_stats(sub) -> None:
 
 
 def _run_stats(args) -> int:
-    from checkbox_dist.datasets import build_split, channel_stats
-    from checkbox_dist.images import PreprocessSpec, parse_color
+    from checkbox_dist.data.datasets import build_split, channel_stats
+    from checkbox_dist.data.images import PreprocessSpec, parse_color
 
     parse_color(args.background)
     split = build_split(Path(args.data))
@@ -111,9 +111,9 @@ def _add_quickstart(sub) -> None:
 
 
 def _run_quickstart(args) -> int:
-    from checkbox_dist.config import load_config
-    from checkbox_dist.inference import Predictor
-    from checkbox_dist.loaders import synthetic_root
+    from checkbox_dist.core.config import load_config
+    from checkbox_dist.infer.predictor import Predictor
+    from checkbox_dist.data.build import synthetic_root
     from checkbox_dist.train import main as train_main
 
     overrides = list(args.overrides)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PRELOAD = ["checkbox_dist.cli", "checkbox_dist.train", "checkbox_dist.evaluate", "checkbox_dist.faults",
+PRELOAD = ["checkbox_dist.cli", "checkbox_dist.train", "checkbox_dist.infer.evaluate", "checkbox_dist.core.faults",
            "checkbox_dist.synth", "matplotlib.pyplot", "reliability_harness"]
 _ctx = None
 _log_dir: Path | None = None  # the children's stdout/stderr files, deleted once read
@@ -54,7 +54,7 @@ def _child(argv: list[str], env: dict, cwd: str, out_file: str, err_file: str, m
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the forkserver's handlers are not the CLI's
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-    from checkbox_dist import faults
+    from checkbox_dist.core import faults
     from checkbox_dist.cli import main
 
     faults.reload()  # CHECKBOX_DIST_FAULT was read when the server imported the module

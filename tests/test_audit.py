@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from checkbox_dist.audit import rank_suspects
+from checkbox_dist.experiments.audit import rank_suspects
 from checkbox_dist.cli import main as cli_main
 
 CLASSES = ["checked", "other", "unchecked"]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from checkbox_dist.bench_train import rates_from_metrics
-from checkbox_dist.errors import UserError
+from checkbox_dist.bench.train import rates_from_metrics
+from checkbox_dist.core.errors import UserError
 from conftest import REPO, TINY, run_cli
 
 

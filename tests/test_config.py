@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from checkbox_dist.config import Config, ConfigError, from_dict, load_config, to_dict
+from checkbox_dist.core.config import Config, ConfigError, from_dict, load_config, to_dict
 from conftest import REPO, run_cli
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from checkbox_dist import augment
-from checkbox_dist.config import AugmentConfig
-from checkbox_dist.datasets import build_split, stratified_split
-from checkbox_dist.errors import UserError
-from checkbox_dist.images import BadImageError, PreprocessSpec, decode, open_image
+from checkbox_dist.data import augment
+from checkbox_dist.core.config import AugmentConfig
+from checkbox_dist.data.datasets import build_split, stratified_split
+from checkbox_dist.core.errors import UserError
+from checkbox_dist.data.images import BadImageError, PreprocessSpec, decode, open_image
 from conftest import run_cli
 
 

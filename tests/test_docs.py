@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from checkbox_dist.cli import build_parser
-from checkbox_dist.config import Config, to_flat_dict
+from checkbox_dist.core.config import Config, to_flat_dict
 from conftest import REPO
 
 README = (REPO / "README.md").read_text()

@@ -20,7 +20,7 @@ PARITY = 1e-4
 
 def _parity_images(predictor, real_root: Path | None, synth_root: Path, n: int = 48) -> torch.Tensor:
     """uint8 images preprocessed as the checkpoint says: the real crops when present, else synthetic ones."""
-    from checkbox_dist.predict import list_images
+    from checkbox_dist.infer.predict import list_images
 
     files = list_images(real_root if real_root is not None else synth_root)
     files = files[:: max(1, len(files) // n)][:n]  # spread over every class folder
@@ -37,7 +37,7 @@ def real_root():
 def test_onnx_matches_pytorch_with_dynamic_batch_and_metadata(infer_exported, real_root, synth_root):
     import onnx
 
-    from checkbox_dist.inference import OnnxMember, Predictor
+    from checkbox_dist.infer.predictor import OnnxMember, Predictor
 
     onnx_path = infer_exported / "model.onnx"
     model = onnx.load(str(onnx_path))
@@ -78,7 +78,7 @@ def test_predict_backend_onnx_and_int8(infer_exported, synth_root):
             assert abs(t["confidence"][c] - q["confidence"][c]) < 0.1  # int8: close, not equal
         assert sum(q["confidence"].values()) == pytest.approx(1, abs=1e-4)
 
-    from checkbox_dist.quantize import read_metadata
+    from checkbox_dist.infer.quantize import read_metadata
 
     quant = read_metadata(infer_exported / "model.int8.onnx")["quantization"]
     assert quant["mode"] == "static" and "calibration" in quant
@@ -89,8 +89,8 @@ def test_torchscript_and_safetensors_reproduce_the_checkpoint(infer_checkpoint, 
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from checkbox_dist.images import normalize
-    from checkbox_dist.inference import Predictor
+    from checkbox_dist.data.images import normalize
+    from checkbox_dist.infer.predictor import Predictor
 
     eager = Predictor([infer_checkpoint], device="cpu")
     images = _parity_images(eager, None, synth_root, n=6)
@@ -119,7 +119,7 @@ def test_torchscript_and_safetensors_reproduce_the_checkpoint(infer_checkpoint, 
 
 
 def test_export_failures_are_one_line_and_leave_no_file(infer_checkpoint, tmp_path):
-    from checkbox_dist.export import atomic_path
+    from checkbox_dist.infer.export import atomic_path
 
     cases = [(["--checkpoint", str(tmp_path / "nope"), "--format", "onnx"], "checkpoint not found"),
              (["--checkpoint", str(infer_checkpoint), "--format", "torchscript", "--int8"], "--int8 applies to")]
@@ -149,8 +149,8 @@ def test_bench_infer_runs_and_prints_ratios(infer_exported):
 
 
 def test_legacy_exporter_and_dynamic_int8(infer_checkpoint, tmp_path, synth_root):
-    from checkbox_dist.inference import OnnxMember, Predictor
-    from checkbox_dist.quantize import read_metadata
+    from checkbox_dist.infer.predictor import OnnxMember, Predictor
+    from checkbox_dist.infer.quantize import read_metadata
 
     out = tmp_path / "legacy" / "m.onnx"
     code, stdout, stderr = run_main("export", "--checkpoint", str(infer_checkpoint), "--format", "onnx", "--out",

@@ -126,7 +126,7 @@ def test_ensemble_with_tta_and_usage_errors(infer_checkpoint, inputs, tmp_path):
     [record] = _records(stdout)
     _check_probabilities(record)
 
-    from checkbox_dist.inference import Predictor
+    from checkbox_dist.infer.predictor import Predictor
 
     # the ensemble of a model with itself is the model; TTA averages the mirror, as computed here by hand
     plain = Predictor([infer_checkpoint], device="cpu")

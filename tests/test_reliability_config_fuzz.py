@@ -20,11 +20,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from checkbox_dist import augment
-from checkbox_dist.config import Config, ConfigError, dump_yaml, load_config, to_flat_dict
-from checkbox_dist.errors import UserError
-from checkbox_dist.images import PreprocessSpec, parse_color
-from checkbox_dist.optim import build_optimizer, build_scheduler, effective_lr
+from checkbox_dist.data import augment
+from checkbox_dist.core.config import Config, ConfigError, dump_yaml, load_config, to_flat_dict
+from checkbox_dist.core.errors import UserError
+from checkbox_dist.data.images import PreprocessSpec, parse_color
+from checkbox_dist.model.optim import build_optimizer, build_scheduler, effective_lr
 from reliability_harness import cli, one_line_error
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "200")), deadline=None,

@@ -35,7 +35,7 @@ def cache(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("fault", ["kill", "stop"], ids=["peer killed", "peer hung"])
 def test_when_one_of_two_processes_dies_or_hangs_the_other_exits_with_one_line(fault: str, tmp_path: Path,
                                                                                cache: Path):
-    from checkbox_dist import checkpoint
+    from checkbox_dist.model import checkpoint
 
     run_dir = tmp_path / "run"
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",

@@ -175,7 +175,7 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_a_damaged_checkpoint_is_refused_and_resume_falls_back(damage: str, tmp_path: Path, reference: Path):
-    from checkbox_dist import checkpoint
+    from checkbox_dist.model import checkpoint
 
     checkpoints = tmp_path / "checkpoints"
     shutil.copytree(reference / "checkpoints", checkpoints)
@@ -255,7 +255,7 @@ def _fill(mount_point: Path, leave_bytes: int) -> Path:
 
 def _committed(checkpoints: Path) -> dict[str, str]:
     """{folder: meta.json text} of every checkpoint folder; also asserts each is complete and verified."""
-    from checkbox_dist import checkpoint
+    from checkbox_dist.model import checkpoint
 
     found = {}
     for folder in sorted(checkpoints.iterdir()):
@@ -372,7 +372,7 @@ def test_wandb_probe_uses_the_port_of_wandb_base_url(monkeypatch):
     """A self-hosted server on another port than 443 is reachable: the probe must try that port."""
     import socket
 
-    from checkbox_dist.run_output import wandb_mode
+    from checkbox_dist.train.output import wandb_mode
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))

@@ -24,7 +24,7 @@ LIMITS = {"body": 1 << 20, "image": 1 << 19}  # --max-body-mb 1, --max-image-mb 
 
 @pytest.fixture(scope="module")
 def server(infer_checkpoint, tmp_path_factory, image_server):
-    from checkbox_dist.bench_serve import free_port, wait_healthy
+    from checkbox_dist.bench.serve import free_port, wait_healthy
 
     # image_server first: it puts 127.0.0.1 in NO_PROXY, which the server process must inherit
 
@@ -77,7 +77,7 @@ def test_health_and_model(server, infer_checkpoint):
 
 
 def test_predict_upload_and_url_match_the_predictor(server, infer_checkpoint, image_server, synth_root):
-    from checkbox_dist.inference import Predictor
+    from checkbox_dist.infer.predictor import Predictor
 
     path = sorted((synth_root / "checked").glob("*.png"))[0]  # what image_server serves as /good.png
     expected = Predictor([infer_checkpoint], device="cpu").predict_files([path])[0]

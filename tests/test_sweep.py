@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from conftest import REPO, TINY, run_cli
 from checkbox_dist.cli import main as cli_main
-from checkbox_dist.config import load_config
-from checkbox_dist.sweep import format_value
+from checkbox_dist.core.config import load_config
+from checkbox_dist.experiments.sweep import format_value
 
 CONFIG = str(REPO / "configs" / "quickstart.yaml")
 
@@ -144,7 +144,7 @@ time.sleep(60)
 
 PARENT = """
 import sys
-from checkbox_dist import sweep
+from checkbox_dist.experiments import sweep
 sweep._trial_command = lambda settings, i, words: [sys.executable, "-c", sys.argv[2], sys.argv[3]]
 sys.exit(sweep.run_trial({"out": sys.argv[1]}, 0, ["optim.lr=0.001"]))
 """

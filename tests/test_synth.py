@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from checkbox_dist import synth
-from checkbox_dist.errors import UserError
+from checkbox_dist.core.errors import UserError
 from checkbox_dist.synth import CLASSES, generate, render_index, render_sample, render_sample_meta
 
 
@@ -189,7 +189,7 @@ def test_every_layout_and_other_kind_is_drawn():
 def test_pseudo_cjk_labels_are_drawn_as_wide_as_they_measure():
     from PIL import ImageDraw
 
-    from checkbox_dist import synth_widgets as W
+    from checkbox_dist.synth import widgets as W
 
     label = W.words(np.random.default_rng(0), cjk=1.0)
     assert 2 <= len(label) <= 8 and all(0x4E00 <= ord(c) <= 0x9FFF for c in label)
@@ -327,7 +327,7 @@ def test_generate_keeps_other_live_writers_temp_files(tmp_path):
 
 def test_int8_calibration_finds_a_kind_labelled_synthetic_training_set(tmp_path):
     """A checkpoint trained on data.synth_labels=kind calibrates on that folder, every kind folder sampled."""
-    from checkbox_dist.quantize import calibration_files
+    from checkbox_dist.infer.quantize import calibration_files
 
     data = {"root": "", "cache_dir": str(tmp_path), "synth_n": 60, "synth_seed": 1, "synth_labels": "kind"}
     files, root = calibration_files({"config": {"data": data}}, "", 60)

@@ -68,7 +68,7 @@ def test_grad_accumulation_matches_one_big_batch(tmp_path: Path, cache_dir: Path
 def test_compiled_training_equals_eager(tmp_path: Path, cache_dir: Path):
     """train.compile=true (model forward and augmentation through torch.compile): the same updates as eager, and
     a checkpoint that loads strictly into a plain model (no `_orig_mod.` key prefix)."""
-    from checkbox_dist.checkpoint import load_model
+    from checkbox_dist.model.checkpoint import load_model
 
     common = ["optim.name=sgd", "optim.lr=0.1", "schedule.name=constant", "schedule.warmup_epochs=0",
               "train.epochs=1", "eval.calibrate=false", "data.batch_size=8"]
@@ -88,10 +88,10 @@ def test_short_last_window_averages_over_its_real_length(tmp_path: Path, cache_d
     PyTorch reference that averages the gradient over the 32 and then the 16 samples of each window."""
     from accelerate.utils import set_seed
 
-    from checkbox_dist.config import ModelConfig
-    from checkbox_dist.datasets import EpochSampler, build_split, decode_all
-    from checkbox_dist.images import PreprocessSpec, normalize
-    from checkbox_dist.model import build_model
+    from checkbox_dist.core.config import ModelConfig
+    from checkbox_dist.data.datasets import EpochSampler, build_split, decode_all
+    from checkbox_dist.data.images import PreprocessSpec, normalize
+    from checkbox_dist.model.build import build_model
 
     out = tmp_path / "accum"
     run_cli(*tiny_train_args(out, cache_dir, "model.name=test_efficientnet_gn", "optim.name=sgd",
@@ -182,10 +182,10 @@ def test_pretrained_from_a_local_file(tmp_path: Path, cache_dir: Path):
 
 def test_global_pool_max_takes_the_strongest_position(tmp_path: Path, cache_dir: Path):
     """model.global_pool=max: the head sees the per-channel max of the feature map, not its mean."""
-    from checkbox_dist.checkpoint import load_model
-    from checkbox_dist.config import ModelConfig
-    from checkbox_dist.errors import UserError
-    from checkbox_dist.model import build_model
+    from checkbox_dist.model.checkpoint import load_model
+    from checkbox_dist.core.config import ModelConfig
+    from checkbox_dist.core.errors import UserError
+    from checkbox_dist.model.build import build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(name="test_resnet", global_pool="max"), 3).eval()

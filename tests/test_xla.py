@@ -95,7 +95,7 @@ def test_checkpoint_saved_on_cpu_loads_in_the_main_environment(xla_run):
     """The main environment (torch 2.14, no torch_xla) loads the checkpoint for inference and resume."""
     import torch
 
-    from checkbox_dist import checkpoint
+    from checkbox_dist.model import checkpoint
 
     payload, state = checkpoint.load(xla_run["dir"] / "checkpoints" / "last", with_state=True)
     devices = set()

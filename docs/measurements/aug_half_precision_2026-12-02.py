@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from test_data import _reference_augment  # noqa: E402
 
 from checkbox_dist import augment  # noqa: E402
-from checkbox_dist.config import AugmentConfig  # noqa: E402
-from checkbox_dist.images import PreprocessSpec  # noqa: E402
+from checkbox_dist.core.config import AugmentConfig  # noqa: E402
+from checkbox_dist.data.images import PreprocessSpec  # noqa: E402
 
 
 def geometry_only(batch, params, cfg, dtype):

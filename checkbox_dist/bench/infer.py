@@ -1,0 +1,189 @@
+"""`checkbox-dist bench-infer`: CPU inference speed and accuracy of eager PyTorch, ONNX Runtime and int8.
+
+    checkbox-dist bench-infer --checkpoint runs/quickstart                      # synthetic held-out images
+    checkbox-dist bench-infer --checkpoint runs/quickstart --data DIR --json bench.json
+
+Every variant sees the same preprocessed uint8 tensors, in the same process, alternated (each repeat
+runs the variants in a rotated order, so a noisy neighbour hurts all of them alike), and the figure is
+the median over repeats. The reference is a plain `model(normalized x)` loop (no softmax, no
+bookkeeping); everything is printed as a ratio to it, measured in the same run, because bare
+milliseconds from a shared 2-core machine say little elsewhere. Rows:
+
+    model(x) loop     the reference: eager PyTorch forward on already-normalised tensors
+    eager Predictor   what `predict` runs: uint8 -> normalise -> model -> softmax(logits / T)
+    ONNX Runtime      model.onnx (same graph as the Predictor: normalisation + temperature inside)
+    ONNX int8 static  model.int8.onnx (`export --int8`); --extra-onnx adds rows (e.g. int8 dynamic)
+
+Latency: p50 / p99 of single-image calls (batch 1). Throughput: images/s at batch 64. With a labelled
+folder (ROOT/<class>/*) it also reports top-1 accuracy and agreement with the eager Predictor.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from checkbox_dist.core.errors import UserError
+
+
+WIDTH = 22  # row label column
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def load_images(predictor, data: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """(uint8 images, labels or None, description). Default: `n` fresh synthetic images (labelled)."""
+    from checkbox_dist.infer.predict import list_images
+
+    if data:
+        root = Path(data).expanduser()
+        if not root.is_dir():
+            raise UserError(f"--data: folder not found: {root}")
+        desc = str(root)
+    else:
+        from checkbox_dist import synth
+
+        root = Path(tempfile.mkdtemp(prefix="bench-infer-"))
+        synth.generate(root, n, seed)
+        desc = f"synthetic, seed {seed} (not the training seed)"
+    files = list_images(root)[: max(n, 1) if not data else None]
+    if not files:
+        raise UserError(f"{root}: no images")
+    classes = predictor.classes
+    labelled = all(f.relative_to(root).parts[0] in classes for f in files)
+    images = torch.stack([predictor.decode(f)[0] for f in files])
+    labels = torch.tensor([classes.index(f.relative_to(root).parts[0]) for f in files]) if labelled else None
+    return images, labels, f"{len(files)} images from {desc}"
+
+
+def onnx_files(folder: Path, work: Path, sha: str | None, exporter: str) -> tuple[Path, Path]:
+    """The checkpoint's model.onnx / model.int8.onnx when they were exported from this model.pt, else fresh ones."""
+    from checkbox_dist.infer import export
+    from checkbox_dist.infer import quantize
+
+    fp32, int8 = folder / "model.onnx", folder / "model.int8.onnx"
+    if all(p.is_file() and quantize.read_metadata(p).get("checkpoint_sha256") == sha for p in (fp32, int8)):
+        return fp32, int8
+    _, graph, payload = export.load_for_export(folder)
+    meta = export.describe(folder, payload, "onnx")
+    fp32, int8 = work / "model.onnx", work / "model.int8.onnx"
+    export.export_onnx(graph, meta, fp32, exporter)
+    quantize.quantize_onnx(fp32, int8, payload, meta, "static")
+    return fp32, int8
+
+
+def measure(variants: dict, images: torch.Tensor, repeats: int, iters: int, batch: int) -> dict:
+    """{name: {"p50", "p99" (s, batch 1), "throughput" (img/s at `batch`)}}: medians over repeats."""
+    names = list(variants)
+    singles = [images[i % len(images)].unsqueeze(0).contiguous() for i in range(iters)]
+    big = images.repeat((batch + len(images) - 1) // len(images), 1, 1, 1)[:batch]  # cycled up to one batch
+    big_calls = max(2, iters // 20)
+    for fn in variants.values():  # warm-up: first calls allocate and pick kernels
+        for x in singles[:5]:
+            fn(x)
+        fn(big)
+    blocks = {name: {"p50": [], "p99": [], "throughput": []} for name in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            latencies = []
+            for x in singles:
+                start = time.perf_counter()
+                variants[name](x)
+                latencies.append(time.perf_counter() - start)
+            blocks[name]["p50"].append(_percentile(latencies, 0.5))
+            blocks[name]["p99"].append(_percentile(latencies, 0.99))
+        for name in order:
+            start = time.perf_counter()
+            for _ in range(big_calls):
+                variants[name](big)
+            blocks[name]["throughput"].append(big_calls * len(big) / (time.perf_counter() - start))
+    return {name: {k: statistics.median(v) for k, v in b.items()} for name, b in blocks.items()}
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench-infer", help="CPU latency/throughput + accuracy: eager vs ONNX Runtime vs int8",
+                              description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p.add_argument("--checkpoint", required=True, help="checkpoint or run folder")
+    p.add_argument("--data", default="", help="image folder (ROOT/<class>/* adds accuracy); default: synthetic")
+    p.add_argument("--n", type=int, default=256, help="synthetic images to generate (default 256)")
+    p.add_argument("--seed", type=int, default=1000, help="synthetic seed (training uses data.synth_seed, 0)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--iters", type=int, default=200, help="batch-1 calls per repeat and variant")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads for torch and ONNX Runtime "
+                                                         "(default: torch's current setting)")
+    p.add_argument("--onnx-exporter", choices=["dynamo", "legacy"], default="dynamo")
+    p.add_argument("--extra-onnx", action="append", default=[],
+                   help="another exported .onnx to compare (e.g. from `export --int8 --int8-mode dynamic`)")
+    p.add_argument("--json", default="", help="also write the figures to this JSON file")
+
+
+def run(args) -> int:
+    import platform
+
+    import onnxruntime as ort
+
+    from checkbox_dist.model import checkpoint
+    from checkbox_dist.data.images import normalize
+    from checkbox_dist.infer.predictor import OnnxMember, Predictor
+
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    eager = Predictor([args.checkpoint], device="cpu")
+    member = eager.members[0]
+    folder = checkpoint.resolve(args.checkpoint)
+    sha = json.loads((folder / checkpoint.META_FILE).read_text())["files"][checkpoint.MODEL_FILE]
+    images, labels, desc = load_images(eager, args.data, args.n, args.seed)
+    with tempfile.TemporaryDirectory() as work:
+        fp32, int8 = onnx_files(folder, Path(work), sha, args.onnx_exporter)
+        onnx_members = [OnnxMember(p, threads) for p in [fp32, int8, *args.extra_onnx]]
+    model, spec = member.model, member.spec
+
+    @torch.inference_mode()
+    def baseline(x_norm):
+        return model(x_norm)
+
+    normalized = {}  # the reference gets its inputs normalised ahead of time: a pure model(x) loop
+
+    def reference(x):
+        key = (x.data_ptr(), x.shape[0])
+        if key not in normalized:
+            normalized[key] = normalize(x, spec).contiguous()
+        return baseline(normalized[key])
+
+    variants = {"model(x) loop": reference, "eager Predictor": lambda x: member.probs(x, False)}
+    for i, onnx_member in enumerate(onnx_members):
+        quant = onnx_member.meta.get("quantization")
+        name = "ONNX Runtime" if i == 0 else f"ONNX int8 {quant['mode']}" if quant else Path(onnx_member.source).name
+        variants[name if name not in variants else f"{name} ({i})"] = lambda x, m=onnx_member: m.probs(x, False)
+    results = measure(variants, images, args.repeats, args.iters, args.batch)
+    base = results["model(x) loop"]
+    probs = {name: torch.cat([fn(b) if name != "model(x) loop" else torch.softmax(fn(b), 1)
+                              for b in images.split(args.batch)]) for name, fn in variants.items()}
+    ref_top1 = probs["eager Predictor"].argmax(1)
+    print(f"bench-infer: {member.payload['model_name']} at {spec.size_text}, {desc}; {threads} threads, "
+          f"{args.repeats} repeats alternated, {args.iters} batch-1 calls each; torch {torch.__version__}, "
+          f"onnxruntime {ort.__version__}, {platform.processor() or platform.machine()}")
+    head = f"{'':<{WIDTH}}{'p50 (b=1)':>11}{'p99 (b=1)':>11}{f'img/s (b={args.batch})':>16}{'top-1':>9}{'= eager':>9}"
+    print(head)
+    for name, r in results.items():
+        acc = f"{100 * float((probs[name].argmax(1) == labels).float().mean()):.1f}%" if labels is not None else "-"
+        agree = f"{100 * float((probs[name].argmax(1) == ref_top1).float().mean()):.1f}%"
+        r.update(accuracy=None if labels is None else float(acc[:-1]) / 100, agreement=float(agree[:-1]) / 100)
+        print(f"{name:<{WIDTH}}{r['p50'] / base['p50']:>10.2f}x{r['p99'] / base['p99']:>10.2f}x"
+              f"{r['throughput'] / base['throughput']:>15.2f}x{acc:>9}{agree:>9}")
+    print("latency ratios: lower is faster; throughput ratio: higher is faster; all relative to the model(x) loop "
+          f"(for scale, here: p50 {1000 * base['p50']:.2f} ms, {base['throughput']:.0f} img/s at batch {args.batch})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"config": vars(args) | {"threads": threads}, "data": desc,
+                                               "results": results}, indent=1, default=str))
+    return 0

@@ -1,0 +1,145 @@
+"""`checkbox-dist bench-serve`: a bounded load test of `serve` (requests/s, p50/p99 latency, batch sizes).
+
+    checkbox-dist bench-serve --checkpoint runs/quickstart --seconds 5 --concurrency 16   # starts its own server
+    checkbox-dist bench-serve --checkpoint runs/quickstart --server-args "--max-batch 1"  # batching off
+    checkbox-dist bench-serve --url http://127.0.0.1:8000 --seconds 5                     # a running server
+
+`--concurrency` clients each POST one image to /predict as multipart, back to back, for `--seconds`
+(after a 1 s warm-up that is not counted). The image is --image, or a synthetic 64 px-class crop.
+The server's own /health counters, read before and after, give the batch sizes it formed. The client
+runs on the same machine as a server it starts, so on a 2-core machine both share the cores: the figures
+are a floor for the server alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+from checkbox_dist.core.errors import UserError
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise UserError(f"bench-serve: the server exited with code {proc.returncode} before it was up")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise UserError(f"bench-serve: {url}/health did not answer within {timeout_s:g} s")
+
+
+def sample_png() -> bytes:
+    import io
+
+    from checkbox_dist.synth import render_index
+
+    buffer = io.BytesIO()
+    render_index(0, 0)[0].save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def load(url: str, image: bytes, seconds: float, concurrency: int, warmup_s: float = 0.0) -> dict:
+    import httpx
+
+    latencies, errors, statuses = [], 0, {}
+    start = time.monotonic()
+    measure_from, stop_at = start + warmup_s, start + warmup_s + seconds
+
+    async def client(http: httpx.AsyncClient):
+        nonlocal errors
+        while (now := time.monotonic()) < stop_at:
+            try:
+                response = await http.post(f"{url}/predict", files={"file": ("crop.png", image, "image/png")})
+                code = response.status_code
+            except httpx.HTTPError:
+                code = "connection error"
+            done = time.monotonic()
+            if now >= measure_from:
+                statuses[code] = statuses.get(code, 0) + 1
+                if code == 200:
+                    latencies.append(done - now)
+                else:
+                    errors += 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+    elapsed = time.monotonic() - measure_from
+    latencies.sort()
+    def pick(q: float) -> float:
+        return 1000 * latencies[min(len(latencies) - 1, int(q * (len(latencies) - 1)))] if latencies else 0.0
+
+    return {"seconds": round(elapsed, 2), "requests": len(latencies), "errors": errors, "statuses": statuses,
+            "requests_per_s": len(latencies) / elapsed, "p50_ms": pick(0.5), "p99_ms": pick(0.99),
+            "mean_ms": 1000 * statistics.fmean(latencies) if latencies else 0.0}
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench-serve", help="bounded load test of `serve`: requests/s, p50/p99 latency",
+                              description=__doc__.split("\n\n")[1] if __doc__ else None)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--checkpoint", help="start `serve` on this checkpoint on a free local port")
+    target.add_argument("--url", help="benchmark a server that is already running, e.g. http://127.0.0.1:8000")
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--image", default="", help="image file to send (default: a synthetic crop)")
+    p.add_argument("--server-args", default="", help="extra `serve` options, e.g. \"--max-batch 1\"")
+
+
+def run(args) -> int:
+    try:
+        import httpx  # noqa: F401
+    except ImportError:
+        raise UserError("bench-serve needs httpx: pip install 'checkbox_dist[serve]'") from None
+    if args.seconds <= 0 or args.seconds > 600 or args.concurrency < 1:
+        raise UserError("bench-serve: --seconds must be in (0, 600] and --concurrency >= 1")
+    image = open(args.image, "rb").read() if args.image else sample_png()
+    proc, url = None, (args.url or "").rstrip("/")
+    if args.checkpoint:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "checkbox_dist", "serve", "--checkpoint", args.checkpoint, "--port", str(port),
+                   "--log-level", "warning", *shlex.split(args.server_args)]
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_healthy(url, proc)
+        import httpx
+
+        asyncio.run(load(url, image, 1.0, args.concurrency, warmup_s=0))  # warm-up, not counted anywhere
+        before = httpx.get(f"{url}/health", timeout=10).json()
+        result = asyncio.run(load(url, image, args.seconds, args.concurrency, warmup_s=0))
+        after = httpx.get(f"{url}/health", timeout=10).json()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    images, batches = after["images"] - before["images"], after["batches"] - before["batches"]
+    print(f"bench-serve: {url} POST /predict, {args.concurrency} concurrent clients, {result['seconds']:g} s "
+          f"(+1 s warm-up), {len(image):,}-byte image {args.server_args and '| serve ' + args.server_args}")
+    print(f"  {result['requests']} requests answered, {result['requests_per_s']:.1f} requests/s, latency p50 "
+          f"{result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, {result['errors']} errors {result['statuses']}")
+    if batches:
+        print(f"  server: {images} images in {batches} model calls, mean batch {images / batches:.1f}, "
+              f"largest so far {after['batch_size']['max']}")
+    return 1 if result["errors"] else 0

@@ -1,0 +1,191 @@
+"""Launch checks for multi-process runs, and a per-rank debug trace that tests (and people) can read.
+
+    check_launch(accelerator, cfg)        called right after the Accelerator is created, on every process
+    RankTrace.from_env(run_dir, accel)    CHECKBOX_DIST_RANK_TRACE=1: each rank writes RUN/debug/rank<N>.json
+
+Why the check exists (accelerate 1.15, torch 2.14, a machine without a GPU, measured):
+  * `accelerate launch --multi_gpu --num_processes 2 train.py`, a MULTI_GPU config with `use_cpu: true`
+    and `torchrun --nproc_per_node 2 train.py` start 2 processes that each see world size 1: two
+    unrelated models, different weights, exit 0. torchrun sets WORLD_SIZE=2; Accelerate ignores it
+    unless ACCELERATE_USE_CPU=true, because without a GPU it has no backend to pick.
+  * `accelerate launch --cpu --num_processes 2` and a `distributed_type: MULTI_CPU` config start ONE
+    process (the MULTI_CPU path expects mpirun); the only trace of the request is the launcher's own
+    command line, read from /proc (Linux).
+The one recipe that works on CPU is `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu ...`
+(launch/cpu_2proc.yaml), or torchrun with the same variable. Anything else now fails with that fix in
+one line instead of training N separate models.
+
+The trace is for tests and debugging only: it costs a host sync per batch (the sample indices) and an
+audit hook that lists every file the rank creates, renames or opens for writing inside the run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from checkbox_dist.core.errors import UserError
+
+TRACE_ENV = "CHECKBOX_DIST_RANK_TRACE"
+CPU_FIX = ("on CPU start them with `ACCELERATE_USE_CPU=true accelerate launch --config_file launch/cpu_2proc.yaml "
+           "train.py ...` (or `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N ...`, "
+           "or torchrun with ACCELERATE_USE_CPU=true); see docs/LAUNCH.md")
+
+
+def _int_env(name: str) -> int:
+    try:
+        return int(os.environ.get(name, "1"))
+    except ValueError:
+        return 1
+
+
+def launcher_processes(pid: int | None = None) -> int:
+    """How many processes the parent `accelerate launch` was asked for (0: not launched by it, or unknown)."""
+    pid = os.getppid() if pid is None else pid
+    try:
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return 0
+    head = " ".join(argv[:4])
+    if not (re.search(r"accelerate(\.exe)?\s+launch\b", head) or "accelerate.commands.launch" in head
+            or any(Path(a).name == "accelerate-launch" for a in argv[:2])):
+        return 0
+    options = dict(re.findall(r"--(num[_-]processes|config[_-]file)(?:=|\s+)(\S+)", " ".join(argv)))
+    options = {k.replace("-", "_"): v for k, v in options.items()}
+    if "num_processes" in options:
+        return int(options["num_processes"]) if options["num_processes"].isdigit() else 0
+    if "config_file" in options:
+        try:
+            config = yaml.safe_load((cwd / options["config_file"]).read_text()) or {}
+            return int(config.get("num_processes") or 0)
+        except (OSError, ValueError, TypeError, yaml.YAMLError):
+            return 0
+    return 0
+
+
+def check_launch(accelerator, cfg) -> None:
+    """Refuse N processes that each train alone; note a launcher precision that the config overrides."""
+    from accelerate.utils import DistributedType
+
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if launcher_precision not in ("no", "") and cfg.train.mixed_precision == "no" and accelerator.is_main_process:
+        # Accelerator(mixed_precision=...) wins over the launcher's choice: say so rather than run fp32 silently.
+        print(f"note: the launcher asked for {launcher_precision} but train.mixed_precision=no decides; pass "
+              f"train.mixed_precision={launcher_precision} to use it", file=sys.stderr, flush=True)
+    if accelerator.num_processes > 1 or accelerator.distributed_type == DistributedType.XLA:
+        return
+    started = max(_int_env("WORLD_SIZE"), _int_env("LOCAL_WORLD_SIZE"))
+    if started > 1:
+        raise UserError(f"the launcher started {started} processes (WORLD_SIZE={os.environ.get('WORLD_SIZE')}) but "
+                        f"Accelerate sees world size 1 in each, so each would train its own model: {CPU_FIX}")
+    asked = launcher_processes()
+    if asked > 1:
+        raise UserError(f"`accelerate launch` was asked for {asked} processes but started one (--cpu and "
+                        f"MULTI_CPU configs start a single process): {CPU_FIX}")
+
+
+def weights_sha256(module) -> str:
+    """Bitwise fingerprint of a state_dict: equal on every rank when data-parallel training is in sync."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _xla_counts() -> list[int] | None:
+    """[graphs compiled, device-to-host transfers] so far in this process; None without torch_xla. Constant
+    over the steady-state steps of an epoch when shapes are static and the loop does not sync per step."""
+    if "torch_xla" not in sys.modules:
+        return None
+    import torch_xla.debug.metrics as met
+
+    return [(met.metric_data(name) or (0,))[0] for name in ("CompileTime", "TransferFromDeviceTime")]
+
+
+# Audit events that change the file system; os.replace raises "os.rename" (src, dst, ...).
+_WRITE_EVENTS = ("os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtree", "os.truncate")
+
+
+class RankTrace:
+    """RUN/debug/rank<N>.json: world size, device, the sample indices this rank trained on per epoch and
+    evaluated per pass, the files it wrote inside RUN (debug/ excluded), the hash of its final weights,
+    and on XLA the compile/transfer counters at each train batch."""
+
+    def __init__(self, run_dir: Path, accelerator):
+        self.run_dir = os.path.abspath(run_dir)
+        self.file = Path(run_dir) / "debug" / f"rank{accelerator.process_index}.json"
+        self.record = {"rank": accelerator.process_index, "world_size": accelerator.num_processes,
+                       "distributed_type": str(accelerator.distributed_type.value), "device": str(accelerator.device),
+                       "pid": os.getpid(), "train": {}, "val": [], "writes": []}
+        sys.addaudithook(self._audit)  # cannot be removed: the trace lives as long as the process
+
+    @classmethod
+    def from_env(cls, run_dir: Path, accelerator) -> "RankTrace | None":
+        return cls(run_dir, accelerator) if os.environ.get(TRACE_ENV, "") not in ("", "0") else None
+
+    def _audit(self, event: str, args: tuple) -> None:
+        try:
+            if event == "open":
+                path, mode, flags = args
+                if isinstance(mode, str):
+                    writing = any(c in mode for c in "wax+")
+                else:
+                    writing = bool((flags or 0) & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+            elif event in _WRITE_EVENTS:
+                path, writing = args[1] if event == "os.rename" else args[0], True
+            else:
+                return
+            if not writing or not isinstance(path, (str, os.PathLike)):
+                return
+            full = os.path.abspath(os.fspath(path))
+            if full.startswith(self.run_dir + os.sep):
+                rel = os.path.relpath(full, self.run_dir)
+                if not rel.startswith("debug"):
+                    self.record["writes"].append(f"{event} {rel}")
+        except Exception:  # an audit hook must never break the operation it watches
+            pass
+
+    def train_batch(self, epoch: int, indices) -> None:
+        counts = _xla_counts()  # before our own .tolist(), which is one device-to-host transfer on XLA
+        if counts is not None:
+            self.record.setdefault("xla", {}).setdefault(str(epoch), []).append(counts)
+        self.record["train"].setdefault(str(epoch), []).extend(int(i) for i in indices.tolist())
+
+    def eval_fetch(self, fetch):
+        """Wrap a dataset's fetch for one evaluation pass: records the indices this rank evaluated,
+        including the duplicates Accelerate pads the last batch with (gather_for_metrics drops them)."""
+        seen: list[int] = []
+        self.record["val"].append(seen)
+
+        def wrapped(batch):
+            images, labels, indices = fetch(batch)
+            seen.extend(int(i) for i in indices.tolist())
+            return images, labels, indices
+
+        return wrapped
+
+    def finish(self, model) -> None:
+        self.record["weights_sha256"] = weights_sha256(model)
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.record))
+        os.replace(tmp, self.file)
+
+
+def process_state():
+    """The process group Accelerate will use: created the way AcceleratorState creates it (ACCELERATE_USE_CPU
+    included), since the first PartialState() of a process fixes the world for every Accelerator after it."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))

@@ -1,0 +1,133 @@
+"""build_data: from `cfg.data` to train/val datasets and (unprepared) loaders, on every process.
+
+The main process generates the synthetic default dataset and writes the decoded-image cache; the others
+wait for it, then read the same files, so all processes hold identical data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from checkbox_dist.data.datasets import FileImages, Split, TensorImages, build_split, load_decoded, make_loader
+from checkbox_dist.core.errors import UserError
+from checkbox_dist.data.images import PreprocessSpec
+
+
+@dataclass
+class Data:
+    classes: list[str]
+    spec: PreprocessSpec
+    split: Split
+    train_set: TensorImages | FileImages
+    val_set: TensorImages | FileImages
+    train_loader: DataLoader
+    val_loader: DataLoader
+    on_device: bool
+
+    def summary(self) -> str:
+        n = len(self.classes)
+        counts = lambda s: "/".join(str(c) for c in torch.bincount(s.labels, minlength=n).tolist())  # noqa: E731
+        where = "decoded once, held on the device" if self.on_device else "decoded per step by DataLoader workers"
+        return (f"data: {self.split.root} | classes {', '.join(self.classes)} | train {len(self.train_set)} "
+                f"({counts(self.train_set)}) | val {len(self.val_set)} ({counts(self.val_set)}) | "
+                f"{self.spec.size_text} {self.spec.resize} on {self.spec.background} | {where}")
+
+
+def synthetic_folder(cache_dir: str, n: int, seed: int, labels: str = "class") -> Path:
+    return Path(cache_dir).expanduser() / (f"synth-n{n}-s{seed}" + ("" if labels == "class" else f"-{labels}"))
+
+
+def synthetic_root(cfg_data) -> Path:
+    return synthetic_folder(cfg_data.cache_dir, cfg_data.synth_n, cfg_data.synth_seed, cfg_data.synth_labels)
+
+
+def data_root(cfg_data, accelerator) -> Path:
+    """The folder to train on; the synthetic default is generated once, by the main process."""
+    if cfg_data.root:
+        root = Path(cfg_data.root).expanduser()
+        if not root.is_dir():
+            raise UserError(f"data.root: folder not found: {root}")
+        return root
+    from checkbox_dist import synth
+
+    root = synthetic_root(cfg_data)
+    if accelerator.is_main_process:
+        synth.generate(root, cfg_data.synth_n, cfg_data.synth_seed, labels=cfg_data.synth_labels)
+    accelerator.wait_for_everyone()
+    return root
+
+
+def synthetic_mix(cfg, classes: list[str], accelerator) -> list[tuple[Path, int]]:
+    """`pretrain.mix_n` synthetic images for the training split of a real-data run (empty when off)."""
+    n, seed = cfg.pretrain.mix_n, cfg.pretrain.mix_seed
+    if not n or not cfg.data.root:
+        return []
+    from checkbox_dist import synth
+    from checkbox_dist.train.pretrain import exclusive
+
+    if sorted(classes) != list(synth.CLASSES):
+        raise UserError(f"pretrain.mix_n: synthetic images have the classes {', '.join(synth.CLASSES)}; "
+                        f"{cfg.data.root} has {', '.join(classes)}")
+    root = synthetic_folder(cfg.data.cache_dir, n, seed)
+    if accelerator.is_main_process:
+        with exclusive(root):  # parallel CV folds and sweep trials: one generates, the others wait
+            synth.generate(root, n, seed, workers=synth.all_cores())
+    accelerator.wait_for_everyone()
+    return [(path, classes.index(c)) for c in synth.CLASSES for path in sorted((root / c).glob(f"{c}_*.png"))]
+
+
+def fits_on_device(n_images: int, spec: PreprocessSpec, cfg_data) -> bool:
+    if cfg_data.device_cache != "auto":
+        return cfg_data.device_cache == "on"
+    size_gb = n_images * spec.channels * math.prod(spec.height_width) / 1e9  # uint8: one byte per value
+    return size_gb <= cfg_data.device_cache_max_gb
+
+
+def build_data(cfg, accelerator, say=print) -> Data:
+    data_cfg = cfg.data
+    root = data_root(data_cfg, accelerator)
+    split = build_split(root, data_cfg.split_file, data_cfg.val_fraction, data_cfg.split_seed, data_cfg.exclude_file)
+    if not split.val:
+        raise UserError(f"{root}: the validation split is empty")
+    missing = [c for i, c in enumerate(split.classes) if all(y != i for _, y in split.val)]
+    if missing:  # allowed (a rare class, a partial val folder), but every val figure then ignores it
+        say(f"note: no val images of class {', '.join(map(repr, missing))}: its recall is not measured")
+    mixed = synthetic_mix(cfg, split.classes, accelerator)
+    if mixed:
+        split.train = split.train + mixed
+        say(f"pretrain.mix_n: + {len(mixed)} synthetic images (seed {cfg.pretrain.mix_seed}) in the training split")
+    spec = PreprocessSpec.from_data_config(data_cfg)
+    on_device = fits_on_device(len(split.train) + len(split.val), spec, data_cfg)
+    sets = []
+    for items in (split.train, split.val):
+        if on_device:
+            cache = Path(data_cfg.cache_dir).expanduser()
+            if not accelerator.is_main_process:
+                accelerator.wait_for_everyone()  # the main process writes the cache first
+            decoded = load_decoded(items, spec, data_cfg.on_bad_image, cache, accelerator.is_main_process,
+                                   split.skipped)
+            if accelerator.is_main_process:
+                accelerator.wait_for_everyone()
+            names = [str(items[i][0]) for i in decoded["kept"]]
+            sets.append(TensorImages(decoded["images"].to(accelerator.device), decoded["labels"].to(accelerator.device),
+                                     names))
+        else:
+            sets.append(FileImages(items, spec))
+    if split.skipped:
+        say(f"data.on_bad_image=skip: left out {len(split.skipped)} file(s):")
+        for line in sorted(set(split.skipped)):
+            say(f"  skipped {line}")
+    train_set, val_set = sets
+    if len(train_set) < data_cfg.batch_size:
+        say(f"note: train split ({len(train_set)}) is smaller than data.batch_size ({data_cfg.batch_size})")
+    train_labels = train_set.labels.cpu()
+    train_loader = make_loader(train_set, train_labels, data_cfg.batch_size, train=True, seed=cfg.train.seed,
+                               balanced=data_cfg.balanced_sampling, num_workers=data_cfg.num_workers)
+    val_loader = make_loader(val_set, val_set.labels.cpu(), data_cfg.eval_batch_size, train=False,
+                             seed=cfg.train.seed, balanced=False, num_workers=data_cfg.num_workers)
+    return Data(split.classes, spec, split, train_set, val_set, train_loader, val_loader, on_device)

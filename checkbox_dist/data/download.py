@@ -1,0 +1,150 @@
+"""Download one image over http(s), with limits, for `predict URL` and `serve` (JSON {"url": ...}).
+
+    from checkbox_dist.data.download import FetchLimits, fetch
+    data = fetch("https://example.com/crop.png", FetchLimits(timeout_s=10, max_bytes=10_000_000))
+
+Every way a download can go wrong is one `FetchError` line that names the URL: HTTP status (404 ...),
+timeout, size over the limit, a content type that is not an image, too many redirects, a scheme other
+than http/https (also when a redirect points at one: no `file://` through the back door). Whether the
+bytes decode as an image is checked afterwards by `images.decode`, which raises its own one-line error.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from checkbox_dist.core.errors import UserError
+
+SCHEMES = ("http", "https")
+# Real crops are 1-200 KB as PNG (the largest of the 411, 1804 px wide, is under 1 MB): 10 MB is ample.
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_MAX_REDIRECTS = 5
+# Servers that do not know what they hold say octet-stream; a missing header is also let through, and
+# the decoder decides. Everything else (text/html error pages, JSON) is refused before decoding.
+NEUTRAL_TYPES = {"application/octet-stream", "binary/octet-stream", "application/binary"}
+CHUNK = 64 * 1024
+
+
+class FetchError(UserError):
+    """A URL that could not be turned into image bytes; the message starts with the URL."""
+
+
+@dataclass
+class FetchLimits:
+    timeout_s: float = DEFAULT_TIMEOUT_S  # whole download, not per read
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_redirects: int = DEFAULT_MAX_REDIRECTS
+
+
+def is_url(text: str) -> bool:
+    """True for anything that looks like scheme://..., so that `ftp://x` is refused rather than read as a path."""
+    return "://" in text and urlsplit(text).scheme.isalpha()
+
+
+def check_url(url: str) -> str:
+    """`url` if it is an http(s) URL with a host, else FetchError; used before any request data is touched."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in SCHEMES:
+        raise FetchError(f"{_short(url)}: only http:// and https:// URLs are fetched")
+    if not parts.hostname:
+        raise FetchError(f"{_short(url)}: the URL has no host")
+    return url
+
+
+def _short(url: str) -> str:
+    return url if len(url) <= 200 else url[:197] + "..."
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows at most `limit` redirects, and only to http(s)."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.max_redirections = limit
+        self.max_repeats = limit  # a loop A -> B -> A is caught by the same count
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        # Checked here, before urllib's own scheme test, which would report a file:// target as a 302 error.
+        location = headers.get("location") or headers.get("uri")
+        target = urljoin(req.full_url, location) if location else ""
+        if target and urlsplit(target).scheme.lower() not in SCHEMES:
+            raise FetchError(f"{_short(req.full_url)}: redirected to a non-http(s) URL ({_short(target)})")
+        if self.max_redirections == 0:
+            raise FetchError(f"{_short(req.full_url)}: redirects are not followed (limit 0)")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _opener(limits: FetchLimits) -> urllib.request.OpenerDirector:
+    # No FileHandler/FTPHandler/DataHandler: build_opener adds them by default, so list the handlers.
+    handlers = [urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor(),
+                _Redirects(limits.max_redirects)]
+    opener = urllib.request.OpenerDirector()
+    for handler in handlers:
+        opener.add_handler(handler)
+    return opener
+
+
+def fetch(url: str, limits: FetchLimits | None = None) -> bytes:
+    """The body of `url` (an image, by its headers), or FetchError with one line saying why not."""
+    from checkbox_dist import __version__
+
+    limits = limits or FetchLimits()
+    check_url(url)
+    label = _short(url)
+    deadline = time.monotonic() + limits.timeout_s
+    request = urllib.request.Request(url, headers={"User-Agent": f"checkbox-dist/{__version__}",
+                                                   "Accept": "image/*, application/octet-stream;q=0.5"})
+    try:
+        with _opener(limits).open(request, timeout=limits.timeout_s) as response:
+            _check_headers(label, response.headers, limits)
+            return _read_body(label, response, limits, deadline)
+    except FetchError:
+        raise
+    except urllib.error.HTTPError as err:
+        if 300 <= err.code < 400:  # urllib's own "redirect error that would lead to an infinite loop"
+            raise FetchError(f"{label}: too many redirects (more than {limits.max_redirects})") from None
+        raise FetchError(f"{label}: HTTP {err.code} {err.reason}") from None
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, (socket.timeout, TimeoutError)):
+            raise FetchError(f"{label}: timed out after {limits.timeout_s:g} s") from None
+        reason = getattr(err.reason, "strerror", None) or str(err.reason)
+        raise FetchError(f"{label}: cannot connect ({reason})") from None
+    except (socket.timeout, TimeoutError):
+        raise FetchError(f"{label}: timed out after {limits.timeout_s:g} s") from None
+    except (OSError, ValueError) as err:  # reset connections, bad chunked encoding, bad URL characters
+        raise FetchError(f"{label}: download failed ({err})") from None
+
+
+def _check_headers(label: str, headers, limits: FetchLimits) -> None:
+    if headers.get("Content-Type"):
+        ctype = headers.get_content_type()
+        if not ctype.startswith("image/") and ctype not in NEUTRAL_TYPES:
+            raise FetchError(f"{label}: not an image (content-type {ctype})")
+    length = headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > limits.max_bytes:
+        raise FetchError(f"{label}: {int(length):,} bytes is over the {limits.max_bytes:,} byte limit")
+
+
+def _read_body(label: str, response, limits: FetchLimits, deadline: float) -> bytes:
+    # read1 returns after one socket read, so a server that trickles bytes still meets the deadline
+    # (each read is also bounded by the socket timeout): worst case ~2x timeout_s, never unbounded.
+    parts, total = [], 0
+    while True:
+        chunk = response.read1(CHUNK)
+        if not chunk:
+            return b"".join(parts)
+        total += len(chunk)
+        if total > limits.max_bytes:
+            raise FetchError(f"{label}: over the {limits.max_bytes:,} byte limit")
+        if time.monotonic() > deadline:
+            raise FetchError(f"{label}: timed out after {limits.timeout_s:g} s")
+        parts.append(chunk)

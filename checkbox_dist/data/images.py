@@ -1,0 +1,189 @@
+"""Decode any image file into the fixed-size uint8 tensor the model sees, the same way everywhere.
+
+Training, evaluation, `predict` and `serve` all call `decode(source, spec)`; the spec travels inside
+every checkpoint, so inference always preprocesses exactly as training did.
+
+Why it is not `Image.open(p).convert("RGB")`: crops are often RGBA, and `convert("RGB")` keeps whatever
+colour transparent pixels hold (often black), so a dark-on-clear tick turns into black-on-black. We
+composite over `background`. (The 411 checkbox_state_v2 training PNGs are RGBA but, measured, every
+pixel has alpha 255; the synthetic data and users' crops do use transparency.) Crops run from 24 px to 1804 px and up
+to ~10:1 wide; `letterbox` keeps their shape (pads with the background), `stretch` is the seed's resize.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageColor, ImageFile, ImageSequence, UnidentifiedImageError
+
+from checkbox_dist.core.errors import UserError
+
+# 64 Mpx (8k x 8k) is ~40x the largest real crop (1804 px); a bigger file is a decompression bomb.
+MAX_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class BadImageError(UserError):
+    """A file that is not a readable image; the message starts with its path."""
+
+
+@dataclass
+class PreprocessSpec:
+    """Everything needed to turn a file into model input; saved in each checkpoint as a plain dict."""
+
+    image_size: int = 224  # height
+    image_width: int = 0  # 0 = image_size (square)
+    resize: str = "letterbox"
+    background: str = "#ffffff"
+    alpha_channel: bool = False
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+    @property
+    def height_width(self) -> tuple[int, int]:
+        return self.image_size, self.image_width or self.image_size
+
+    @property
+    def size_text(self) -> str:
+        """'64px' when square, '64x160px' (height x width) when not."""
+        height, width = self.height_width
+        return f"{height}px" if height == width else f"{height}x{width}px"
+
+    @property
+    def channels(self) -> int:
+        return 4 if self.alpha_channel else 3
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) of the model input; the alpha channel maps [0, 1] to [-1, 1]."""
+        extra = (0.5,) if self.alpha_channel else ()
+        return tuple(self.mean) + extra, tuple(self.std) + extra
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PreprocessSpec":
+        return cls(**data)
+
+    @classmethod
+    def from_data_config(cls, data_cfg) -> "PreprocessSpec":
+        imagenet = data_cfg.normalize == "imagenet"  # custom: data.mean/std, e.g. from `checkbox-dist stats`
+        return cls(image_size=data_cfg.image_size, image_width=data_cfg.image_width, resize=data_cfg.resize, background=data_cfg.background,
+                   alpha_channel=data_cfg.alpha_channel,
+                   mean=[0.485, 0.456, 0.406] if imagenet else list(data_cfg.mean),
+                   std=[0.229, 0.224, 0.225] if imagenet else list(data_cfg.std))
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    try:
+        return ImageColor.getrgb(text)[:3]
+    except ValueError:
+        raise UserError(f"data.background: {text!r} is not a colour (use a name or #rrggbb)") from None
+
+
+def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:
+    """Open and fully decode `source` as RGBA; any failure is one `BadImageError` naming the file."""
+    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    try:
+        if isinstance(source, bytes):
+            if not source:
+                raise BadImageError(f"{label}: empty file")
+            handle = io.BytesIO(source)
+        else:
+            path = Path(source)
+            if path.stat().st_size == 0:
+                raise BadImageError(f"{label}: empty file (0 bytes)")
+            handle = path.open("rb")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(handle) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise BadImageError(f"{label}: {width}x{height} is over the {MAX_PIXELS:,} pixel limit")
+                if getattr(img, "n_frames", 1) > 1:  # animated GIF/WebP/APNG: the first frame
+                    img = next(iter(ImageSequence.Iterator(img)))
+                return _to_rgba(img)
+    except BadImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        kind = "not an image" if isinstance(err, UnidentifiedImageError) else "decompression bomb"
+        raise BadImageError(f"{label}: {kind}") from None
+    except (OSError, SyntaxError, ValueError) as err:  # truncated/corrupt data raise these in PIL
+        raise BadImageError(f"{label}: unreadable image ({err})") from None
+
+
+def _to_rgba(img: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGBA, keeping transparency (palette tRNS, LA) and scaling 16-bit data."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: PIL's convert("L") clips at 255, so rescale to 0-255 first.
+        array = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        array = np.asarray(img, dtype=np.float64)
+        span = max(array.max() - array.min(), 1e-12)
+        img = Image.fromarray(((array - array.min()) * (255.0 / span)).astype(np.uint8), "L")
+    elif img.mode == "P" or img.mode == "PA":
+        img = img.convert("RGBA")
+    elif img.mode == "CMYK" or img.mode == "YCbCr" or img.mode == "LAB" or img.mode == "HSV":
+        img = img.convert("RGB")
+    img.load()
+    return img.convert("RGBA")
+
+
+def to_uint8_tensor(rgba: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
+    """RGBA image -> (C, H, W) uint8 tensor: alpha composited over the background, resized per spec."""
+    height, width = spec.height_width
+    background = parse_color(spec.background)
+    if spec.resize == "letterbox":
+        scale = min(width / rgba.width, height / rgba.height)
+        new_size = (max(1, round(rgba.width * scale)), max(1, round(rgba.height * scale)))
+        resized = rgba.resize(new_size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+        canvas = Image.new("RGBA", (width, height), (*background, 0))
+        canvas.paste(resized, ((width - new_size[0]) // 2, (height - new_size[1]) // 2))
+        rgba = canvas
+    else:
+        rgba = rgba.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    array = np.asarray(rgba, dtype=np.float32)
+    alpha = array[..., 3:4] / 255.0
+    rgb = array[..., :3] * alpha + np.asarray(background, dtype=np.float32) * (1.0 - alpha)
+    channels = [rgb, array[..., 3:4]] if spec.alpha_channel else [rgb]
+    out = np.concatenate(channels, axis=-1).round().clip(0, 255).astype(np.uint8)
+    return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+
+
+def decode(source: str | Path | bytes, spec: PreprocessSpec, name: str | None = None) -> torch.Tensor:
+    return to_uint8_tensor(open_image(source, name), spec)
+
+
+@functools.lru_cache(maxsize=64)
+def device_constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(1, C, 1, 1) per-channel constant."""
+    # Built once per device: a fresh torch.tensor(..., device="cuda") each step is a pageable copy,
+    # which waits for the GPU stream to drain -- a host sync in the hot loop.
+    return torch.tensor(values, dtype=dtype).view(1, -1, 1, 1).to(device)
+
+
+def normalize(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """uint8 or [0,1] float (N, C, H, W) -> normalised float; the alpha channel maps to [-1, 1]."""
+    x = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch
+    return standardize(x, *spec.normalization)
+
+
+def standardize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """(x - mean) / std per channel, with the constants cached on x's device."""
+    return (x - device_constant(mean, x.device, x.dtype)) / device_constant(std, x.device, x.dtype)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")

@@ -1,0 +1,385 @@
+"""Stratified k-fold cross-validation: the number to optimise on a 411-image dataset, with its spread.
+
+    checkbox-dist cv --config configs/checkbox_state_v2.yaml --folds 5 [section.key=value ...] [--out DIR]
+    accelerate launch -m checkbox_dist cv --config C --folds 5      # every fold uses all the processes
+    checkbox-dist cv --config C --folds 5 --out DIR --fold 3         # one fold only (parallel jobs, arrays);
+                                                                    # rerun without --fold to summarise
+    checkbox-dist cv --config C --folds 5 --train-exclude runs/audit/flagged.txt
+                                    # suspected label errors out of training, still scored: comparable
+
+Each fold is the normal training loop (`train.main`, in this process, so `accelerate launch` and Slurm work
+exactly as for `train`) on a split index file whose val part is exactly the fold's held-out images.
+
+`--selection final` (default) evaluates each fold once, after the whole schedule, and keeps that model:
+the held-out fold never chooses anything, so the mean is an honest estimate of a fixed recipe. (It also
+skips every per-epoch eval, plot and checkpoint: on a GPU those cost more than the 330-image epoch.)
+`--selection best` keeps the config's best-epoch rule, which picks the epoch on the held-out fold itself
+(optimistic, like the seed's 91.35 %).
+
+OUT/
+    cv.json                 settings of this CV run; a rerun into OUT must match (completed folds are kept)
+    folds/fold_<i>.json     split index of fold i (the `checkbox-dist split` format)
+    fold_<i>/               the training run of fold i; fold_<i>/oof.csv its held-out predictions
+    oof_predictions.csv     every image exactly once: path, given, predicted, fold, p_<class> (temperature applied)
+    cv_summary.json         per-fold top-1, macro-F1, per-class F1, confusion; mean and std over folds; pooled
+    confusion_oof.png       pooled out-of-fold confusion matrix
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from checkbox_dist.core.config import RUN_ONLY_KEYS
+from checkbox_dist.core.distributed import process_state
+from checkbox_dist.core.errors import UserError
+
+
+
+def plan_folds(labels: list[int], k: int, seed: int) -> list[int]:
+    """Fold index per item. Per class: a seeded shuffle dealt round-robin, each class starting where the
+    previous one stopped, so fold sizes differ by at most one and class counts per fold by at most one."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    fold = [-1] * len(labels)
+    start = 0
+    for label in sorted(set(labels)):
+        members = [i for i, y in enumerate(labels) if y == label]
+        for j, idx in enumerate(torch.randperm(len(members), generator=gen).tolist()):
+            fold[members[idx]] = (start + j) % k
+        start = (start + len(members)) % k
+    return fold
+
+
+def list_items(root: Path, exclude_file: str, k: int) -> tuple[list[str], list[tuple[Path, int]]]:
+    from checkbox_dist.data.datasets import read_exclusions, scan_classes
+
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        raise UserError(f"{root} is split into train/ and val/: cv needs one pool ROOT/<class>/*; "
+                        f"point data.root at {root / 'train'} (or merge the two)")
+    files = scan_classes(root)
+    excluded = read_exclusions(exclude_file)
+    classes = list(files)
+    items = [(p, i) for i, c in enumerate(classes) for p in files[c] if p.relative_to(root).as_posix() not in excluded]
+    for i, c in enumerate(classes):
+        n = sum(1 for _, y in items if y == i)
+        if n < k:
+            raise UserError(f"{root}: class '{c}' has {n} image(s) left, fewer than --folds {k}")
+    return classes, items
+
+
+# cv.json keys newer than some CV folders on disk, with the value those runs had
+_NEWER_SETTINGS = {"train_exclude": []}
+
+
+def _train_exclusions(root: Path, items: list[tuple[Path, int]], path: str) -> set[str]:
+    from checkbox_dist.data.datasets import read_exclusions
+
+    listed = read_exclusions(path, "--train-exclude")
+    present = {p.relative_to(root).as_posix() for p, _ in items}
+    unknown = sorted(listed - present)
+    if unknown:  # a typo or a list made for other data would otherwise exclude nothing, silently
+        raise UserError(f"--train-exclude {path}: {len(unknown)} path(s) not in {root}, e.g. {unknown[0]}")
+    return listed
+
+
+def _comparable(cfg_dict: dict) -> dict:
+    from checkbox_dist.core.config import to_flat_dict
+
+    return {k: v for k, v in to_flat_dict(cfg_dict).items() if not k.startswith(RUN_ONLY_KEYS)}
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_oof(path: Path) -> tuple[list[str], list[dict]]:
+    """(classes, rows) of an OOF CSV; each row: path, given, predicted, fold (int), probs (list)."""
+    if not path.is_file():
+        raise UserError(f"out-of-fold predictions not found: {path}")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        classes = [f[2:] for f in fields if f.startswith("p_")]
+        if not {"path", "given", "predicted"} <= set(fields) or not classes:
+            raise UserError(f"{path}: not an out-of-fold CSV (need path, given, predicted, p_<class> columns)")
+        rows = [{"path": r["path"], "given": r["given"], "predicted": r["predicted"],
+                 "fold": int(r.get("fold") or 0), "probs": [float(r[f"p_{c}"]) for c in classes]} for r in reader]
+    return classes, rows
+
+
+def scores(given: list[str], predicted: list[str], classes: list[str]) -> dict:
+    """top-1, per-class precision/recall/F1, macro-F1 and the confusion matrix (rows = given)."""
+    index = {c: i for i, c in enumerate(classes)}
+    confusion = [[0] * len(classes) for _ in classes]
+    for g, p in zip(given, predicted):
+        confusion[index[g]][index[p]] += 1
+    per_class = {}
+    for i, c in enumerate(classes):
+        tp = confusion[i][i]
+        precision = tp / max(1, sum(row[i] for row in confusion))
+        recall = tp / max(1, sum(confusion[i]))
+        per_class[c] = {"precision": precision, "recall": recall, "support": sum(confusion[i]),
+                        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0}
+    n = len(given)
+    return {"n": n, "top1": sum(confusion[i][i] for i in range(len(classes))) / max(1, n),
+            "macro_f1": sum(m["f1"] for m in per_class.values()) / len(classes),
+            "per_class": per_class, "confusion": confusion}
+
+
+def _mean_std(values: list[float]) -> dict:
+    # Sample std (n - 1) over folds: the spread a new draw of folds would show.
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def predict_fold(best_dir: Path, items: list[tuple[Path, int]], cfg, device, tta: bool):
+    """Calibrated probabilities of the fold's held-out images from its best checkpoint."""
+    import torch
+
+    from checkbox_dist.data.datasets import load_decoded
+    from checkbox_dist.infer.predictor import Predictor
+
+    predictor = Predictor([best_dir], device=str(device), tta=tta)
+    skipped: list[str] = []
+    # Same items and spec as the fold's val set: a hit in the decoded-image cache training wrote.
+    decoded = load_decoded(items, predictor.spec, cfg.data.on_bad_image, Path(cfg.data.cache_dir).expanduser(),
+                           True, skipped)
+    images, bs = decoded["images"], cfg.data.eval_batch_size
+    probs = torch.cat([predictor.predict_tensors([images[j:j + bs]]) for j in range(0, len(images), bs)])
+    return predictor.classes, [items[i] for i in decoded["kept"]], probs
+
+
+def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selection: str = "final",
+           tta: bool = False, only: list[int] | None = None, say=print, train_exclude: str = "") -> dict | None:
+    """Train the folds not done yet (all, or `only`), then summarise if every fold is done.
+
+    `train_exclude`: a file of paths (the data.exclude_file format, e.g. audit's flagged.txt) left out of
+    every fold's training part but still in its held-out part, so the score counts all images and stays
+    comparable with a run without it; data.exclude_file instead removes images from both."""
+    import torch
+    from accelerate.utils import broadcast_object_list
+
+    from checkbox_dist import train
+    from checkbox_dist.model.checkpoint import write_json_atomic
+    from checkbox_dist.core.config import to_dict
+    from checkbox_dist.data.datasets import write_split_lists
+    from checkbox_dist.data.build import data_root
+
+    state = process_state()
+    cfg = copy.deepcopy(cfg)
+    if selection == "final":
+        cfg.eval.every_epochs = cfg.train.epochs
+        cfg.train.early_stopping_patience = 0
+    if os.environ.get("WANDB_SWEEP_ID") and "wandb" in cfg.tracking.backends:
+        cfg.tracking.backends = [b for b in cfg.tracking.backends if b != "wandb"]  # the agent's run gets the CV score
+    root = data_root(cfg.data, state)  # the folder every fold trains on: data.root, or the synthetic set, generated once
+    classes, items = list_items(root, cfg.data.exclude_file, folds)
+    fold_of = plan_folds([y for _, y in items], folds, seed)
+    untrained = _train_exclusions(root, items, train_exclude)
+    only = sorted(set(only)) if only else list(range(folds))
+    if any(not 0 <= i < folds for i in only):
+        raise UserError(f"--fold: fold numbers run from 0 to {folds - 1}, got {only}")
+    settings = {"config": config_path, "folds": folds, "seed": seed, "selection": selection, "tta": tta,
+                "root": str(root.resolve()), "exclude_file": cfg.data.exclude_file, "n_images": len(items),
+                "train_exclude": sorted(untrained),
+                "classes": classes, "resolved_config": to_dict(cfg)}
+    cv_file = out / "cv.json"
+    if cv_file.is_file():
+        old = json.loads(cv_file.read_text())
+        for key in ("folds", "seed", "selection", "tta", "root", "n_images", "train_exclude"):
+            was = old.get(key, _NEWER_SETTINGS.get(key))
+            if was != settings[key]:
+                shown = lambda v: f"{len(v)} paths" if isinstance(v, list) else v  # noqa: E731
+                raise UserError(f"{out} holds a CV run with {key}={shown(was)} (now {shown(settings[key])}): "
+                                f"use another --out")
+        changed = [k for k, v in _comparable(settings["resolved_config"]).items()
+                   if _comparable(old["resolved_config"]).get(k) != v]
+        if changed:
+            raise UserError(f"{out} holds a CV run with another config ({changed[0]} differs): use another --out")
+    if state.is_main_process:
+        (out / "folds").mkdir(parents=True, exist_ok=True)
+        write_json_atomic(cv_file, settings)
+        for i in only:
+            train_items = [it for it, f in zip(items, fold_of)
+                           if f != i and it[0].relative_to(root).as_posix() not in untrained]
+            val_items = [it for it, f in zip(items, fold_of) if f == i]
+            write_split_lists(out / "folds" / f"fold_{i}.json", root, classes, train_items, val_items,
+                              {"fold": i, "folds": folds, "seed": seed, "val_fraction": round(1 / folds, 6)})
+    state.wait_for_everyone()
+    say(f"cv: {len(items)} images in {root} ({', '.join(f'{c} {sum(1 for _, y in items if y == i)}' for i, c in enumerate(classes))}) "
+        f"| {folds} folds, seed {seed}, selection {selection} | out {out}")
+    if untrained:
+        say(f"cv: {len(untrained)} images left out of every fold's training ({train_exclude}), still scored")
+
+    for i in only:
+        run_dir = out / f"fold_{i}"
+        stop = [(out / "STOP").exists()]  # slurm/sweep.sh's stop request for a whole trial, seen between folds
+        if state.num_processes > 1:
+            broadcast_object_list(stop)  # every process must take the same branch
+        if stop[0]:
+            say(f"cv: {out / 'STOP'} exists: stopping before fold {i}; remove it and rerun to continue")
+            sys.exit(train.PREEMPTED_EXIT)
+        if (run_dir / "oof.csv").is_file():
+            say(f"fold {i}: done before, kept")
+            continue
+        fold_cfg = copy.deepcopy(cfg)
+        fold_cfg.data.root = str(root)
+        fold_cfg.data.split_file = str(out / "folds" / f"fold_{i}.json")
+        fold_cfg.train.output_dir = str(run_dir)
+        fold_cfg.train.resume = ""
+        if fold_cfg.tracking.backends and not fold_cfg.tracking.run_name:
+            fold_cfg.tracking.run_name = f"{out.name}-fold{i}"
+        if not (run_dir / "summary.json").is_file():
+            if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+                fold_cfg.train.resume = "auto"  # an interrupted fold continues where it stopped
+            say(f"---- fold {i + 1}/{folds}: training into {run_dir}")
+            started = time.perf_counter()
+            train.main(fold_cfg, config_path)
+            say(f"fold {i}: trained in {time.perf_counter() - started:.0f}s")
+        if state.is_main_process:
+            val_items = [it for it, f in zip(items, fold_of) if f == i]
+            fold_classes, kept, probs = predict_fold(run_dir / "checkpoints" / "best", val_items, cfg, state.device, tta)
+            if fold_classes != classes:
+                raise UserError(f"{run_dir}: trained on classes {fold_classes}, data has {classes}")
+            rows = [[p.relative_to(root).as_posix(), classes[y], classes[int(pr.argmax())], i,
+                     *[f"{v:.6f}" for v in pr.tolist()]] for (p, y), pr in zip(kept, probs)]
+            _write_csv(run_dir / "oof.csv", ["path", "given", "predicted", "fold", *[f"p_{c}" for c in classes]], rows)
+        state.wait_for_everyone()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    missing = [i for i in range(folds) if not (out / f"fold_{i}" / "oof.csv").is_file()]
+    if missing:
+        say(f"cv: folds {missing} not done yet; rerun without --fold (or with those folds) to finish and summarise")
+        return None
+    summary = summarise(out, folds) if state.is_main_process else None
+    state.wait_for_everyone()
+    return summary
+
+
+def summarise(out: Path, folds: int) -> dict:
+    """Merge the folds' OOF files and compute every number in cv_summary.json from them."""
+    from checkbox_dist.core import plots
+    from checkbox_dist.model.checkpoint import write_json_atomic
+
+    header, merged, per_fold = None, [], []
+    for i in range(folds):
+        with (out / f"fold_{i}" / "oof.csv").open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        header = header or rows[0]
+        merged += rows[1:]
+    _write_csv(out / "oof_predictions.csv", header, sorted(merged, key=lambda r: r[0]))
+    classes, rows = read_oof(out / "oof_predictions.csv")
+    settings = json.loads((out / "cv.json").read_text())
+    for i in range(folds):
+        fold_rows = [r for r in rows if r["fold"] == i]
+        s = scores([r["given"] for r in fold_rows], [r["predicted"] for r in fold_rows], classes)
+        run_summary = out / f"fold_{i}" / "summary.json"
+        extra = json.loads(run_summary.read_text()) if run_summary.is_file() else {}
+        per_fold.append(dict(s, fold=i, best_epoch=extra.get("best_epoch"), temperature=extra.get("temperature")))
+    pooled = scores([r["given"] for r in rows], [r["predicted"] for r in rows], classes)
+    summary = {
+        "folds": folds, "n_images": len(rows), "classes": classes, "selection": settings["selection"],
+        "config": settings["config"], "root": settings["root"], "seed": settings["seed"],
+        "std_kind": "sample std over folds (n-1)", "train_excluded": len(settings.get("train_exclude", [])),
+        "top1": _mean_std([f["top1"] for f in per_fold]),
+        "macro_f1": _mean_std([f["macro_f1"] for f in per_fold]),
+        "per_class_f1": {c: _mean_std([f["per_class"][c]["f1"] for f in per_fold]) for c in classes},
+        "pooled_oof": pooled, "per_fold": per_fold,
+        "epochs": settings["resolved_config"]["train"]["epochs"],
+        "model": settings["resolved_config"]["model"]["name"],
+        "image_size": settings["resolved_config"]["data"]["image_size"],
+        "image_width": settings["resolved_config"]["data"]["image_width"],
+    }
+    write_json_atomic(out / "cv_summary.json", summary)
+    plots.confusion_matrix_png(pooled["confusion"], classes, out / "confusion_oof.png",
+                               f"out-of-fold, {folds} folds: top-1 {100 * pooled['top1']:.1f}% (n={len(rows)})")
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    classes = summary["classes"]
+    head = f"{'fold':>9} {'n':>4} {'top-1':>7} {'macro-F1':>8} " + " ".join(f"{'F1 ' + c[:9]:>12}" for c in classes)
+    lines = [head + f" {'epoch':>5} {'T':>5}"]
+    for f in summary["per_fold"]:
+        lines.append(f"{f['fold']:>9} {f['n']:>4} {f['top1']:7.4f} {f['macro_f1']:8.4f} "
+                     + " ".join(f"{f['per_class'][c]['f1']:12.4f}" for c in classes)
+                     + f" {f['best_epoch'] or '-':>5} {f['temperature'] or 0:5.2f}")
+    ms = lambda d: f"{d['mean']:.4f}±{d['std']:.4f}"  # noqa: E731
+    lines.append(f"{'mean±std':>9} {summary['n_images']:>4} {ms(summary['top1']):>7} {ms(summary['macro_f1']):>8} "
+                 + " ".join(f"{ms(summary['per_class_f1'][c]):>12}" for c in classes))
+    p = summary["pooled_oof"]
+    lines.append(f"{'pooled':>9} {p['n']:>4} {p['top1']:7.4f} {p['macro_f1']:8.4f} "
+                 + " ".join(f"{p['per_class'][c]['f1']:12.4f}" for c in classes))
+    for f in summary["per_fold"]:
+        lines.append(f"fold {f['fold']} confusion (rows = given, cols = predicted {'/'.join(classes)}): "
+                     + "  ".join(str(row) for row in f["confusion"]))
+    return "\n".join(lines)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("cv", help="stratified k-fold cross-validation: mean ± std, out-of-fold predictions",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=None, help="YAML config; data.root is the pool ROOT/<class>/*")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=None, help="fold assignment seed (default: data.split_seed)")
+    p.add_argument("--out", default="", help="CV folder (default runs/cv-<config>-<time>)")
+    p.add_argument("--fold", type=int, action="append", default=None,
+                   help="run only this fold (repeatable); the summary is written once all folds are done")
+    p.add_argument("--selection", choices=["final", "best"], default="final",
+                   help="final: the model after the full schedule (honest); best: best epoch on the held-out fold")
+    p.add_argument("--tta", action="store_true", help="out-of-fold predictions averaged with the mirror image")
+    p.add_argument("--train-exclude", default="", metavar="FILE",
+                   help="paths (audit's flagged.txt) left out of training but still scored in their fold")
+    p.add_argument("overrides", nargs="*", help="section.key=value, as for train")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from accelerate.utils import broadcast_object_list
+
+    from checkbox_dist.core.config import load_config
+
+    if args.folds < 2:
+        raise UserError(f"--folds must be at least 2, got {args.folds}")
+    cfg = load_config(args.config, args.overrides)
+    state = process_state()
+    name = [args.out or f"runs/cv-{Path(args.config or 'run').stem}-{time.strftime('%Y%m%d-%H%M%S')}"]
+    if state.num_processes > 1:
+        broadcast_object_list(name)  # one folder for every process, whatever their clocks say
+    out = Path(name[0]).expanduser()
+    seed = cfg.data.split_seed if args.seed is None else args.seed
+    say = print if state.is_main_process else (lambda *_: None)
+    summary = run_cv(cfg, args.config, args.folds, out, seed, args.selection, args.tta, args.fold, say,
+                     args.train_exclude)
+    if summary is None:
+        return 0
+    say(format_table(summary))
+    say(f"cv top-1 {summary['top1']['mean']:.4f} ± {summary['top1']['std']:.4f} | macro-F1 "
+        f"{summary['macro_f1']['mean']:.4f} ± {summary['macro_f1']['std']:.4f} over {args.folds} folds "
+        f"({summary['n_images']} images) | wrote {out / 'cv_summary.json'} and {out / 'oof_predictions.csv'}")
+    if os.environ.get("WANDB_SWEEP_ID") and state.is_main_process:
+        from checkbox_dist.experiments.sweep import report_to_wandb
+
+        report_to_wandb(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    from checkbox_dist.cli import main as cli_main
+
+    sys.exit(cli_main(["cv", *sys.argv[1:]]))

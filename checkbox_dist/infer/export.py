@@ -1,0 +1,245 @@
+"""`checkbox-dist export`: a checkpoint as ONNX, TorchScript or safetensors, self-describing.
+
+    checkbox-dist export --checkpoint runs/quickstart --format onnx            # -> .../best/model.onnx
+    checkbox-dist export --checkpoint runs/quickstart --format onnx --int8     # + model.int8.onnx (CPU)
+    checkbox-dist export --checkpoint runs/quickstart --format torchscript     # -> model.torchscript.pt
+    checkbox-dist export --checkpoint runs/quickstart --format safetensors     # -> model.safetensors
+    checkbox-dist predict --checkpoint runs/quickstart --backend onnx crop.png
+
+ONNX and TorchScript files hold the whole inference graph: uint8 images (N, C, H, W), already resized /
+letterboxed / composited as `images.decode` does, go in; `logits` and `probabilities` (softmax of
+logits / temperature) come out, with the normalisation inside, and the batch axis is dynamic. Their
+metadata (ONNX `metadata_props["checkbox_dist"]`, TorchScript extra file `checkbox_dist.json`,
+safetensors header `checkbox_dist`) is one JSON object: classes, preprocess spec, temperature, model
+name, source checkpoint + sha256, metrics, versions. safetensors holds the timm weights only (no graph).
+
+Every ONNX export is checked before it is kept: ONNX Runtime must agree with PyTorch to < 1e-4 in
+probability on a batch of images, at batch sizes 1 and 3. Files are written to a temporary name and
+renamed, so a failed export never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from checkbox_dist.model import checkpoint
+from checkbox_dist.core.errors import UserError
+from checkbox_dist.data.images import PreprocessSpec
+from checkbox_dist.infer.predictor import ONNX_FILE, ONNX_META_KEY
+
+FORMATS = ("onnx", "torchscript", "safetensors")
+DEFAULT_NAMES = {"onnx": ONNX_FILE, "torchscript": "model.torchscript.pt", "safetensors": "model.safetensors"}
+PARITY_TOLERANCE = 1e-4  # max |p_onnx - p_torch|; measured ~1e-7 for resnet18/test_resnet in float32
+MAX_BATCH = 4096  # upper bound of the dynamic batch axis the exporter is told about
+
+
+class InferenceGraph(torch.nn.Module):
+    """uint8 (N, C, H, W) -> (logits, calibrated probabilities): what every exported graph computes."""
+
+    def __init__(self, model: torch.nn.Module, spec: PreprocessSpec, temperature: float):
+        super().__init__()
+        self.model, self.spec, self.temperature = model, spec, float(temperature)
+        # The same arithmetic as images.normalize, as buffers: normalize caches its constants, and a
+        # constant first built while the exporter traces would be a fake tensor, cached for later callers.
+        extra = [0.5] if spec.alpha_channel else []
+        self.register_buffer("mean", torch.tensor(list(spec.mean) + extra).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(list(spec.std) + extra).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor):
+        logits = self.model((image.float() / 255.0 - self.mean) / self.std)
+        return logits, F.softmax(logits / self.temperature, dim=1)
+
+
+def load_for_export(path: str | Path) -> tuple[Path, InferenceGraph, dict]:
+    folder = checkpoint.resolve(path)
+    model, payload = checkpoint.load_model(folder, "cpu")
+    graph = InferenceGraph(model, PreprocessSpec.from_dict(payload["preprocess"]), payload.get("temperature", 1.0))
+    return folder, graph.eval(), payload
+
+
+def describe(folder: Path, payload: dict, fmt: str) -> dict:
+    """The metadata every exported file carries (plain JSON)."""
+    from checkbox_dist import __version__
+
+    spec = payload["preprocess"]
+    channels = 4 if spec.get("alpha_channel") else 3
+    return {"format": f"checkbox_dist.{fmt}/1", "classes": payload["classes"], "model_name": payload["model_name"],
+            "preprocess": spec, "temperature": float(payload.get("temperature", 1.0)),
+            "input": f"image: uint8 (N, {channels}, {spec['image_size']}, {spec.get('image_width') or spec['image_size']}), RGB"
+                     f"{'A' if channels == 4 else ''} after checkbox_dist.data.images.decode (resize/letterbox, alpha "
+                     f"composited over the background)",
+            "outputs": "logits (N, classes); probabilities (N, classes) = softmax(logits / temperature)",
+            "checkpoint": str(folder), "checkpoint_sha256": _model_sha256(folder),
+            "epoch": payload.get("epoch"), "metrics": payload.get("metrics", {}), "config": payload.get("config", {}),
+            "versions": dict(payload.get("versions", {}), exported_with=__version__,
+                             torch_export=str(torch.__version__))}
+
+
+def _model_sha256(folder: Path) -> str | None:
+    """From the checkpoint's manifest (verified when it was loaded), so the file is not hashed twice."""
+    manifest = json.loads((folder / checkpoint.META_FILE).read_text())
+    return manifest.get("files", {}).get(checkpoint.MODEL_FILE)
+
+
+@contextlib.contextmanager
+def atomic_path(out: Path):
+    """Yields a temporary path next to `out`; renamed onto `out` only if the block succeeds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def sample_input(spec: PreprocessSpec, n: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    channels = 4 if spec.alpha_channel else 3
+    return torch.randint(0, 256, (n, channels, *spec.height_width), generator=generator,
+                         dtype=torch.uint8)
+
+
+def quiet():
+    """The exporters print progress lines and deprecation warnings that are not the user's concern."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    return stack
+
+
+def export_onnx(graph: InferenceGraph, meta: dict, out: Path, exporter: str = "dynamo",
+                check_images: torch.Tensor | None = None) -> dict:
+    """Writes `out` (dynamic batch, metadata), checks ONNX Runtime against PyTorch; returns the check."""
+    import onnx
+
+    example = sample_input(graph.spec, 2)
+    with atomic_path(out) as tmp:
+        try:
+            with quiet():
+                if exporter == "dynamo":
+                    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+                    torch.onnx.export(graph, (example,), str(tmp), dynamo=True, external_data=False,
+                                      input_names=["image"], output_names=["logits", "probabilities"],
+                                      dynamic_shapes={"image": {0: batch}}, verbose=False)
+                else:  # the TorchScript-based exporter: deprecated in torch, but ~20x faster to run
+                    torch.onnx.export(graph, (example,), str(tmp), dynamo=False, opset_version=17,
+                                      input_names=["image"], output_names=["logits", "probabilities"],
+                                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"},
+                                                    "probabilities": {0: "batch"}})
+        except Exception as err:  # noqa: BLE001 - exporter failures come in many types; one line for the user
+            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            other = "legacy" if exporter == "dynamo" else "dynamo"
+            raise UserError(f"ONNX export of {meta['model_name']} failed ({first}); "
+                            f"try --onnx-exporter {other}") from None
+        model = onnx.load(str(tmp))
+        set_metadata(model, meta)
+        onnx.save(model, str(tmp))
+        check = parity(graph, tmp, check_images)
+        if check["max_abs_diff"] >= PARITY_TOLERANCE:
+            raise UserError(f"ONNX export does not match PyTorch: max |p_onnx - p_torch| = "
+                            f"{check['max_abs_diff']:.2e} >= {PARITY_TOLERANCE:g}; {out} not written")
+    return check
+
+
+def set_metadata(model, meta: dict) -> None:
+    from checkbox_dist import __version__
+
+    for prop in [p for p in model.metadata_props if p.key == ONNX_META_KEY]:
+        model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_META_KEY, json.dumps(meta, default=str)
+    model.producer_name, model.producer_version = "checkbox_dist", __version__
+    model.doc_string = f"checkbox state classifier ({meta['model_name']}): {', '.join(meta['classes'])}"
+
+
+def parity(graph: InferenceGraph, onnx_path: Path, images: torch.Tensor | None = None) -> dict:
+    """Max |p_onnx - p_torch| on `images` (uint8 batch; random ones if None), at batch 1 and batch n."""
+    import onnxruntime as ort
+
+    images = sample_input(graph.spec, 3) if images is None else images
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    run = lambda x: torch.from_numpy(session.run(["probabilities"], {"image": x.numpy()})[0])  # noqa: E731
+    with torch.inference_mode():
+        reference = graph(images)[1]
+    diffs = [float((run(images[:1]) - reference[:1]).abs().max()), float((run(images) - reference).abs().max())]
+    return {"max_abs_diff": max(diffs), "images": len(images)}
+
+
+def export_torchscript(graph: InferenceGraph, meta: dict, out: Path) -> None:
+    example = sample_input(graph.spec, 2)
+    with atomic_path(out) as tmp, quiet():
+        traced = torch.jit.trace(graph, (example,), check_trace=False)
+        torch.jit.save(traced, str(tmp), _extra_files={"checkbox_dist.json": json.dumps(meta, default=str)})
+
+
+def export_safetensors(graph: InferenceGraph, meta: dict, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in graph.model.state_dict().items()}
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp), metadata={ONNX_META_KEY: json.dumps(meta, default=str)})
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("export", help="a checkpoint as ONNX (optionally int8), TorchScript or safetensors",
+                              description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder (-> checkpoints/best)")
+    p.add_argument("--format", choices=FORMATS, default="onnx")
+    p.add_argument("--out", default="", help="output file (default: next to model.pt in the checkpoint folder)")
+    p.add_argument("--int8", action="store_true", help="onnx: also write an int8-quantized model for CPU")
+    p.add_argument("--int8-mode", choices=["static", "dynamic"], default="static",
+                   help="static: int8 activations calibrated on images (default); dynamic: int8 weights only")
+    p.add_argument("--calib-data", default="", help="images for static calibration (default: the training data)")
+    p.add_argument("--calib-n", type=int, default=128, help="calibration images (default 128)")
+    p.add_argument("--onnx-exporter", choices=["dynamo", "legacy"], default="dynamo",
+                   help="torch.onnx exporter (legacy = TorchScript-based, deprecated but faster)")
+
+
+def run(args) -> int:
+    if args.int8 and args.format != "onnx":
+        raise UserError("--int8 applies to --format onnx only")
+    if args.format == "onnx":
+        _require("onnx", "onnxruntime")
+    folder, graph, payload = load_for_export(args.checkpoint)
+    out = Path(args.out).expanduser() if args.out else folder / DEFAULT_NAMES[args.format]
+    meta = describe(folder, payload, args.format)
+    if args.format == "onnx":
+        check = export_onnx(graph, meta, out, args.onnx_exporter)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, dynamic batch axis): ONNX Runtime matches "
+              f"PyTorch, max |dp| = {check['max_abs_diff']:.1e} on {check['images']} images")
+        if args.int8:
+            from checkbox_dist.infer import quantize
+
+            int8_out = out.with_name(out.name.removesuffix(".onnx") + ".int8.onnx")
+            report = quantize.quantize_onnx(out, int8_out, payload, meta, args.int8_mode, args.calib_data,
+                                            args.calib_n)
+            print(f"wrote {int8_out} ({int8_out.stat().st_size / 1e6:.1f} MB, int8 {args.int8_mode}): "
+                  f"{report['summary']}")
+            print(f"compare accuracy and speed: checkbox-dist bench-infer --checkpoint {folder} --data DIR")
+    elif args.format == "torchscript":
+        export_torchscript(graph, meta, out)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): torch.jit.load(path)(uint8 images) -> "
+              f"(logits, probabilities); metadata in extra file checkbox_dist.json")
+    else:
+        export_safetensors(graph, meta, out)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): timm {payload['model_name']} weights; "
+              f"metadata (classes, preprocess, temperature) in the safetensors header")
+    return 0
+
+
+def _require(*modules: str) -> None:
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"export needs {', '.join(missing)}: pip install 'checkbox_dist[export]'")

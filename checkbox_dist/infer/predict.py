@@ -1,0 +1,222 @@
+"""`checkbox-dist predict`: class + calibrated confidence of every class for files, folders, globs and URLs.
+
+    checkbox-dist predict --checkpoint runs/quickstart crop.png
+    checkbox-dist predict --checkpoint runs/quickstart crops/ 'shots/**/*.png' https://example.com/c.png
+    checkbox-dist predict --checkpoint A --checkpoint B --tta crops/ --format jsonl --output preds.jsonl
+    checkbox-dist predict --checkpoint runs/quickstart --backend onnx crop.png     # after `export`
+    checkbox-dist predict --checkpoint runs/quickstart --image_url=https://example.com/c.png   # seed's spelling
+
+INPUT is a file, a folder (searched recursively for images), a glob (quote it; ** recurses) or an
+http(s) URL. Preprocessing is read from the checkpoint. Output: a table for people, or json / jsonl /
+csv for programs (to stdout or --output FILE, written whole or not at all). Folders go through the model
+in batches of --batch-size with a progress bar (on a terminal). An input that fails (missing file, not
+an image, URL 404 / timeout / too big / not an image / redirect loop) is one `error:` line on stderr
+(and an {"input", "error"} record in json/jsonl/csv); every other input is still predicted.
+
+Exit code: 0 all inputs predicted, 1 some failed, 2 usage or configuration error (bad checkpoint ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import glob
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from checkbox_dist.core.errors import UserError
+from checkbox_dist.data.download import DEFAULT_MAX_BYTES, DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT_S, FetchLimits, fetch, is_url
+from checkbox_dist.data.images import is_image_file
+
+FORMATS = ("table", "json", "jsonl", "csv")
+SOME_FAILED = 1
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under `folder`, recursively, sorted; symlinked folders are not followed (no loops)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in sorted(filenames) if is_image_file(Path(dirpath) / f)]
+    return found
+
+
+def expand_inputs(inputs: list[str]) -> list[dict]:
+    """Each INPUT -> items {"input": label, "path"|"url": ...} or {"input": label, "error": reason}, in order."""
+    items = []
+    for text in inputs:
+        if is_url(text):
+            items.append({"input": text, "url": text})
+            continue
+        path = Path(text).expanduser()
+        if path.is_dir():
+            files = list_images(path)
+            items += [{"input": str(f), "path": f} for f in files]
+            if not files:
+                items.append({"input": text, "error": f"{text}: no images in this folder"})
+        elif path.is_file():  # named explicitly: tried whatever its suffix; the decoder decides
+            items.append({"input": text, "path": path})
+        elif glob.has_magic(text):
+            files = []
+            for match in sorted(glob.glob(os.path.expanduser(text), recursive=True)):
+                match = Path(match)
+                files += list_images(match) if match.is_dir() else [match] if is_image_file(match) else []
+            items += [{"input": str(f), "path": f} for f in files]
+            if not files:
+                items.append({"input": text, "error": f"{text}: no image files match"})
+        else:
+            items.append({"input": text, "error": f"{text}: no such file or folder"})
+    return items
+
+
+def _load(predictor, item: dict, limits: FetchLimits):
+    """Decoded tensors for one item, or the one-line reason it failed."""
+    if "error" in item:
+        return item["error"]
+    try:
+        if "url" in item:
+            return predictor.decode(fetch(item["url"], limits), name=item["url"])
+        return predictor.decode(item["path"], name=item["input"])
+    except UserError as err:  # FetchError, BadImageError: each already starts with the input's name
+        return str(err)
+
+
+def predict_items(predictor, items: list[dict], limits: FetchLimits, batch_size: int = 32, jobs: int = 4,
+                  progress: bool | None = None):
+    """Yields one record per item, in order: {"input", "class", "score", "confidence"} or {"input", "error"}."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), unit="img", disable=(not progress) if progress is not None else None,
+               file=sys.stderr, dynamic_ncols=True)
+    # Threads, not processes: the work is waiting on sockets and PIL decoding, which releases the GIL.
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, bar:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            loaded = list(pool.map(lambda item: _load(predictor, item, limits), chunk))
+            good = [d for d in loaded if not isinstance(d, str)]
+            results = iter(predictor.predict_decoded(good))
+            for item, got in zip(chunk, loaded):
+                if isinstance(got, str):
+                    bar.write(f"error: {got}", file=sys.stderr)
+                    yield {"input": item["input"], "error": got}
+                else:
+                    yield {"input": item["input"], **next(results)}
+            bar.update(len(chunk))
+
+
+class Writer:
+    """Streams jsonl/csv records as they come; table and json are written once everything is known."""
+
+    def __init__(self, fmt: str, classes: list[str], sink):
+        self.fmt, self.classes, self.sink, self.records = fmt, classes, sink, []
+        if fmt == "csv":
+            self.csv = csv.writer(sink, lineterminator="\n")
+            self.csv.writerow(["input", "class", "score", *classes, "error"])
+
+    def add(self, record: dict) -> None:
+        if self.fmt == "jsonl":
+            self.sink.write(json.dumps(record) + "\n")
+        elif self.fmt == "csv":
+            conf = record.get("confidence", {})
+            self.csv.writerow([record["input"], record.get("class", ""), record.get("score", ""),
+                               *[conf.get(c, "") for c in self.classes], record.get("error", "")])
+        else:
+            self.records.append(record)
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.sink.write(json.dumps(self.records, indent=1) + "\n")
+        elif self.fmt == "table":
+            self.sink.write(table(self.records, self.classes))
+
+    @property
+    def buffered(self) -> bool:
+        return self.fmt in ("table", "json")
+
+
+def table(records: list[dict], classes: list[str], max_width: int = 60) -> str:
+    rows = [r for r in records if "error" not in r]
+    if not rows:
+        return ""
+    names = [r["input"] if len(r["input"]) <= max_width else "..." + r["input"][-(max_width - 3):] for r in rows]
+    width = max(len("input"), *map(len, names))
+    cls_width = max(len("class"), *map(len, classes))
+    cols = [max(6, len(c)) for c in classes]
+    lines = [f"{'input':<{width}}  {'class':<{cls_width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(classes, cols))]
+    for name, r in zip(names, rows):
+        conf = "  ".join(f"{r['confidence'][c]:>{w}.3f}" for c, w in zip(classes, cols))
+        lines.append(f"{name:<{width}}  {r['class']:<{cls_width}}  {conf}")
+    return "\n".join(lines) + "\n"
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="classify image files, folders, globs or URLs",
+                              description=__doc__.split("\n\n")[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="file, folder (recursive), glob or http(s) URL")
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="checkpoint or run folder, or an exported .onnx file (repeat for an ensemble)")
+    p.add_argument("--image_url", "--image-url", action="append", default=[], dest="image_url",
+                   help="an image URL (same as giving it as INPUT; repeatable)")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--output", default="", help="write the results to this file instead of stdout")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                   help="onnx: run the exported model.onnx with ONNX Runtime (auto: by file suffix)")
+    p.add_argument("--tta", action="store_true", help="also average over the horizontal mirror")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--jobs", type=int, default=4, help="threads fetching and decoding inputs")
+    p.add_argument("--device", default=None, help="torch backend: cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="URL download limit, seconds")
+    p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20, help="URL download size limit (MiB)")
+    p.add_argument("--max-redirects", type=int, default=DEFAULT_MAX_REDIRECTS)
+
+
+def run(args) -> int:
+    from checkbox_dist.infer.predictor import Predictor
+
+    inputs = list(args.inputs) + list(args.image_url)
+    if not inputs:
+        raise UserError("predict: give at least one INPUT (file, folder, glob or URL) or --image_url")
+    if args.batch_size < 1 or args.timeout <= 0 or args.max_mb <= 0 or args.max_redirects < 0:
+        raise UserError("predict: --batch-size, --timeout and --max-mb must be positive, --max-redirects >= 0")
+    out = Path(args.output).expanduser() if args.output else None
+    if out is not None and not out.parent.is_dir():
+        raise UserError(f"--output: folder not found: {out.parent}")
+    predictor = Predictor(args.checkpoint, device=args.device, tta=args.tta, backend=args.backend)
+    limits = FetchLimits(args.timeout, int(args.max_mb * 2**20), args.max_redirects)
+    try:
+        return _predict_all(predictor, expand_inputs(inputs), limits, args, out)
+    except BrokenPipeError:  # `predict ... | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _predict_all(predictor, items: list[dict], limits: FetchLimits, args, out: Path | None) -> int:
+    from checkbox_dist.infer.export import atomic_path
+
+    n_ok = n_failed = 0
+    with atomic_path(out) if out else contextlib.nullcontext() as target:
+        sink = open(target, "w", newline="") if out else sys.stdout
+        try:
+            writer = Writer(args.format, predictor.classes, sink)
+            for record in predict_items(predictor, items, limits, args.batch_size, args.jobs, args.progress):
+                writer.add(record)
+                n_failed += "error" in record
+                n_ok += "error" not in record
+                if not writer.buffered:
+                    sink.flush()
+            writer.close()
+        finally:
+            if out:
+                sink.close()
+    if out:
+        print(f"wrote {out}: {n_ok} predicted, {n_failed} failed", file=sys.stderr)
+    elif n_failed:
+        print(f"{n_ok} predicted, {n_failed} failed", file=sys.stderr)
+    return SOME_FAILED if n_failed else 0

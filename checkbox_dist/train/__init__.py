@@ -1,0 +1,3 @@
+from checkbox_dist.train.loop import main
+
+__all__ = ["main"]
