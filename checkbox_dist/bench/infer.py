@@ -41,7 +41,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def load_images(predictor, data: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """(uint8 images, labels or None, description). Default: `n` fresh synthetic images (labelled)."""
-    from checkbox_dist.infer.predict import list_images
+    from checkbox_dist.data.images import list_images
 
     if data:
         root = Path(data).expanduser()

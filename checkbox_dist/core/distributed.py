@@ -161,14 +161,14 @@ class RankTrace:
             self.record.setdefault("xla", {}).setdefault(str(epoch), []).append(counts)
         self.record["train"].setdefault(str(epoch), []).extend(int(i) for i in indices.tolist())
 
-    def eval_fetch(self, fetch):
-        """Wrap a dataset's fetch for one evaluation pass: records the indices this rank evaluated,
+    def eval_lookup(self, lookup):
+        """Wrap a dataset's lookup for one evaluation pass: records the indices this rank evaluated,
         including the duplicates Accelerate pads the last batch with (gather_for_metrics drops them)."""
         seen: list[int] = []
         self.record["val"].append(seen)
 
         def wrapped(batch):
-            images, labels, indices = fetch(batch)
+            images, labels, indices = lookup(batch)
             seen.extend(int(i) for i in indices.tolist())
             return images, labels, indices
 

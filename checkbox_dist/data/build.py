@@ -1,4 +1,4 @@
-"""build_data: from `cfg.data` to train/val datasets and (unprepared) loaders, on every process.
+"""build_data: from the config to train/val datasets and (unprepared) loaders, on every process.
 
 The main process generates the synthetic default dataset and writes the decoded-image cache; the others
 wait for it, then read the same files, so all processes hold identical data.
@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from checkbox_dist import synth
 from checkbox_dist.data.datasets import FileImages, Split, TensorImages, build_split, load_decoded, make_loader
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec
+from checkbox_dist.data.synthetic import synthetic_folder, synthetic_root, synthetic_set
 
 
 @dataclass
@@ -38,14 +40,6 @@ class Data:
                 f"{self.spec.size_text} {self.spec.resize} on {self.spec.background} | {where}")
 
 
-def synthetic_folder(cache_dir: str, n: int, seed: int, labels: str = "class") -> Path:
-    return Path(cache_dir).expanduser() / (f"synth-n{n}-s{seed}" + ("" if labels == "class" else f"-{labels}"))
-
-
-def synthetic_root(cfg_data) -> Path:
-    return synthetic_folder(cfg_data.cache_dir, cfg_data.synth_n, cfg_data.synth_seed, cfg_data.synth_labels)
-
-
 def data_root(cfg_data, accelerator) -> Path:
     """The folder to train on; the synthetic default is generated once, by the main process."""
     if cfg_data.root:
@@ -53,13 +47,10 @@ def data_root(cfg_data, accelerator) -> Path:
         if not root.is_dir():
             raise UserError(f"data.root: folder not found: {root}")
         return root
-    from checkbox_dist import synth
-
-    root = synthetic_root(cfg_data)
     if accelerator.is_main_process:
-        synth.generate(root, cfg_data.synth_n, cfg_data.synth_seed, labels=cfg_data.synth_labels)
+        synthetic_set(cfg_data.cache_dir, cfg_data.synth_n, cfg_data.synth_seed, cfg_data.synth_labels)
     accelerator.wait_for_everyone()
-    return root
+    return synthetic_root(cfg_data)
 
 
 def synthetic_mix(cfg, classes: list[str], accelerator) -> list[tuple[Path, int]]:
@@ -67,17 +58,13 @@ def synthetic_mix(cfg, classes: list[str], accelerator) -> list[tuple[Path, int]
     n, seed = cfg.pretrain.mix_n, cfg.pretrain.mix_seed
     if not n or not cfg.data.root:
         return []
-    from checkbox_dist import synth
-    from checkbox_dist.train.pretrain import exclusive
-
     if sorted(classes) != list(synth.CLASSES):
         raise UserError(f"pretrain.mix_n: synthetic images have the classes {', '.join(synth.CLASSES)}; "
                         f"{cfg.data.root} has {', '.join(classes)}")
-    root = synthetic_folder(cfg.data.cache_dir, n, seed)
     if accelerator.is_main_process:
-        with exclusive(root):  # parallel CV folds and sweep trials: one generates, the others wait
-            synth.generate(root, n, seed, workers=synth.all_cores())
+        synthetic_set(cfg.data.cache_dir, n, seed, workers=synth.all_cores())
     accelerator.wait_for_everyone()
+    root = synthetic_folder(cfg.data.cache_dir, n, seed)
     return [(path, classes.index(c)) for c in synth.CLASSES for path in sorted((root / c).glob(f"{c}_*.png"))]
 
 

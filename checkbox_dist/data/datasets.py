@@ -24,7 +24,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from checkbox_dist.core import faults
 from checkbox_dist.core.errors import UserError
-from checkbox_dist.data.images import BadImageError, PreprocessSpec, decode, is_image_file
+from checkbox_dist.data.images import BadImageError, PreprocessSpec, decode, list_images
 
 CACHE_FORMAT = 1
 
@@ -38,15 +38,6 @@ class Split:
     skipped: list[str]
 
 
-def _walk_images(folder: Path) -> list[Path]:
-    """Image files under `folder`, sorted; symlinked folders are not followed (no loops)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames.sort()
-        found += [Path(dirpath) / f for f in sorted(filenames) if is_image_file(Path(dirpath) / f)]
-    return found
-
-
 def _class_dirs(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
@@ -55,7 +46,7 @@ def scan_classes(folder: Path) -> dict[str, list[Path]]:
     """{class: files} for ROOT/<class>/*; an empty class folder is an error, not a silent drop."""
     if not folder.is_dir():
         raise UserError(f"data folder not found: {folder}")
-    classes = {d.name: _walk_images(d) for d in _class_dirs(folder)}
+    classes = {d.name: list_images(d) for d in _class_dirs(folder)}
     if not classes:
         raise UserError(f"{folder}: no class folders (expected {folder}/<class>/*.png)")
     empty = [name for name, files in classes.items() if not files]
@@ -218,7 +209,7 @@ class TensorImages(Dataset):
     def __getitem__(self, index: int) -> int:
         return index
 
-    def fetch(self, batch):
+    def lookup(self, batch):
         """Prepared-loader batch (indices on the device) -> (uint8 images, labels, indices)."""
         index = batch.to(self.images.device)
         return self.images[index], self.labels[index], batch
@@ -240,7 +231,7 @@ class FileImages(Dataset):
         return decode(path, self.spec), label, index
 
     @staticmethod
-    def fetch(batch):
+    def lookup(batch):
         return batch[0], batch[1], batch[2]
 
 

@@ -1,9 +1,9 @@
 """Download one image over http(s), with limits, for `predict URL` and `serve` (JSON {"url": ...}).
 
-    from checkbox_dist.data.download import FetchLimits, fetch
-    data = fetch("https://example.com/crop.png", FetchLimits(timeout_s=10, max_bytes=10_000_000))
+    from checkbox_dist.data.download import DownloadLimits, download
+    data = download("https://example.com/crop.png", DownloadLimits(timeout_s=10, max_bytes=10_000_000))
 
-Every way a download can go wrong is one `FetchError` line that names the URL: HTTP status (404 ...),
+Every way a download can go wrong is one `DownloadError` line that names the URL: HTTP status (404 ...),
 timeout, size over the limit, a content type that is not an image, too many redirects, a scheme other
 than http/https (also when a redirect points at one: no `file://` through the back door). Whether the
 bytes decode as an image is checked afterwards by `images.decode`, which raises its own one-line error.
@@ -31,12 +31,12 @@ NEUTRAL_TYPES = {"application/octet-stream", "binary/octet-stream", "application
 CHUNK = 64 * 1024
 
 
-class FetchError(UserError):
+class DownloadError(UserError):
     """A URL that could not be turned into image bytes; the message starts with the URL."""
 
 
 @dataclass
-class FetchLimits:
+class DownloadLimits:
     timeout_s: float = DEFAULT_TIMEOUT_S  # whole download, not per read
     max_bytes: int = DEFAULT_MAX_BYTES
     max_redirects: int = DEFAULT_MAX_REDIRECTS
@@ -48,12 +48,12 @@ def is_url(text: str) -> bool:
 
 
 def check_url(url: str) -> str:
-    """`url` if it is an http(s) URL with a host, else FetchError; used before any request data is touched."""
+    """`url` if it is an http(s) URL with a host, else DownloadError; used before any request data is touched."""
     parts = urlsplit(url)
     if parts.scheme.lower() not in SCHEMES:
-        raise FetchError(f"{_short(url)}: only http:// and https:// URLs are fetched")
+        raise DownloadError(f"{_short(url)}: only http:// and https:// URLs are downloaded")
     if not parts.hostname:
-        raise FetchError(f"{_short(url)}: the URL has no host")
+        raise DownloadError(f"{_short(url)}: the URL has no host")
     return url
 
 
@@ -74,15 +74,15 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         location = headers.get("location") or headers.get("uri")
         target = urljoin(req.full_url, location) if location else ""
         if target and urlsplit(target).scheme.lower() not in SCHEMES:
-            raise FetchError(f"{_short(req.full_url)}: redirected to a non-http(s) URL ({_short(target)})")
+            raise DownloadError(f"{_short(req.full_url)}: redirected to a non-http(s) URL ({_short(target)})")
         if self.max_redirections == 0:
-            raise FetchError(f"{_short(req.full_url)}: redirects are not followed (limit 0)")
+            raise DownloadError(f"{_short(req.full_url)}: redirects are not followed (limit 0)")
         return super().http_error_302(req, fp, code, msg, headers)
 
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
-def _opener(limits: FetchLimits) -> urllib.request.OpenerDirector:
+def _opener(limits: DownloadLimits) -> urllib.request.OpenerDirector:
     # No FileHandler/FTPHandler/DataHandler: build_opener adds them by default, so list the handlers.
     handlers = [urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
                 urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor(),
@@ -93,11 +93,11 @@ def _opener(limits: FetchLimits) -> urllib.request.OpenerDirector:
     return opener
 
 
-def fetch(url: str, limits: FetchLimits | None = None) -> bytes:
-    """The body of `url` (an image, by its headers), or FetchError with one line saying why not."""
+def download(url: str, limits: DownloadLimits | None = None) -> bytes:
+    """The body of `url` (an image, by its headers), or DownloadError with one line saying why not."""
     from checkbox_dist import __version__
 
-    limits = limits or FetchLimits()
+    limits = limits or DownloadLimits()
     check_url(url)
     label = _short(url)
     deadline = time.monotonic() + limits.timeout_s
@@ -107,34 +107,34 @@ def fetch(url: str, limits: FetchLimits | None = None) -> bytes:
         with _opener(limits).open(request, timeout=limits.timeout_s) as response:
             _check_headers(label, response.headers, limits)
             return _read_body(label, response, limits, deadline)
-    except FetchError:
+    except DownloadError:
         raise
     except urllib.error.HTTPError as err:
         if 300 <= err.code < 400:  # urllib's own "redirect error that would lead to an infinite loop"
-            raise FetchError(f"{label}: too many redirects (more than {limits.max_redirects})") from None
-        raise FetchError(f"{label}: HTTP {err.code} {err.reason}") from None
+            raise DownloadError(f"{label}: too many redirects (more than {limits.max_redirects})") from None
+        raise DownloadError(f"{label}: HTTP {err.code} {err.reason}") from None
     except urllib.error.URLError as err:
         if isinstance(err.reason, (socket.timeout, TimeoutError)):
-            raise FetchError(f"{label}: timed out after {limits.timeout_s:g} s") from None
+            raise DownloadError(f"{label}: timed out after {limits.timeout_s:g} s") from None
         reason = getattr(err.reason, "strerror", None) or str(err.reason)
-        raise FetchError(f"{label}: cannot connect ({reason})") from None
+        raise DownloadError(f"{label}: cannot connect ({reason})") from None
     except (socket.timeout, TimeoutError):
-        raise FetchError(f"{label}: timed out after {limits.timeout_s:g} s") from None
+        raise DownloadError(f"{label}: timed out after {limits.timeout_s:g} s") from None
     except (OSError, ValueError) as err:  # reset connections, bad chunked encoding, bad URL characters
-        raise FetchError(f"{label}: download failed ({err})") from None
+        raise DownloadError(f"{label}: download failed ({err})") from None
 
 
-def _check_headers(label: str, headers, limits: FetchLimits) -> None:
+def _check_headers(label: str, headers, limits: DownloadLimits) -> None:
     if headers.get("Content-Type"):
         ctype = headers.get_content_type()
         if not ctype.startswith("image/") and ctype not in NEUTRAL_TYPES:
-            raise FetchError(f"{label}: not an image (content-type {ctype})")
+            raise DownloadError(f"{label}: not an image (content-type {ctype})")
     length = headers.get("Content-Length")
     if length and length.isdigit() and int(length) > limits.max_bytes:
-        raise FetchError(f"{label}: {int(length):,} bytes is over the {limits.max_bytes:,} byte limit")
+        raise DownloadError(f"{label}: {int(length):,} bytes is over the {limits.max_bytes:,} byte limit")
 
 
-def _read_body(label: str, response, limits: FetchLimits, deadline: float) -> bytes:
+def _read_body(label: str, response, limits: DownloadLimits, deadline: float) -> bytes:
     # read1 returns after one socket read, so a server that trickles bytes still meets the deadline
     # (each read is also bounded by the socket timeout): worst case ~2x timeout_s, never unbounded.
     parts, total = [], 0
@@ -144,7 +144,7 @@ def _read_body(label: str, response, limits: FetchLimits, deadline: float) -> by
             return b"".join(parts)
         total += len(chunk)
         if total > limits.max_bytes:
-            raise FetchError(f"{label}: over the {limits.max_bytes:,} byte limit")
+            raise DownloadError(f"{label}: over the {limits.max_bytes:,} byte limit")
         if time.monotonic() > deadline:
-            raise FetchError(f"{label}: timed out after {limits.timeout_s:g} s")
+            raise DownloadError(f"{label}: timed out after {limits.timeout_s:g} s")
         parts.append(chunk)

@@ -12,6 +12,8 @@ to ~10:1 wide; `letterbox` keeps their shape (pads with the background), `stretc
 
 from __future__ import annotations
 
+import os
+
 import functools
 import io
 import warnings
@@ -187,3 +189,12 @@ def standardize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
 
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under `folder`, recursively, sorted; symlinked folders are not followed (no loops)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in sorted(filenames) if is_image_file(Path(dirpath) / f)]
+    return found

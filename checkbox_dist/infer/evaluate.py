@@ -1,4 +1,4 @@
-"""Evaluation: logits over a loader, the best-model rules, and `checkbox-dist eval`.
+"""`checkbox-dist eval`: score checkpoints (one, or an ensemble) on a labelled folder.
 
     checkbox-dist eval --checkpoint runs/quickstart/checkpoints/best --data /data/checkbox_state_v2/val
     checkbox-dist eval --checkpoint A --checkpoint B --data D --tta     # ensemble of two, with flips
@@ -15,70 +15,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from checkbox_dist.core import faults
+from checkbox_dist.core import plots
 from checkbox_dist.core.errors import UserError
-from checkbox_dist.data.images import normalize
-
-
-@torch.no_grad()
-def collect_logits(model, loader, fetch, spec, accelerator=None, tta: bool = False):
-    """(logits, labels) for every sample of `loader`, each counted once across processes."""
-    model.eval()
-    all_logits, all_labels = [], []
-    for batch in loader:
-        faults.point("eval")  # test-only fault hook (checkbox_dist/faults.py): a dict lookup
-        images, labels, _ = fetch(batch)
-        x = normalize(images, spec)
-        context = accelerator.autocast() if accelerator is not None else torch.autocast("cpu", enabled=False)
-        with context:
-            logits = model(x).float()
-            if tta:  # average probabilities over the horizontal mirror: widgets are near-symmetric
-                logits = torch.log((F.softmax(logits, 1) + F.softmax(model(x.flip(-1)).float(), 1)) / 2)
-        if accelerator is not None:
-            logits, labels = accelerator.gather_for_metrics((logits, labels))
-        all_logits.append(logits.cpu())
-        all_labels.append(labels.cpu())
-    model.train()
-    return torch.cat(all_logits), torch.cat(all_labels)
-
-
-def is_better(rule: str, metrics: dict, best: dict | None) -> bool:
-    """The best-model rules. `seed`: val loss strictly lower AND top-1 not lower (the write-up's rule)."""
-    if best is None:
-        return True
-    if rule == "seed":
-        return metrics["loss"] < best["loss"] and metrics["top1"] >= best["top1"]
-    if rule == "val_loss":
-        return metrics["loss"] < best["loss"]
-    if rule == "val_top1":  # ties broken by loss
-        return (metrics["top1"], -metrics["loss"]) > (best["top1"], -best["loss"])
-    return (metrics["macro_f1"], -metrics["loss"]) > (best["macro_f1"], -best["loss"])
-
-
-def calibrate_best(cfg, data, best_dir: Path, device) -> dict:
-    """Fit temperature scaling on the val split for the `best` checkpoint, save it into the checkpoint, and
-    return the run summary's numbers (val metrics before calibration, ECE before/after, temperature)."""
-    from checkbox_dist.model import checkpoint
-    from checkbox_dist.core.metrics import classification_metrics, fit_temperature
-    from checkbox_dist.model.build import build_model, load_weights
-
-    payload, _ = checkpoint.load(best_dir)
-    model = build_model(cfg.model, len(data.classes), data.spec.channels).to(device)
-    load_weights(model, payload["model"], str(best_dir))
-    loader = torch.utils.data.DataLoader(data.val_set, batch_size=cfg.data.eval_batch_size)
-    logits, labels = collect_logits(model, loader, data.val_set.fetch, data.spec, None)
-    before = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins)
-    temperature = fit_temperature(logits, labels) if cfg.eval.calibrate else 1.0
-    after = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins, temperature)
-    payload["temperature"] = temperature
-    payload["metrics"] = dict(payload["metrics"], ece_before_calibration=before["ece"],
-                              ece_after_calibration=after["ece"], temperature=temperature)
-    checkpoint.save(best_dir, payload, None)
-    # The temperature minimises this NLL, so it never rises; ECE (15 bins over ~100 images) can, by noise.
-    nll_after = float(F.cross_entropy(logits / temperature, labels)) if len(labels) else float("nan")
-    return {"best_epoch": payload["epoch"], "val_top1": before["top1"], "val_loss": before["loss"],
-            "val_loss_calibrated": nll_after, "val_macro_f1": before["macro_f1"], "val_ece": before["ece"],
-            "val_ece_calibrated": after["ece"], "temperature": temperature, "best_checkpoint": str(best_dir)}
+from checkbox_dist.core.metrics import classification_metrics, classification_report
+from checkbox_dist.data.datasets import FileImages, scan_classes
+from checkbox_dist.data.images import PreprocessSpec
+from checkbox_dist.model import checkpoint
+from checkbox_dist.model.logits import collect_logits
 
 
 def add_parser(subparsers) -> None:
@@ -94,12 +37,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from checkbox_dist.model import checkpoint
-    from checkbox_dist.core import plots
-    from checkbox_dist.data.datasets import FileImages, scan_classes
-    from checkbox_dist.data.images import PreprocessSpec
-    from checkbox_dist.core.metrics import classification_metrics, classification_report
-
     loaded = [checkpoint.load_model(c, args.device) for c in args.checkpoint]
     classes = loaded[0][1]["classes"]
     if any(p["classes"] != classes for _, p in loaded):

@@ -29,20 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from checkbox_dist.core.errors import UserError
-from checkbox_dist.data.download import DEFAULT_MAX_BYTES, DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT_S, FetchLimits, fetch, is_url
-from checkbox_dist.data.images import is_image_file
+from checkbox_dist.data.download import DEFAULT_MAX_BYTES, DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT_S, DownloadLimits, download, is_url
+from checkbox_dist.data.images import is_image_file, list_images
 
 FORMATS = ("table", "json", "jsonl", "csv")
 SOME_FAILED = 1
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under `folder`, recursively, sorted; symlinked folders are not followed (no loops)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in sorted(filenames) if is_image_file(Path(dirpath) / f)]
-    return found
 
 
 def expand_inputs(inputs: list[str]) -> list[dict]:
@@ -73,19 +64,19 @@ def expand_inputs(inputs: list[str]) -> list[dict]:
     return items
 
 
-def _load(predictor, item: dict, limits: FetchLimits):
+def _load(predictor, item: dict, limits: DownloadLimits):
     """Decoded tensors for one item, or the one-line reason it failed."""
     if "error" in item:
         return item["error"]
     try:
         if "url" in item:
-            return predictor.decode(fetch(item["url"], limits), name=item["url"])
+            return predictor.decode(download(item["url"], limits), name=item["url"])
         return predictor.decode(item["path"], name=item["input"])
-    except UserError as err:  # FetchError, BadImageError: each already starts with the input's name
+    except UserError as err:  # DownloadError, BadImageError: each already starts with the input's name
         return str(err)
 
 
-def predict_items(predictor, items: list[dict], limits: FetchLimits, batch_size: int = 32, jobs: int = 4,
+def predict_items(predictor, items: list[dict], limits: DownloadLimits, batch_size: int = 32, jobs: int = 4,
                   progress: bool | None = None):
     """Yields one record per item, in order: {"input", "class", "score", "confidence"} or {"input", "error"}."""
     from tqdm.auto import tqdm
@@ -189,7 +180,7 @@ def run(args) -> int:
     if out is not None and not out.parent.is_dir():
         raise UserError(f"--output: folder not found: {out.parent}")
     predictor = Predictor(args.checkpoint, device=args.device, tta=args.tta, backend=args.backend)
-    limits = FetchLimits(args.timeout, int(args.max_mb * 2**20), args.max_redirects)
+    limits = DownloadLimits(args.timeout, int(args.max_mb * 2**20), args.max_redirects)
     try:
         return _predict_all(predictor, expand_inputs(inputs), limits, args, out)
     except BrokenPipeError:  # `predict ... | head`: the reader has gone, which is not an error
@@ -197,7 +188,7 @@ def run(args) -> int:
         return 0
 
 
-def _predict_all(predictor, items: list[dict], limits: FetchLimits, args, out: Path | None) -> int:
+def _predict_all(predictor, items: list[dict], limits: DownloadLimits, args, out: Path | None) -> int:
     from checkbox_dist.infer.export import atomic_path
 
     n_ok = n_failed = 0

@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from checkbox_dist.core.errors import UserError
-from checkbox_dist.data.images import BadImageError, PreprocessSpec, decode
+from checkbox_dist.data.images import BadImageError, PreprocessSpec, decode, list_images
+from checkbox_dist.data.synthetic import synthetic_set
 
 # One image per calibration step: the percentile calibrator stacks every step's activations into one
 # array, so all steps must have the same batch size (a short last batch fails inside onnxruntime).
@@ -40,8 +41,6 @@ CALIB_BATCH = 1
 
 def calibration_files(payload: dict, calib_data: str, n: int) -> tuple[list[Path], Path]:
     """`n` image files spread evenly over the sorted list (so every class folder contributes), and a label."""
-    from checkbox_dist.infer.predict import list_images
-
     if calib_data:
         root = Path(calib_data).expanduser()
     else:
@@ -51,12 +50,8 @@ def calibration_files(payload: dict, calib_data: str, n: int) -> tuple[list[Path
             if not root.is_dir():
                 raise UserError(f"the checkpoint was trained on {root}, which is not here: pass --calib-data DIR")
         else:
-            from checkbox_dist import synth
-            from checkbox_dist.data.build import synthetic_folder
-
-            n, seed, labels = data.get("synth_n", 600), data.get("synth_seed", 0), data.get("synth_labels", "class")
-            root = synthetic_folder(data.get("cache_dir", "~/.cache/checkbox_dist"), n, seed, labels)
-            synth.generate(root, n, seed, labels=labels)  # a no-op when it is already there
+            root = synthetic_set(data.get("cache_dir", "~/.cache/checkbox_dist"), data.get("synth_n", 600),
+                                 data.get("synth_seed", 0), data.get("synth_labels", "class"))
     if not root.is_dir():
         raise UserError(f"--calib-data: folder not found: {root}")
     files = list_images(root)

@@ -21,15 +21,22 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import accelerate
+import timm
 import torch
 
+from checkbox_dist import __version__
 from checkbox_dist.core import faults
+from checkbox_dist.core.config import ModelConfig
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.core.files import atomic_folder, leftovers, original_name
+from checkbox_dist.model.build import build_model, load_weights
 
 FORMAT = 1
 MODEL_FILE, STATE_FILE, META_FILE = "model.pt", "train_state.pt", "meta.json"
@@ -48,11 +55,6 @@ def _sha256(path: Path) -> str:
 
 
 def versions() -> dict:
-    import accelerate
-    import timm
-
-    from checkbox_dist import __version__
-
     info = {"checkbox_dist": __version__, "torch": str(torch.__version__), "timm": str(timm.__version__),
             "accelerate": str(accelerate.__version__), "python": platform.python_version()}
     try:
@@ -65,13 +67,6 @@ def versions() -> dict:
     return info
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Temp file + rename: a reader (or a killed writer) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    os.replace(tmp, path)
-
-
 def _write_failure(err: Exception, where: Path) -> str:
     """Why a write failed, in words. torch.save's C++ writer says "unexpected pos 443520 vs 443416" for a full
     disk or `ulimit -f`, and "open file failed with strerror: Read-only file system" for a read-only one."""
@@ -80,8 +75,6 @@ def _write_failure(err: Exception, where: Path) -> str:
     text = str(err)
     if "strerror:" in text:
         return text.rsplit("strerror:", 1)[1].strip()
-    import resource
-
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY:
         return f"File too large (the file size limit, `ulimit -f`, is {limit:,} bytes)"
@@ -99,42 +92,64 @@ def _write_failure(err: Exception, where: Path) -> str:
 META_KEYS = ("classes", "model_name", "epoch", "global_step", "metrics", "versions")
 
 
+def build_payload(weights: dict, classes: list[str], model_name: str, preprocess: dict, config: dict,
+                  metrics: dict, epoch: int, global_step: int, temperature: float = 1.0) -> dict:
+    """The model.pt dict: float32 CPU weights and everything needed to use them without the run."""
+    return {"model": {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu()
+                      for k, v in weights.items()},
+            "classes": list(classes), "model_name": model_name, "preprocess": preprocess,
+            "temperature": temperature, "config": config, "metrics": metrics, "epoch": epoch,
+            "global_step": global_step, "versions": versions()}
+
+
+def build_train_state(raw_model: dict, optimizer: dict, scheduler: dict, scaler: dict | None, ema: dict | None,
+                      rng: list[dict], loop: dict, world_size: int) -> dict:
+    """The train_state.pt dict: what resuming needs besides the weights. Every tensor is a CPU copy, as
+    xm.save does on XLA, so the file never names an accelerator device."""
+    return {"raw_model": {k: v.detach().cpu() for k, v in raw_model.items()},
+            "optimizer": _to_cpu(optimizer), "scheduler": scheduler, "scaler": scaler,
+            "ema": _to_cpu(ema) if ema is not None else None, "rng": rng, "loop": dict(loop),
+            "world_size": world_size}
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
 def save(folder: Path, model_payload: dict, train_state: dict | None) -> Path:
-    """Write the checkpoint into `folder` atomically (temp folder + rename)."""
+    """Write the checkpoint into `folder` atomically (core.files.atomic_folder)."""
     meta = {key: model_payload[key] for key in META_KEYS}
     folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir(parents=True)
-        torch.save(model_payload, tmp / MODEL_FILE)
-        faults.point("save.model")  # test-only fault hooks (checkbox_dist/faults.py): a dict lookup each
-        files = [MODEL_FILE]
-        if train_state is not None:
-            torch.save(train_state, tmp / STATE_FILE)
-            files.append(STATE_FILE)
-        faults.point("save.state")
-        manifest = dict(meta, format=FORMAT, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        files={name: _sha256(tmp / name) for name in files})
-        (tmp / META_FILE).write_text(json.dumps(manifest, indent=1, default=str))
-        for name in files + [META_FILE]:  # data on disk before the rename makes it visible
-            with (tmp / name).open("rb") as handle:
-                os.fsync(handle.fileno())
-        # rename() cannot replace a non-empty folder: move the old one aside, swap, then delete it.
-        if folder.exists():
-            os.replace(folder, old)
-            faults.point("save.swap")
-        os.replace(tmp, folder)
-    except (OSError, RuntimeError) as err:  # torch.save reports a full or read-only disk as RuntimeError
-        reason = _write_failure(err, folder.parent)  # before cleaning up: the partial files show a full disk
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not folder.exists():
-            os.replace(old, folder)
-        raise CheckpointError(f"could not write checkpoint {folder}: {reason}; "
+        with atomic_folder(folder) as tmp:
+            try:
+                _write_files(tmp, meta, model_payload, train_state)
+            except (OSError, RuntimeError) as err:  # torch.save reports a full or read-only disk as RuntimeError
+                raise CheckpointError(f"could not write checkpoint {folder}: {_write_failure(err, folder.parent)}; "
+                                      f"the previous checkpoint is untouched") from None
+    except OSError as err:  # the swap itself failed
+        raise CheckpointError(f"could not write checkpoint {folder}: {_write_failure(err, folder.parent)}; "
                               f"the previous checkpoint is untouched") from None
-    shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def _write_files(tmp: Path, meta: dict, model_payload: dict, train_state: dict | None) -> None:
+    torch.save(model_payload, tmp / MODEL_FILE)
+    faults.point("save.model")  # test-only fault hooks (core/faults.py): a dict lookup each
+    files = [MODEL_FILE]
+    if train_state is not None:
+        torch.save(train_state, tmp / STATE_FILE)
+        files.append(STATE_FILE)
+    faults.point("save.state")
+    manifest = dict(meta, format=FORMAT, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    files={name: _sha256(tmp / name) for name in files})
+    (tmp / META_FILE).write_text(json.dumps(manifest, indent=1, default=str))
 
 
 def problem(folder: Path) -> str:
@@ -190,8 +205,6 @@ def restore(folder: Path, classes: list[str], model, optimizer, scheduler, scale
     """Load a `last` checkpoint's full training state in place (weights, optimizer, schedule, scaler, EMA,
     this rank's RNG); returns the loop state and, resumed mid-epoch at the same world size, the epoch's
     running sums so far (else None: a new world size deals the batches differently)."""
-    from checkbox_dist.model.build import load_weights
-
     payload, saved = load(folder, with_state=True)
     if payload["classes"] != classes:
         raise UserError(f"{folder}: trained on classes {payload['classes']}, data has {classes}")
@@ -215,13 +228,14 @@ def epoch_folders(checkpoints: Path) -> list[Path]:
 
 
 def recover(checkpoints: Path, say=print) -> None:
-    """Finish what a killed `save` left: drop its uncommitted `.NAME.tmp-PID` folders, and when it died
-    between its two renames (NAME moved to `.NAME.old-PID`, the new one not yet in place) put the old
-    one back. Run by one process before resuming; afterwards only committed checkpoints remain."""
-    for tmp in sorted(checkpoints.glob(".*.tmp-*")):
+    """Finish what a killed `save` left: drop its uncommitted temporary folders, and when it died between
+    its two renames (NAME moved aside, the new one not yet in place) put the old one back. Run by one
+    process before resuming; afterwards only committed checkpoints remain."""
+    temporary, moved_aside = leftovers(checkpoints)
+    for tmp in temporary:
         shutil.rmtree(tmp, ignore_errors=True)
-    for old in sorted(checkpoints.glob(".*.old-*")):
-        folder = checkpoints / old.name[1:].rsplit(".old-", 1)[0]
+    for old in moved_aside:
+        folder = checkpoints / original_name(old.name)
         if not folder.exists() and not problem(old):
             os.replace(old, folder)
             say(f"checkpoint: restored {folder} from {old.name} (its save was interrupted)")
@@ -232,7 +246,7 @@ def recover(checkpoints: Path, say=print) -> None:
 def find_resumable(checkpoints: Path, say=print) -> Path | None:
     """Newest good checkpoint with a train state: last, else the newest epoch_N; says what it skipped."""
     candidates = [checkpoints / "last"] + list(reversed(epoch_folders(checkpoints)))
-    candidates += sorted(checkpoints.glob(".last.old-*"))  # a crash between the two renames
+    candidates += [p for p in leftovers(checkpoints)[1] if original_name(p.name) == "last"]  # killed mid-swap
     for folder in candidates:
         if not folder.is_dir():
             continue
@@ -248,18 +262,27 @@ def prune_epochs(checkpoints: Path, keep: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """For inference: (model in eval mode, payload) from any checkpoint path, strictly loaded."""
-    from checkbox_dist.model.build import build_model, load_weights
-    from checkbox_dist.core.config import ModelConfig
-
-    folder = resolve(path)
-    payload, _ = load(folder)
-    preprocess = payload["preprocess"]
-    channels = 4 if preprocess.get("alpha_channel") else 3
+def model_from_payload(payload: dict, source: str, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The one way a model is rebuilt from a checkpoint payload: architecture, channels and pooling from
+    the payload, weights loaded strictly, in eval mode on `device`."""
+    channels = 4 if payload["preprocess"].get("alpha_channel") else 3
     # The pooling changes the graph but adds no weights: a max-pooled model loads strictly into an avg-pooled
-    # one and predicts wrongly (measured: CV folds at 68-75 % instead of the 73-80 % they had in training).
+    # one and predicts wrongly, so it must come from the payload's config.
     pool = payload.get("config", {}).get("model", {}).get("global_pool", "")
     model = build_model(ModelConfig(name=payload["model_name"], global_pool=pool), len(payload["classes"]), channels)
-    load_weights(model, payload["model"], str(folder))
-    return model.to(device).eval(), payload
+    load_weights(model, payload["model"], source)
+    return model.to(device).eval()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """For inference: (model in eval mode, payload) from any checkpoint path, strictly loaded."""
+    folder = resolve(path)
+    payload, _ = load(folder)
+    return model_from_payload(payload, str(folder), device), payload
+
+
+def init_weights(model: torch.nn.Module, path: str | Path, classes: list[str]) -> None:
+    """train.init_from: start `model` from a checkpoint's weights; a new head when the classes differ."""
+    folder = resolve(path)
+    payload, _ = load(folder)
+    load_weights(model, payload["model"], str(path), skip_head=payload["classes"] != classes)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 
 from checkbox_dist.serve.batcher import MicroBatcher, Overloaded
 from checkbox_dist.core.errors import UserError
-from checkbox_dist.data.download import DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT_S, FetchError, FetchLimits, check_url, fetch
+from checkbox_dist.data.download import DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT_S, DownloadError, DownloadLimits, check_url, download
 from checkbox_dist.data.images import BadImageError
 
 MB = 2**20
@@ -123,7 +123,7 @@ def create_app(predictor, settings: Settings | None = None):
         return predictor.predict_tensors([torch.stack([d[m] for d in decoded]) for m in members])
 
     batcher = MicroBatcher(run_batch, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue)
-    limits = FetchLimits(settings.url_timeout, int(settings.max_image_mb * MB), settings.max_redirects)
+    limits = DownloadLimits(settings.url_timeout, int(settings.max_image_mb * MB), settings.max_redirects)
     counters = {"requests": 0}
 
     @contextlib.asynccontextmanager
@@ -182,7 +182,7 @@ def create_app(predictor, settings: Settings | None = None):
             for url in urls:
                 try:
                     check_url(url)  # before anything else: file://, paths, ftp:// ... never go further
-                except FetchError as err:
+                except DownloadError as err:
                     raise HTTPException(400, str(err)) from None
             return [(url, url) for url in urls]
         raise HTTPException(415, "send multipart/form-data with an image in field 'file' ('files' for a batch), "
@@ -191,7 +191,7 @@ def create_app(predictor, settings: Settings | None = None):
     async def predict_one(label: str, source) -> dict:
         """Fetch (if a URL), decode, queue for the model; raises UserError / Overloaded."""
         if isinstance(source, str):
-            source = await run_in_threadpool(fetch, source, limits)
+            source = await run_in_threadpool(download, source, limits)
         decoded = await run_in_threadpool(predictor.decode, source, label)
         row, batch_size = await batcher.submit(decoded)
         return {"input": label, **predictor.describe(row), "batch_size": batch_size}
@@ -202,7 +202,7 @@ def create_app(predictor, settings: Settings | None = None):
         label, source = (await read_items(request, many=False))[0]
         try:
             return await predict_one(label, source)
-        except (BadImageError, FetchError) as err:
+        except (BadImageError, DownloadError) as err:
             raise HTTPException(422, str(err)) from None
         except Overloaded as err:
             raise HTTPException(503, f"server busy ({err}); retry later") from None

@@ -1,3 +1,5 @@
 from checkbox_dist.train.loop import main
 
-__all__ = ["main"]
+run = main
+
+__all__ = ["main", "run"]

@@ -235,7 +235,7 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
         bar = tqdm(total=micro_per_epoch, initial=skip, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
                    disable=not (accelerator.is_main_process and cfg.train.progress))
         for micro, batch in enumerate(loader, start=skip):
-            images, labels, indices = data.train_set.fetch(batch)
+            images, labels, indices = data.train_set.lookup(batch)
             if trace:
                 trace.train_batch(epoch, indices)
             params = augment.sample_params(len(labels), cfg.data.augment,
@@ -324,8 +324,8 @@ def main(cfg: Config, config_path: str | None = None) -> dict:
                "epoch_seconds": time.perf_counter() - started}
         if epoch % cfg.eval.every_epochs == 0 or epoch == cfg.train.epochs or done:
             eval_model = ema.module if ema is not None else model
-            logits, labels = collect_logits(eval_model, val_loader, trace.eval_fetch(data.val_set.fetch) if trace
-                                            else data.val_set.fetch, data.spec, accelerator)
+            logits, labels = collect_logits(eval_model, val_loader, trace.eval_lookup(data.val_set.lookup) if trace
+                                            else data.val_set.lookup, data.spec, accelerator)
             metrics = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins)
             row.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)})
             row["val_per_class"], row["val_confusion"] = metrics["per_class"], metrics["confusion"]
