@@ -31,7 +31,7 @@
 #                       64 px stretch, docs/RESULTS.md) all three lost to the square avg-pooled input (-5.8, -2.7,
 #                       -1.7), max pooling won back +3.2 of the wide input's loss; ResNet50 letterboxes at 128 px
 #   kinds, kinds_e20    stage one learns the 23 kinds the generator drew (pretrain.labels=kind), not the 3 classes
-# Since 2026-12-01 the generator is version 4 (checkbox_dist/synth.py): `recipe` then measures it against the
+# Since 2026-12-01 the generator is version 4 (checkbox_dist/synth/generator.py): `recipe` then measures it against the
 # version-1 figures quoted above (same folds, same config otherwise); on the CPU proxy v3 and v4 win only with a
 # long enough stage one (docs/RESULTS.md), so `synth_e20` is the row to run beside it.
 #

@@ -7,7 +7,10 @@
     checkbox-dist stats --data DIR [--image-size 224 --resize letterbox --background '#ffffff']
     checkbox-dist synth --out DIR --n 600 --seed 0
 
-A problem the user can fix (bad path, bad config, corrupt image) prints one line and exits 2.
+A problem the user can fix (bad path, bad config, corrupt image) prints one line and exits 2; a run
+stopped on request (preemption) exits 75 after saving; Ctrl-C exits 130. This module is the only one that
+turns exceptions into exit codes. It imports each command's modules when that command runs, so `--help`
+does not pay for torch.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-from checkbox_dist.core.errors import UserError
+from checkbox_dist import __version__
+from checkbox_dist.core.errors import Preempted, UserError
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM}
 
@@ -38,12 +42,12 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
+    from checkbox_dist import train
     from checkbox_dist.core.config import load_config
-    from checkbox_dist.train import main as train_main
 
     cfg = load_config(args.config, args.overrides)
     try:
-        train_main(cfg, args.config)
+        train.run(cfg, args.config)
     except RuntimeError as err:
         # gloo/NCCL when a peer died (connection reset, at once) or hung (train.collective_timeout_s): every
         # surviving process says it in one line instead of a C++ traceback, and exits.
@@ -111,18 +115,17 @@ def _add_quickstart(sub) -> None:
 
 
 def _run_quickstart(args) -> int:
+    from checkbox_dist import train
+    from checkbox_dist.core import runs
     from checkbox_dist.core.config import load_config
+    from checkbox_dist.data.synthetic import synthetic_root
     from checkbox_dist.infer.predictor import Predictor
-    from checkbox_dist.data.build import synthetic_root
-    from checkbox_dist.train import main as train_main
 
     overrides = list(args.overrides)
     if not any(o.startswith("train.output_dir=") for o in overrides):
-        import time
-
-        overrides.append(f"train.output_dir=runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
+        overrides.append(f"train.output_dir={runs.timestamped('quickstart')}")
     cfg = load_config(args.config, overrides)
-    summary = train_main(cfg, args.config)
+    summary = train.run(cfg, args.config)
     root = Path(cfg.data.root) if cfg.data.root else synthetic_root(cfg.data)
     sample = sorted(root.glob("checked*/checked_*.png"))[0]  # checked/ or, with data.synth_labels=kind, checked-*/
     result = Predictor([summary["best_checkpoint"]], device="cpu").predict_files([sample])[0]
@@ -134,8 +137,6 @@ def _run_quickstart(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="checkbox-dist", description=__doc__.split("\n\n")[0])
-    from checkbox_dist import __version__
-
     parser.add_argument("--version", action="version", version=f"checkbox_dist {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_quickstart(sub)
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
+    except Preempted as err:  # the run said where it saved and how to resume; slurm/*.sh requeue on 75
+        return err.exit_code
     except UserError as err:
         # In a multi-process run every process hits the same error: let one of them say it.
         if os.environ.get("RANK", "0") == "0" or os.environ.get("CHECKBOX_DIST_ALL_RANKS_ERRORS"):

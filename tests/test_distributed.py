@@ -4,7 +4,7 @@
 
 Two training runs feed the tests: 2 processes x batch 8 (launch/cpu_2proc.yaml, root train.py) and
 1 process x batch 16 (launch/single_gpu.yaml, `-m checkbox_dist.train`): the same global batch. Both set
-CHECKBOX_DIST_RANK_TRACE=1, so each rank writes RUN/debug/rank<N>.json (checkbox_dist/distributed.py):
+CHECKBOX_DIST_RANK_TRACE=1, so each rank writes RUN/debug/rank<N>.json (checkbox_dist/core/distributed.py):
 the sample indices it trained on and evaluated, the files it wrote inside RUN, its final weights' hash.
 The model is timm's `test_vit` (LayerNorm only): with BatchNorm the 2-process run would normalise with
 per-process batch statistics (8 images, not 16) and could not match the 1-process run. Augmentation is
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+pytestmark = pytest.mark.system  # real multi-process launches (accelerate launch, gloo)
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]

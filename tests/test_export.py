@@ -78,7 +78,7 @@ def test_predict_backend_onnx_and_int8(infer_exported, synth_root):
             assert abs(t["confidence"][c] - q["confidence"][c]) < 0.1  # int8: close, not equal
         assert sum(q["confidence"].values()) == pytest.approx(1, abs=1e-4)
 
-    from checkbox_dist.infer.quantize import read_metadata
+    from checkbox_dist.infer.onnx_meta import read_metadata
 
     quant = read_metadata(infer_exported / "model.int8.onnx")["quantization"]
     assert quant["mode"] == "static" and "calibration" in quant
@@ -119,7 +119,7 @@ def test_torchscript_and_safetensors_reproduce_the_checkpoint(infer_checkpoint, 
 
 
 def test_export_failures_are_one_line_and_leave_no_file(infer_checkpoint, tmp_path):
-    from checkbox_dist.infer.export import atomic_path
+    from checkbox_dist.core.files import atomic_path
 
     cases = [(["--checkpoint", str(tmp_path / "nope"), "--format", "onnx"], "checkpoint not found"),
              (["--checkpoint", str(infer_checkpoint), "--format", "torchscript", "--int8"], "--int8 applies to")]
@@ -150,7 +150,7 @@ def test_bench_infer_runs_and_prints_ratios(infer_exported):
 
 def test_legacy_exporter_and_dynamic_int8(infer_checkpoint, tmp_path, synth_root):
     from checkbox_dist.infer.predictor import OnnxMember, Predictor
-    from checkbox_dist.infer.quantize import read_metadata
+    from checkbox_dist.infer.onnx_meta import read_metadata
 
     out = tmp_path / "legacy" / "m.onnx"
     code, stdout, stderr = run_main("export", "--checkpoint", str(infer_checkpoint), "--format", "onnx", "--out",

@@ -4,7 +4,7 @@ one clear line instead of hanging, and the checkpoints written so far stay whole
     .venv/bin/pytest tests/test_reliability_dist.py -q
 
 Launched as users launch it on CPU: `ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 train.py`
-(gloo). The fault hook (checkbox_dist/faults.py) hits rank 1 only, at its 6th micro-batch (epoch 2: `last` of
+(gloo). The fault hook (checkbox_dist/core/faults.py) hits rank 1 only, at its 6th micro-batch (epoch 2: `last` of
 epoch 1 is on disk). A dead peer is noticed at once (gloo: connection reset); a hung one only after the
 collective timeout, here `train.collective_timeout_s=20` (default: Accelerate's 30 min). torchrun then
 stops the rest (SIGTERM, SIGKILL after its fixed 30 s).
@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from reliability_harness import REPO
+
+pytestmark = pytest.mark.system  # real multi-process launches (accelerate launch, gloo)
 
 TINY = ["--config", str(REPO / "configs" / "quickstart.yaml"), "model.name=test_resnet", "data.image_size=32",
         "data.num_workers=0", "train.progress=false", "tracking.backends=[]", "data.synth_n=90", "data.synth_seed=3",

@@ -5,7 +5,7 @@ a full or read-only disk, NaN losses, W&B out of reach. Figures: docs/RELIABILIT
 
 Every training run is the real CLI in its own process (tests/reliability_harness.py forks it from a
 preloaded server to skip ~7 s of imports per run). Kill points inside a step, an evaluation or a checkpoint
-write come from the test-only hook CHECKBOX_DIST_FAULT (checkbox_dist/faults.py); the "random" ones are a
+write come from the test-only hook CHECKBOX_DIST_FAULT (checkbox_dist/core/faults.py); the "random" ones are a
 SIGKILL sent from outside after a seeded random number of optimizer steps. After each kill, `train.resume=auto`
 must finish the run with weights, optimizer state and metrics bit-identical to an uninterrupted run (CPU).
 Two-process runs: tests/test_reliability_dist.py.
@@ -60,7 +60,7 @@ def test_reference_run_is_complete(reference: Path):
     assert len(final_rows(reference, "epoch", "epoch")) == 3 and len(final_rows(reference, "step", "step")) == 12
 
 
-# SITE:COUNT of checkbox_dist/faults.py. step:3 dies before the first checkpoint exists (resume starts over);
+# SITE:COUNT of checkbox_dist/core/faults.py. step:3 dies before the first checkpoint exists (resume starts over);
 # step:10 resumes mid-epoch from the step-9 save; eval:2/eval:8 die inside the epoch-1/epoch-3 evaluation;
 # the save.* points die inside a checkpoint write: after model.pt, after train_state.pt, and between
 # moving the old folder aside and renaming the new one in (save.swap:final: the calibrated `best`, last of all).

@@ -19,6 +19,8 @@ from PIL import Image
 
 from conftest import REPO, run_main
 
+pytestmark = pytest.mark.system  # a real uvicorn server on 127.0.0.1
+
 LIMITS = {"body": 1 << 20, "image": 1 << 19}  # --max-body-mb 1, --max-image-mb 0.5
 
 

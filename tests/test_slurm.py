@@ -28,7 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 # the fixtures wait for whole Slurm jobs, one of them started twice
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 TINY = {
     "data": {"root": "", "synth_n": 150, "synth_seed": 0, "image_size": 32, "batch_size": 8, "eval_batch_size": 16,

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("CHECKBOX_DIST_XLA_VENV", REPO / ".venv-xla"))
 
 # the first test also builds .venv-xla when missing (~4-5 min cold) and runs the compile-heavy training
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ Every variant sees the same preprocessed uint8 tensors, in the same process, alt
 runs the variants in a rotated order, so a noisy neighbour hurts all of them alike), and the figure is
 the median over repeats. The reference is a plain `model(normalized x)` loop (no softmax, no
 bookkeeping); everything is printed as a ratio to it, measured in the same run, because bare
-milliseconds from a shared 2-core machine say little elsewhere. Rows:
+milliseconds say little about any other machine. Rows:
 
     model(x) loop     the reference: eager PyTorch forward on already-normalised tensors
     eager Predictor   what `predict` runs: uint8 -> normalise -> model -> softmax(logits / T)
@@ -21,6 +21,7 @@ folder (ROOT/<class>/*) it also reports top-1 accuracy and agreement with the ea
 from __future__ import annotations
 
 import json
+import platform
 import statistics
 import tempfile
 import time
@@ -28,8 +29,14 @@ from pathlib import Path
 
 import torch
 
+from checkbox_dist import synth
 from checkbox_dist.core.errors import UserError
-
+from checkbox_dist.core.files import atomic_write_json
+from checkbox_dist.data.images import list_images, normalize
+from checkbox_dist.infer import export, quantize
+from checkbox_dist.infer.onnx_meta import read_metadata
+from checkbox_dist.infer.predictor import OnnxMember, Predictor
+from checkbox_dist.model import checkpoint
 
 WIDTH = 22  # row label column
 
@@ -41,16 +48,12 @@ def _percentile(values: list[float], q: float) -> float:
 
 def load_images(predictor, data: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """(uint8 images, labels or None, description). Default: `n` fresh synthetic images (labelled)."""
-    from checkbox_dist.data.images import list_images
-
     if data:
         root = Path(data).expanduser()
         if not root.is_dir():
             raise UserError(f"--data: folder not found: {root}")
         desc = str(root)
     else:
-        from checkbox_dist import synth
-
         root = Path(tempfile.mkdtemp(prefix="bench-infer-"))
         synth.generate(root, n, seed)
         desc = f"synthetic, seed {seed} (not the training seed)"
@@ -66,11 +69,8 @@ def load_images(predictor, data: str, n: int, seed: int) -> tuple[torch.Tensor, 
 
 def onnx_files(folder: Path, work: Path, sha: str | None, exporter: str) -> tuple[Path, Path]:
     """The checkpoint's model.onnx / model.int8.onnx when they were exported from this model.pt, else fresh ones."""
-    from checkbox_dist.infer import export
-    from checkbox_dist.infer import quantize
-
     fp32, int8 = folder / "model.onnx", folder / "model.int8.onnx"
-    if all(p.is_file() and quantize.read_metadata(p).get("checkpoint_sha256") == sha for p in (fp32, int8)):
+    if all(p.is_file() and read_metadata(p).get("checkpoint_sha256") == sha for p in (fp32, int8)):
         return fp32, int8
     _, graph, payload = export.load_for_export(folder)
     meta = export.describe(folder, payload, "onnx")
@@ -128,13 +128,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    import platform
-
     import onnxruntime as ort
-
-    from checkbox_dist.model import checkpoint
-    from checkbox_dist.data.images import normalize
-    from checkbox_dist.infer.predictor import OnnxMember, Predictor
 
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -184,6 +178,6 @@ def run(args) -> int:
     print("latency ratios: lower is faster; throughput ratio: higher is faster; all relative to the model(x) loop "
           f"(for scale, here: p50 {1000 * base['p50']:.2f} ms, {base['throughput']:.0f} img/s at batch {args.batch})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": vars(args) | {"threads": threads}, "data": desc,
-                                               "results": results}, indent=1, default=str))
+        atomic_write_json(Path(args.json), {"config": vars(args) | {"threads": threads}, "data": desc,
+                                            "results": results})
     return 0

@@ -14,6 +14,7 @@ are a floor for the server alone.
 from __future__ import annotations
 
 import asyncio
+import io
 import shlex
 import socket
 import statistics
@@ -22,6 +23,7 @@ import sys
 import time
 
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.synth import render_index
 
 
 def free_port() -> int:
@@ -47,10 +49,6 @@ def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float = 180
 
 
 def sample_png() -> bytes:
-    import io
-
-    from checkbox_dist.synth import render_index
-
     buffer = io.BytesIO()
     render_index(0, 0)[0].save(buffer, "PNG")
     return buffer.getvalue()
@@ -84,12 +82,15 @@ async def load(url: str, image: bytes, seconds: float, concurrency: int, warmup_
         await asyncio.gather(*(client(http) for _ in range(concurrency)))
     elapsed = time.monotonic() - measure_from
     latencies.sort()
-    def pick(q: float) -> float:
-        return 1000 * latencies[min(len(latencies) - 1, int(q * (len(latencies) - 1)))] if latencies else 0.0
-
     return {"seconds": round(elapsed, 2), "requests": len(latencies), "errors": errors, "statuses": statuses,
-            "requests_per_s": len(latencies) / elapsed, "p50_ms": pick(0.5), "p99_ms": pick(0.99),
+            "requests_per_s": len(latencies) / elapsed, "p50_ms": _percentile_ms(latencies, 0.5),
+            "p99_ms": _percentile_ms(latencies, 0.99),
             "mean_ms": 1000 * statistics.fmean(latencies) if latencies else 0.0}
+
+
+def _percentile_ms(latencies: list[float], q: float) -> float:
+    """The q-quantile of sorted latencies (seconds), in ms; 0 when there are none."""
+    return 1000 * latencies[min(len(latencies) - 1, int(q * (len(latencies) - 1)))] if latencies else 0.0
 
 
 def add_parser(subparsers) -> None:
@@ -112,28 +113,46 @@ def run(args) -> int:
     if args.seconds <= 0 or args.seconds > 600 or args.concurrency < 1:
         raise UserError("bench-serve: --seconds must be in (0, 600] and --concurrency >= 1")
     image = open(args.image, "rb").read() if args.image else sample_png()
-    proc, url = None, (args.url or "").rstrip("/")
-    if args.checkpoint:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "checkbox_dist", "serve", "--checkpoint", args.checkpoint, "--port", str(port),
-                   "--log-level", "warning", *shlex.split(args.server_args)]
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc, url = start_server(args.checkpoint, args.server_args) if args.checkpoint else (None, args.url.rstrip("/"))
     try:
         wait_healthy(url, proc)
-        import httpx
-
-        asyncio.run(load(url, image, 1.0, args.concurrency, warmup_s=0))  # warm-up, not counted anywhere
-        before = httpx.get(f"{url}/health", timeout=10).json()
-        result = asyncio.run(load(url, image, args.seconds, args.concurrency, warmup_s=0))
-        after = httpx.get(f"{url}/health", timeout=10).json()
+        result, before, after = measure(url, image, args.seconds, args.concurrency)
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_server(proc)
+    report(url, image, args, result, before, after)
+    return 1 if result["errors"] else 0
+
+
+def start_server(checkpoint: str, server_args: str) -> tuple[subprocess.Popen, str]:
+    """`checkbox-dist serve` on `checkpoint` on a free local port: (process, base URL)."""
+    port = free_port()
+    command = [sys.executable, "-m", "checkbox_dist", "serve", "--checkpoint", checkpoint, "--port", str(port),
+               "--log-level", "warning", *shlex.split(server_args)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop_server(proc: subprocess.Popen | None) -> None:
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def measure(url: str, image: bytes, seconds: float, concurrency: int) -> tuple[dict, dict, dict]:
+    """(load result, /health before, /health after) for `seconds` of load after a 1 s uncounted warm-up."""
+    import httpx
+
+    asyncio.run(load(url, image, 1.0, concurrency, warmup_s=0))  # warm-up, not counted anywhere
+    before = httpx.get(f"{url}/health", timeout=10).json()
+    result = asyncio.run(load(url, image, seconds, concurrency, warmup_s=0))
+    after = httpx.get(f"{url}/health", timeout=10).json()
+    return result, before, after
+
+
+def report(url: str, image: bytes, args, result: dict, before: dict, after: dict) -> None:
     images, batches = after["images"] - before["images"], after["batches"] - before["batches"]
     print(f"bench-serve: {url} POST /predict, {args.concurrency} concurrent clients, {result['seconds']:g} s "
           f"(+1 s warm-up), {len(image):,}-byte image {args.server_args and '| serve ' + args.server_args}")
@@ -142,4 +161,3 @@ def run(args) -> int:
     if batches:
         print(f"  server: {images} images in {batches} model calls, mean batch {images / batches:.1f}, "
               f"largest so far {after['batch_size']['max']}")
-    return 1 if result["errors"] else 0

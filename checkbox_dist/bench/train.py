@@ -9,7 +9,7 @@
 Three rates, alternated (plain, ours, plain, ours, ...) and reported as medians of `--repeats`:
   plain step   `model(x)` + cross-entropy + backward + optimizer step on one random batch already on the
                device: same model, batch, precision, memory format, optimizer. The ceiling.
-  ours, step   our real loop (checkbox_dist.train.main) between its log intervals: index fetch from the
+  ours, step   our real loop (checkbox_dist.train.run) between its log intervals: index fetch from the
                device-resident uint8 images, augmentation, normalisation, Accelerate's wrappers.
   ours, epoch  the same run's whole epochs (images / epoch wall time, evaluation excluded).
 Ratios are what we track (targets: step >= 0.97 x plain, epoch >= 0.95 x step); absolute img/s depend on
@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from checkbox_dist import train
 from checkbox_dist.core.config import load_config
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec
@@ -100,13 +101,11 @@ def rates_from_metrics(metrics_file: Path, images_per_step: int) -> tuple[float,
 
 def our_loop_rates(config: str, overrides: list[str], epochs: int) -> tuple[float, float, float]:
     """Run the real loop in this process for `epochs` epochs; (step img/s, epoch img/s, peak GiB)."""
-    from checkbox_dist.train import main as train_main
-
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config, [*overrides, *bench_overrides(str(Path(tmp) / "run"), epochs)])
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        train_main(cfg)
+        train.run(cfg, config)
         step, epoch = rates_from_metrics(Path(tmp) / "run" / "metrics.jsonl",
                                          cfg.data.batch_size * cfg.train.grad_accum_steps)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
@@ -125,14 +124,14 @@ def launched_loop_rates(config: str, overrides: list[str], epochs: int, processe
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     env.pop("ACCELERATE_USE_CPU", None)
     if processes == 1:
-        launcher = [sys.executable, "-m", "checkbox_dist.train"]
+        launcher = [sys.executable, "-m", "checkbox_dist", "train"]
     else:
-        launch_file = Path(__file__).resolve().parents[1] / "launch" / ("multi_gpu.yaml" if on_gpu else "cpu_2proc.yaml")
+        launch_file = Path(__file__).resolve().parents[2] / "launch" / ("multi_gpu.yaml" if on_gpu else "cpu_2proc.yaml")
         if not launch_file.is_file():
             raise UserError(f"--processes needs the repository's launch configs: {launch_file} not found "
                             "(run bench-train from a checkout of this project)")
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_file),
-                    "--num_processes", str(processes), "-m", "checkbox_dist.train"]
+                    "--num_processes", str(processes), "-m", "checkbox_dist", "train"]
         if not on_gpu:
             env["ACCELERATE_USE_CPU"] = "true"
     with tempfile.TemporaryDirectory() as tmp:

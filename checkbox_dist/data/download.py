@@ -18,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+from checkbox_dist import __version__
 from checkbox_dist.core.errors import UserError
 
 SCHEMES = ("http", "https")
@@ -95,8 +96,6 @@ def _opener(limits: DownloadLimits) -> urllib.request.OpenerDirector:
 
 def download(url: str, limits: DownloadLimits | None = None) -> bytes:
     """The body of `url` (an image, by its headers), or DownloadError with one line saying why not."""
-    from checkbox_dist import __version__
-
     limits = limits or DownloadLimits()
     check_url(url)
     label = _short(url)

@@ -16,18 +16,19 @@ OUT/scores.json: top-1 and macro-F1 of each OOF file and of their average, i.e. 
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from pathlib import Path
 
+from PIL import Image, ImageDraw, ImageFont
+
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.core.files import atomic_path, atomic_write_csv
+from checkbox_dist.data.images import BadImageError, open_image
+from checkbox_dist.experiments.cv import read_oof, scores
 
 
 def average_oof(files: list[Path]) -> tuple[list[str], list[dict]]:
     """Rows of the first OOF file with probabilities averaged over every file (same images, same labels)."""
-    from checkbox_dist.experiments.cv import read_oof
-
     classes, rows = read_oof(files[0])
     for other in files[1:]:
         other_classes, other_rows = read_oof(other)
@@ -50,8 +51,6 @@ def average_oof(files: list[Path]) -> tuple[list[str], list[dict]]:
 def oof_scores(classes: list[str], rows: list[dict]) -> dict:
     """top-1 and macro-F1 of out-of-fold probabilities (one file's, or several averaged: the ensemble's CV
     score, since every model predicted each image from the same held-out fold), overall and per fold."""
-    from checkbox_dist.experiments.cv import scores
-
     def score(subset: list[dict]) -> dict:
         s = scores([r["given"] for r in subset], [classes[r["probs"].index(max(r["probs"]))] for r in subset], classes)
         return {"top1": s["top1"], "macro_f1": s["macro_f1"], "n": s["n"]}
@@ -84,10 +83,6 @@ def rank_suspects(classes: list[str], rows: list[dict]) -> tuple[list[dict], dic
 
 def contact_sheet(ranked: list[dict], root: Path, out: Path, top: int, title: str) -> Path:
     """A grid of the top suspects, each captioned with rank, given -> suggested label and probabilities."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    from checkbox_dist.data.images import BadImageError, open_image
-
     tiles, cols, tw, th, cap = ranked[:top], 6, 220, 120, 46
     rows_n = max(1, (len(tiles) + cols - 1) // cols)
     sheet = Image.new("RGB", (cols * tw, 30 + rows_n * (th + cap)), "white")
@@ -111,26 +106,19 @@ def contact_sheet(ranked: list[dict], root: Path, out: Path, top: int, title: st
         draw.text((x + 6, y + th + 16), f"model: {r['suggested']} ({r['p_suggested']:.2f})", fill="#b00000",
                   font=font)
         draw.text((x + 6, y + th + 30), Path(r["path"]).name[:30], fill="#555555", font=font)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
-    sheet.save(tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, format="PNG")
     return out
 
 
 def write_outputs(ranked: list[dict], classes: list[str], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     csv_path, flagged_path = out / "audit.csv", out / "flagged.txt"
-    tmp = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["rank", "path", "given", "suggested", "p_given", "p_suggested", "margin", "flagged", "fold",
-                         *[f"p_{c}" for c in classes]])
-        for r in ranked:
-            writer.writerow([r["rank"], r["path"], r["given"], r["suggested"], f"{r['p_given']:.4f}",
-                             f"{r['p_suggested']:.4f}", f"{r['margin']:.4f}", int(r["flagged"]), r["fold"],
-                             *[f"{p:.4f}" for p in r["probs"]]])
-    os.replace(tmp, csv_path)
+    header = ["rank", "path", "given", "suggested", "p_given", "p_suggested", "margin", "flagged", "fold",
+              *[f"p_{c}" for c in classes]]
+    atomic_write_csv(csv_path, header, [[r["rank"], r["path"], r["given"], r["suggested"], f"{r['p_given']:.4f}",
+                                         f"{r['p_suggested']:.4f}", f"{r['margin']:.4f}", int(r["flagged"]), r["fold"],
+                                         *[f"{p:.4f}" for p in r["probs"]]] for r in ranked])
     lines = ["# flagged by `checkbox-dist audit` (confident learning); review before use as data.exclude_file\n"]
     lines += [f"{r['path']}  # given {r['given']}, models say {r['suggested']} ({r['p_suggested']:.2f})\n"
               for r in ranked if r["flagged"]]

@@ -7,14 +7,14 @@
     checkbox-dist cv --config C --folds 5 --train-exclude runs/audit/flagged.txt
                                     # suspected label errors out of training, still scored: comparable
 
-Each fold is the normal training loop (`train.main`, in this process, so `accelerate launch` and Slurm work
+Each fold is the normal training loop (`train.run`, in this process, so `accelerate launch` and Slurm work
 exactly as for `train`) on a split index file whose val part is exactly the fold's held-out images.
 
 `--selection final` (default) evaluates each fold once, after the whole schedule, and keeps that model:
 the held-out fold never chooses anything, so the mean is an honest estimate of a fixed recipe. (It also
 skips every per-epoch eval, plot and checkpoint: on a GPU those cost more than the 330-image epoch.)
 `--selection best` keeps the config's best-epoch rule, which picks the epoch on the held-out fold itself
-(optimistic, like the seed's 91.35 %).
+(optimistic).
 
 OUT/
     cv.json                 settings of this CV run; a rerun into OUT must match (completed folds are kept)
@@ -23,6 +23,9 @@ OUT/
     oof_predictions.csv     every image exactly once: path, given, predicted, fold, p_<class> (temperature applied)
     cv_summary.json         per-fold top-1, macro-F1, per-class F1, confusion; mean and std over folds; pooled
     confusion_oof.png       pooled out-of-fold confusion matrix
+
+An OUT/STOP file (slurm/sweep.sh's stop request) stops the run before the next fold with exit 75; remove it
+and rerun to continue.
 """
 
 from __future__ import annotations
@@ -33,21 +36,29 @@ import gc
 import json
 import os
 import statistics
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from checkbox_dist.core.config import RUN_ONLY_KEYS
-from checkbox_dist.core.distributed import process_state
-from checkbox_dist.core.errors import UserError
+import torch
+from accelerate.utils import broadcast_object_list
 
+from checkbox_dist import train
+from checkbox_dist.core import plots
+from checkbox_dist.core.config import RUN_ONLY_KEYS, load_config, to_dict, to_flat_dict
+from checkbox_dist.core.distributed import process_state
+from checkbox_dist.core.errors import Preempted, UserError
+from checkbox_dist.core.files import atomic_write_csv, atomic_write_json
+from checkbox_dist.core.runs import agreed_name, config_stem, timestamped
+from checkbox_dist.data.build import data_root
+from checkbox_dist.data.datasets import load_decoded, read_exclusions, scan_classes, write_split_lists
+from checkbox_dist.experiments.sweep import report_to_wandb
+from checkbox_dist.infer.predictor import Predictor
 
 
 def plan_folds(labels: list[int], k: int, seed: int) -> list[int]:
     """Fold index per item. Per class: a seeded shuffle dealt round-robin, each class starting where the
     previous one stopped, so fold sizes differ by at most one and class counts per fold by at most one."""
-    import torch
-
     gen = torch.Generator().manual_seed(seed)
     fold = [-1] * len(labels)
     start = 0
@@ -60,8 +71,6 @@ def plan_folds(labels: list[int], k: int, seed: int) -> list[int]:
 
 
 def list_items(root: Path, exclude_file: str, k: int) -> tuple[list[str], list[tuple[Path, int]]]:
-    from checkbox_dist.data.datasets import read_exclusions, scan_classes
-
     if (root / "train").is_dir() and (root / "val").is_dir():
         raise UserError(f"{root} is split into train/ and val/: cv needs one pool ROOT/<class>/*; "
                         f"point data.root at {root / 'train'} (or merge the two)")
@@ -81,8 +90,6 @@ _NEWER_SETTINGS = {"train_exclude": []}
 
 
 def _train_exclusions(root: Path, items: list[tuple[Path, int]], path: str) -> set[str]:
-    from checkbox_dist.data.datasets import read_exclusions
-
     listed = read_exclusions(path, "--train-exclude")
     present = {p.relative_to(root).as_posix() for p, _ in items}
     unknown = sorted(listed - present)
@@ -92,18 +99,7 @@ def _train_exclusions(root: Path, items: list[tuple[Path, int]], path: str) -> s
 
 
 def _comparable(cfg_dict: dict) -> dict:
-    from checkbox_dist.core.config import to_flat_dict
-
     return {k: v for k, v in to_flat_dict(cfg_dict).items() if not k.startswith(RUN_ONLY_KEYS)}
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_oof(path: Path) -> tuple[list[str], list[dict]]:
@@ -147,11 +143,6 @@ def _mean_std(values: list[float]) -> dict:
 
 def predict_fold(best_dir: Path, items: list[tuple[Path, int]], cfg, device, tta: bool):
     """Calibrated probabilities of the fold's held-out images from its best checkpoint."""
-    import torch
-
-    from checkbox_dist.data.datasets import load_decoded
-    from checkbox_dist.infer.predictor import Predictor
-
     predictor = Predictor([best_dir], device=str(device), tta=tta)
     skipped: list[str] = []
     # Same items and spec as the fold's val set: a hit in the decoded-image cache training wrote.
@@ -162,106 +153,171 @@ def predict_fold(best_dir: Path, items: list[tuple[Path, int]], cfg, device, tta
     return predictor.classes, [items[i] for i in decoded["kept"]], probs
 
 
+@dataclass
+class _Pool:
+    """The images every fold draws from and the fold each one is held out in."""
+
+    root: Path
+    classes: list[str]
+    items: list[tuple[Path, int]]
+    fold_of: list[int]
+    untrained: set[str]  # --train-exclude: never in a training part, still held out and scored
+
+    def held_out(self, i: int) -> list[tuple[Path, int]]:
+        return [it for it, f in zip(self.items, self.fold_of) if f == i]
+
+    def training(self, i: int) -> list[tuple[Path, int]]:
+        return [it for it, f in zip(self.items, self.fold_of)
+                if f != i and it[0].relative_to(self.root).as_posix() not in self.untrained]
+
+
 def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selection: str = "final",
            tta: bool = False, only: list[int] | None = None, say=print, train_exclude: str = "") -> dict | None:
     """Train the folds not done yet (all, or `only`), then summarise if every fold is done.
 
     `train_exclude`: a file of paths (the data.exclude_file format, e.g. audit's flagged.txt) left out of
     every fold's training part but still in its held-out part, so the score counts all images and stays
-    comparable with a run without it; data.exclude_file instead removes images from both."""
-    import torch
-    from accelerate.utils import broadcast_object_list
-
-    from checkbox_dist import train
-    from checkbox_dist.model.checkpoint import write_json_atomic
-    from checkbox_dist.core.config import to_dict
-    from checkbox_dist.data.datasets import write_split_lists
-    from checkbox_dist.data.build import data_root
-
+    comparable with a run without it; data.exclude_file instead removes images from both.
+    Raises Preempted when OUT/STOP exists before a fold (or a fold's training is preempted)."""
     state = process_state()
+    cfg = _cv_config(cfg, selection)
+    pool = _pool(cfg, state, folds, seed, train_exclude)
+    only = _folds_to_run(only, folds)
+    settings = {"config": config_path, "folds": folds, "seed": seed, "selection": selection, "tta": tta,
+                "root": str(pool.root.resolve()), "exclude_file": cfg.data.exclude_file, "n_images": len(pool.items),
+                "train_exclude": sorted(pool.untrained),
+                "classes": pool.classes, "resolved_config": to_dict(cfg)}
+    _check_rerun(out, settings)
+    if state.is_main_process:
+        _write_fold_files(out, settings, pool, only)
+    state.wait_for_everyone()
+    _say_plan(say, pool, settings, out, train_exclude)
+    for i in only:
+        _stop_if_requested(out, i, state, say)
+        if (out / f"fold_{i}" / "oof.csv").is_file():
+            say(f"fold {i}: done before, kept")
+            continue
+        _train_fold(cfg, config_path, out, i, folds, pool.root, say)
+        if state.is_main_process:
+            _write_fold_oof(out / f"fold_{i}", i, pool, cfg, state.device, tta)
+        state.wait_for_everyone()
+        _free_memory()
+    return _summarise_if_complete(out, folds, state, say)
+
+
+def _cv_config(cfg, selection: str):
+    """A copy of `cfg` for every fold: --selection final evaluates once, at the end; under a W&B sweep
+    agent the CV score, not each fold, goes to the agent's run."""
     cfg = copy.deepcopy(cfg)
     if selection == "final":
         cfg.eval.every_epochs = cfg.train.epochs
         cfg.train.early_stopping_patience = 0
     if os.environ.get("WANDB_SWEEP_ID") and "wandb" in cfg.tracking.backends:
         cfg.tracking.backends = [b for b in cfg.tracking.backends if b != "wandb"]  # the agent's run gets the CV score
-    root = data_root(cfg.data, state)  # the folder every fold trains on: data.root, or the synthetic set, generated once
+    return cfg
+
+
+def _pool(cfg, state, folds: int, seed: int, train_exclude: str) -> _Pool:
+    # the folder every fold trains on: data.root, or the synthetic set, generated once
+    root = data_root(cfg.data, state)
     classes, items = list_items(root, cfg.data.exclude_file, folds)
     fold_of = plan_folds([y for _, y in items], folds, seed)
-    untrained = _train_exclusions(root, items, train_exclude)
+    return _Pool(root, classes, items, fold_of, _train_exclusions(root, items, train_exclude))
+
+
+def _folds_to_run(only: list[int] | None, folds: int) -> list[int]:
     only = sorted(set(only)) if only else list(range(folds))
     if any(not 0 <= i < folds for i in only):
         raise UserError(f"--fold: fold numbers run from 0 to {folds - 1}, got {only}")
-    settings = {"config": config_path, "folds": folds, "seed": seed, "selection": selection, "tta": tta,
-                "root": str(root.resolve()), "exclude_file": cfg.data.exclude_file, "n_images": len(items),
-                "train_exclude": sorted(untrained),
-                "classes": classes, "resolved_config": to_dict(cfg)}
+    return only
+
+
+def _check_rerun(out: Path, settings: dict) -> None:
+    """A rerun into an existing CV folder must have the same settings and config (completed folds are kept)."""
     cv_file = out / "cv.json"
-    if cv_file.is_file():
-        old = json.loads(cv_file.read_text())
-        for key in ("folds", "seed", "selection", "tta", "root", "n_images", "train_exclude"):
-            was = old.get(key, _NEWER_SETTINGS.get(key))
-            if was != settings[key]:
-                shown = lambda v: f"{len(v)} paths" if isinstance(v, list) else v  # noqa: E731
-                raise UserError(f"{out} holds a CV run with {key}={shown(was)} (now {shown(settings[key])}): "
-                                f"use another --out")
-        changed = [k for k, v in _comparable(settings["resolved_config"]).items()
-                   if _comparable(old["resolved_config"]).get(k) != v]
-        if changed:
-            raise UserError(f"{out} holds a CV run with another config ({changed[0]} differs): use another --out")
-    if state.is_main_process:
-        (out / "folds").mkdir(parents=True, exist_ok=True)
-        write_json_atomic(cv_file, settings)
-        for i in only:
-            train_items = [it for it, f in zip(items, fold_of)
-                           if f != i and it[0].relative_to(root).as_posix() not in untrained]
-            val_items = [it for it, f in zip(items, fold_of) if f == i]
-            write_split_lists(out / "folds" / f"fold_{i}.json", root, classes, train_items, val_items,
-                              {"fold": i, "folds": folds, "seed": seed, "val_fraction": round(1 / folds, 6)})
-    state.wait_for_everyone()
-    say(f"cv: {len(items)} images in {root} ({', '.join(f'{c} {sum(1 for _, y in items if y == i)}' for i, c in enumerate(classes))}) "
-        f"| {folds} folds, seed {seed}, selection {selection} | out {out}")
-    if untrained:
-        say(f"cv: {len(untrained)} images left out of every fold's training ({train_exclude}), still scored")
+    if not cv_file.is_file():
+        return
+    old = json.loads(cv_file.read_text())
+    for key in ("folds", "seed", "selection", "tta", "root", "n_images", "train_exclude"):
+        was = old.get(key, _NEWER_SETTINGS.get(key))
+        if was != settings[key]:
+            shown = lambda v: f"{len(v)} paths" if isinstance(v, list) else v  # noqa: E731
+            raise UserError(f"{out} holds a CV run with {key}={shown(was)} (now {shown(settings[key])}): "
+                            f"use another --out")
+    changed = [k for k, v in _comparable(settings["resolved_config"]).items()
+               if _comparable(old["resolved_config"]).get(k) != v]
+    if changed:
+        raise UserError(f"{out} holds a CV run with another config ({changed[0]} differs): use another --out")
 
+
+def _write_fold_files(out: Path, settings: dict, pool: _Pool, only: list[int]) -> None:
+    """OUT/cv.json and the split index file of each fold to run (main process only)."""
+    folds = settings["folds"]
+    (out / "folds").mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "cv.json", settings)
     for i in only:
-        run_dir = out / f"fold_{i}"
-        stop = [(out / "STOP").exists()]  # slurm/sweep.sh's stop request for a whole trial, seen between folds
-        if state.num_processes > 1:
-            broadcast_object_list(stop)  # every process must take the same branch
-        if stop[0]:
-            say(f"cv: {out / 'STOP'} exists: stopping before fold {i}; remove it and rerun to continue")
-            sys.exit(train.PREEMPTED_EXIT)
-        if (run_dir / "oof.csv").is_file():
-            say(f"fold {i}: done before, kept")
-            continue
-        fold_cfg = copy.deepcopy(cfg)
-        fold_cfg.data.root = str(root)
-        fold_cfg.data.split_file = str(out / "folds" / f"fold_{i}.json")
-        fold_cfg.train.output_dir = str(run_dir)
-        fold_cfg.train.resume = ""
-        if fold_cfg.tracking.backends and not fold_cfg.tracking.run_name:
-            fold_cfg.tracking.run_name = f"{out.name}-fold{i}"
-        if not (run_dir / "summary.json").is_file():
-            if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-                fold_cfg.train.resume = "auto"  # an interrupted fold continues where it stopped
-            say(f"---- fold {i + 1}/{folds}: training into {run_dir}")
-            started = time.perf_counter()
-            train.main(fold_cfg, config_path)
-            say(f"fold {i}: trained in {time.perf_counter() - started:.0f}s")
-        if state.is_main_process:
-            val_items = [it for it, f in zip(items, fold_of) if f == i]
-            fold_classes, kept, probs = predict_fold(run_dir / "checkpoints" / "best", val_items, cfg, state.device, tta)
-            if fold_classes != classes:
-                raise UserError(f"{run_dir}: trained on classes {fold_classes}, data has {classes}")
-            rows = [[p.relative_to(root).as_posix(), classes[y], classes[int(pr.argmax())], i,
-                     *[f"{v:.6f}" for v in pr.tolist()]] for (p, y), pr in zip(kept, probs)]
-            _write_csv(run_dir / "oof.csv", ["path", "given", "predicted", "fold", *[f"p_{c}" for c in classes]], rows)
-        state.wait_for_everyone()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        meta = {"fold": i, "folds": folds, "seed": settings["seed"], "val_fraction": round(1 / folds, 6)}
+        write_split_lists(out / "folds" / f"fold_{i}.json", pool.root, pool.classes, pool.training(i),
+                          pool.held_out(i), meta)
 
+
+def _say_plan(say, pool: _Pool, settings: dict, out: Path, train_exclude: str) -> None:
+    counts = ", ".join(f"{c} {sum(1 for _, y in pool.items if y == i)}" for i, c in enumerate(pool.classes))
+    say(f"cv: {len(pool.items)} images in {pool.root} ({counts}) "
+        f"| {settings['folds']} folds, seed {settings['seed']}, selection {settings['selection']} | out {out}")
+    if pool.untrained:
+        say(f"cv: {len(pool.untrained)} images left out of every fold's training ({train_exclude}), still scored")
+
+
+def _stop_if_requested(out: Path, i: int, state, say) -> None:
+    """slurm/sweep.sh's stop request for a whole trial (OUT/STOP), seen between folds: raise Preempted."""
+    stop = [(out / "STOP").exists()]
+    if state.num_processes > 1:
+        broadcast_object_list(stop)  # every process must take the same branch
+    if stop[0]:
+        message = f"cv: {out / 'STOP'} exists: stopping before fold {i}; remove it and rerun to continue"
+        say(message)
+        raise Preempted(message)
+
+
+def _train_fold(cfg, config_path: str | None, out: Path, i: int, folds: int, root: Path, say) -> None:
+    """Fold i's training run into OUT/fold_<i> (an interrupted one resumes; a finished one is kept)."""
+    run_dir = out / f"fold_{i}"
+    if (run_dir / "summary.json").is_file():
+        return
+    fold_cfg = copy.deepcopy(cfg)
+    fold_cfg.data.root = str(root)
+    fold_cfg.data.split_file = str(out / "folds" / f"fold_{i}.json")
+    fold_cfg.train.output_dir = str(run_dir)
+    fold_cfg.train.resume = ""
+    if fold_cfg.tracking.backends and not fold_cfg.tracking.run_name:
+        fold_cfg.tracking.run_name = f"{out.name}-fold{i}"
+    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        fold_cfg.train.resume = "auto"  # an interrupted fold continues where it stopped
+    say(f"---- fold {i + 1}/{folds}: training into {run_dir}")
+    started = time.perf_counter()
+    train.run(fold_cfg, config_path)
+    say(f"fold {i}: trained in {time.perf_counter() - started:.0f}s")
+
+
+def _write_fold_oof(run_dir: Path, i: int, pool: _Pool, cfg, device, tta: bool) -> None:
+    """RUN_DIR/oof.csv: fold i's held-out predictions from its best checkpoint (main process only)."""
+    classes = pool.classes
+    fold_classes, kept, probs = predict_fold(run_dir / "checkpoints" / "best", pool.held_out(i), cfg, device, tta)
+    if fold_classes != classes:
+        raise UserError(f"{run_dir}: trained on classes {fold_classes}, data has {classes}")
+    rows = [[p.relative_to(pool.root).as_posix(), classes[y], classes[int(pr.argmax())], i,
+             *[f"{v:.6f}" for v in pr.tolist()]] for (p, y), pr in zip(kept, probs)]
+    atomic_write_csv(run_dir / "oof.csv", ["path", "given", "predicted", "fold", *[f"p_{c}" for c in classes]], rows)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _summarise_if_complete(out: Path, folds: int, state, say) -> dict | None:
     missing = [i for i in range(folds) if not (out / f"fold_{i}" / "oof.csv").is_file()]
     if missing:
         say(f"cv: folds {missing} not done yet; rerun without --fold (or with those folds) to finish and summarise")
@@ -273,16 +329,13 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
 
 def summarise(out: Path, folds: int) -> dict:
     """Merge the folds' OOF files and compute every number in cv_summary.json from them."""
-    from checkbox_dist.core import plots
-    from checkbox_dist.model.checkpoint import write_json_atomic
-
     header, merged, per_fold = None, [], []
     for i in range(folds):
         with (out / f"fold_{i}" / "oof.csv").open(newline="") as handle:
             rows = list(csv.reader(handle))
         header = header or rows[0]
         merged += rows[1:]
-    _write_csv(out / "oof_predictions.csv", header, sorted(merged, key=lambda r: r[0]))
+    atomic_write_csv(out / "oof_predictions.csv", header, sorted(merged, key=lambda r: r[0]))
     classes, rows = read_oof(out / "oof_predictions.csv")
     settings = json.loads((out / "cv.json").read_text())
     for i in range(folds):
@@ -305,7 +358,7 @@ def summarise(out: Path, folds: int) -> dict:
         "image_size": settings["resolved_config"]["data"]["image_size"],
         "image_width": settings["resolved_config"]["data"]["image_width"],
     }
-    write_json_atomic(out / "cv_summary.json", summary)
+    atomic_write_json(out / "cv_summary.json", summary)
     plots.confusion_matrix_png(pooled["confusion"], classes, out / "confusion_oof.png",
                                f"out-of-fold, {folds} folds: top-1 {100 * pooled['top1']:.1f}% (n={len(rows)})")
     return summary
@@ -350,18 +403,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from accelerate.utils import broadcast_object_list
-
-    from checkbox_dist.core.config import load_config
-
     if args.folds < 2:
         raise UserError(f"--folds must be at least 2, got {args.folds}")
     cfg = load_config(args.config, args.overrides)
     state = process_state()
-    name = [args.out or f"runs/cv-{Path(args.config or 'run').stem}-{time.strftime('%Y%m%d-%H%M%S')}"]
-    if state.num_processes > 1:
-        broadcast_object_list(name)  # one folder for every process, whatever their clocks say
-    out = Path(name[0]).expanduser()
+    # one folder for every process, whatever their clocks say
+    out = agreed_name(args.out or timestamped(f"cv-{config_stem(args.config)}"), state.num_processes)
     seed = cfg.data.split_seed if args.seed is None else args.seed
     say = print if state.is_main_process else (lambda *_: None)
     summary = run_cv(cfg, args.config, args.folds, out, seed, args.selection, args.tta, args.fold, say,
@@ -373,13 +420,5 @@ def run(args) -> int:
         f"{summary['macro_f1']['mean']:.4f} ± {summary['macro_f1']['std']:.4f} over {args.folds} folds "
         f"({summary['n_images']} images) | wrote {out / 'cv_summary.json'} and {out / 'oof_predictions.csv'}")
     if os.environ.get("WANDB_SWEEP_ID") and state.is_main_process:
-        from checkbox_dist.experiments.sweep import report_to_wandb
-
         report_to_wandb(summary)
     return 0
-
-
-if __name__ == "__main__":
-    from checkbox_dist.cli import main as cli_main
-
-    sys.exit(cli_main(["cv", *sys.argv[1:]]))

@@ -17,10 +17,9 @@ Slurm array task does. Local trials run as subprocesses: a failing trial is reco
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
-import os
+import math
 import random
 import signal
 import subprocess
@@ -29,7 +28,10 @@ from pathlib import Path
 
 import yaml
 
+from checkbox_dist.core.config import load_config
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.core.files import atomic_write_csv
+from checkbox_dist.core.runs import timestamped
 
 
 def read_space(path: Path) -> dict:
@@ -102,8 +104,6 @@ def make_trials(space: dict, mode: str, n: int | None, seed: int) -> list[dict]:
                 trial[key] = spec[rng.randrange(len(spec))]
                 continue
             low, high = float(spec["low"]), float(spec["high"])
-            import math
-
             value = math.exp(rng.uniform(math.log(low), math.log(high))) if spec.get("log") else rng.uniform(low, high)
             trial[key] = int(round(value)) if spec.get("int") else float(f"{value:.4g}")
         trials.append(trial)
@@ -152,7 +152,8 @@ def gather(out: Path) -> list[dict]:
     if not out.is_dir():
         raise UserError(f"--gather: folder not found: {out}")
     lines = (out / "trials.txt").read_text().splitlines() if (out / "trials.txt").is_file() else []
-    folders = sorted((p for p in out.glob("trial_*") if p.is_dir() and p.name[6:].isdigit()), key=lambda p: int(p.name[6:]))
+    folders = sorted((p for p in out.glob("trial_*") if p.is_dir() and p.name[6:].isdigit()),
+                     key=lambda p: int(p.name[6:]))
     indices = sorted({int(p.name[6:]) for p in folders} | set(range(len(lines))))
     if not indices:
         raise UserError(f"{out}: no trial_<i> folders and no trials.txt: not a sweep folder")
@@ -179,14 +180,8 @@ def write_results(out: Path, rows: list[dict]) -> Path:
     path = out / "sweep_results.csv"
     fields = ["rank", "trial", "top1_mean", "top1_std", "macro_f1_mean", "macro_f1_std", "folds", "status",
               "overrides", "folder"]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fields)
-        writer.writeheader()
-        for rank, row in enumerate(rows, 1):
-            writer.writerow({"rank": rank if row["status"] == "done" else "", **row})
-    os.replace(tmp, path)
-    return path
+    ranked = [{"rank": rank if row["status"] == "done" else "", **row} for rank, row in enumerate(rows, 1)]
+    return atomic_write_csv(path, fields, [[row.get(f, "") for f in fields] for row in ranked])
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -246,10 +241,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    import time
-
-    from checkbox_dist.core.config import load_config
-
     if args.gather:
         out = Path(args.gather)
         rows = gather(out)
@@ -257,14 +248,7 @@ def run(args) -> int:
         print(f"wrote {write_results(out, rows)}")
         return 0
     if args.run_trial is not None:
-        out = Path(args.out) if args.out else None
-        if out is None or not (out / "sweep.json").is_file():
-            raise UserError("--run-trial needs --out OUT, a folder with sweep.json (written by `sweep`)")
-        settings = json.loads((out / "sweep.json").read_text())
-        lines = (out / "trials.txt").read_text().splitlines()
-        if not 0 <= args.run_trial < len(lines):
-            raise UserError(f"--run-trial {args.run_trial}: {out / 'trials.txt'} has trials 0..{len(lines) - 1}")
-        return run_trial(settings, args.run_trial, lines[args.run_trial].split())
+        return _run_listed_trial(args)
     if not args.space:
         raise UserError("--space is required (or --gather OUT)")
     if args.folds < 2:
@@ -277,16 +261,8 @@ def run(args) -> int:
     for w in words:  # every trial's config must load before anything runs
         load_config(args.config, list(args.overrides) + w)
     if args.wandb:
-        mode = "grid" if args.mode == "grid" else "random"
-        text = yaml.safe_dump(wandb_sweep_config(space, args.config, args.folds, mode, list(args.overrides)),
-                              sort_keys=False)
-        Path(args.wandb).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.wandb).write_text(f"# W&B sweep: wandb sweep {args.wandb}; then wandb agent ENTITY/PROJECT/ID\n"
-                                    + text)
-        print(f"wrote {args.wandb}: {len(space)} parameters, method {mode}; run `wandb sweep {args.wandb}`, "
-              f"then `wandb agent <printed sweep id>`")
-        return 0
-    out = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+        return _write_wandb_sweep(args, space)
+    out = Path(args.out or timestamped("sweep"))
     out.mkdir(parents=True, exist_ok=True)
     settings = {"config": args.config, "folds": args.folds, "base_overrides": list(args.overrides), "out": str(out),
                 "space": space, "mode": args.mode, "seed": args.seed, "trials": trials}
@@ -297,6 +273,35 @@ def run(args) -> int:
         print(f"submit: sbatch --array=0-{len(trials) - 1} slurm/sweep.sh {out / 'trials.txt'} {out}")
         print(f"then:   checkbox-dist sweep --gather {out}")
         return 0
+    return _run_local(settings, out, words)
+
+
+def _run_listed_trial(args) -> int:
+    """`--run-trial I --out OUT`: line I of OUT/trials.txt (a Slurm array task)."""
+    out = Path(args.out) if args.out else None
+    if out is None or not (out / "sweep.json").is_file():
+        raise UserError("--run-trial needs --out OUT, a folder with sweep.json (written by `sweep`)")
+    settings = json.loads((out / "sweep.json").read_text())
+    lines = (out / "trials.txt").read_text().splitlines()
+    if not 0 <= args.run_trial < len(lines):
+        raise UserError(f"--run-trial {args.run_trial}: {out / 'trials.txt'} has trials 0..{len(lines) - 1}")
+    return run_trial(settings, args.run_trial, lines[args.run_trial].split())
+
+
+def _write_wandb_sweep(args, space: dict) -> int:
+    mode = "grid" if args.mode == "grid" else "random"
+    text = yaml.safe_dump(wandb_sweep_config(space, args.config, args.folds, mode, list(args.overrides)),
+                          sort_keys=False)
+    Path(args.wandb).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.wandb).write_text(f"# W&B sweep: wandb sweep {args.wandb}; then wandb agent ENTITY/PROJECT/ID\n"
+                                + text)
+    print(f"wrote {args.wandb}: {len(space)} parameters, method {mode}; run `wandb sweep {args.wandb}`, "
+          f"then `wandb agent <printed sweep id>`")
+    return 0
+
+
+def _run_local(settings: dict, out: Path, words: list[list[str]]) -> int:
+    """Every trial in turn, as a subprocess; a failing trial is recorded and the sweep goes on."""
     failed = []
     for i, w in enumerate(words):
         returncode = run_trial(settings, i, w)
@@ -306,5 +311,6 @@ def run(args) -> int:
             failed.append(i)
     rows = gather(out)
     print(format_rows(rows))
-    print(f"wrote {write_results(out, rows)}" + (f" | failed trials: {failed} (see trial_<i>/cv_log.txt)" if failed else ""))
+    print(f"wrote {write_results(out, rows)}"
+          + (f" | failed trials: {failed} (see trial_<i>/cv_log.txt)" if failed else ""))
     return 1 if failed and len(failed) == len(words) else 0

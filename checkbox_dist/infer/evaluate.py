@@ -9,7 +9,6 @@ ECE before and after the checkpoint's temperature, and writes a confusion-matrix
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 
 from checkbox_dist.core import plots
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.core.files import atomic_write_json
 from checkbox_dist.core.metrics import classification_metrics, classification_report
 from checkbox_dist.data.datasets import FileImages, scan_classes
 from checkbox_dist.data.images import PreprocessSpec
@@ -72,6 +72,6 @@ def run(args) -> int:
     png = plots.confusion_matrix_png(metrics["confusion"], classes, out_dir / "confusion_matrix.png",
                                      f"{root.name}: top-1 {100 * metrics['top1']:.1f}% (n={metrics['n']})")
     report = dict(metrics, data=str(root), checkpoints=args.checkpoint, tta=args.tta)
-    (out_dir / "eval.json").write_text(json.dumps(report, indent=1))
+    atomic_write_json(out_dir / "eval.json", report)
     print(f"wrote {png} and {out_dir / 'eval.json'}")
     return 0

@@ -20,24 +20,24 @@ renamed, so a failed export never leaves a half-written file.
 
 from __future__ import annotations
 
-import contextlib
-import io
+import importlib.util
 import json
-import os
-import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from checkbox_dist.model import checkpoint
+from checkbox_dist import __version__
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.core.files import atomic_path
 from checkbox_dist.data.images import PreprocessSpec
-from checkbox_dist.infer.predictor import ONNX_FILE, ONNX_META_KEY
+from checkbox_dist.infer import quantize
+from checkbox_dist.infer.onnx_meta import ONNX_FILE, ONNX_META_KEY, quiet, set_metadata
+from checkbox_dist.model import checkpoint
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 DEFAULT_NAMES = {"onnx": ONNX_FILE, "torchscript": "model.torchscript.pt", "safetensors": "model.safetensors"}
-PARITY_TOLERANCE = 1e-4  # max |p_onnx - p_torch|; measured ~1e-7 for resnet18/test_resnet in float32
+PARITY_TOLERANCE = 1e-4  # max |p_onnx - p_torch| an export must stay under
 MAX_BATCH = 4096  # upper bound of the dynamic batch axis the exporter is told about
 
 
@@ -67,8 +67,6 @@ def load_for_export(path: str | Path) -> tuple[Path, InferenceGraph, dict]:
 
 def describe(folder: Path, payload: dict, fmt: str) -> dict:
     """The metadata every exported file carries (plain JSON)."""
-    from checkbox_dist import __version__
-
     spec = payload["preprocess"]
     channels = 4 if spec.get("alpha_channel") else 3
     return {"format": f"checkbox_dist.{fmt}/1", "classes": payload["classes"], "model_name": payload["model_name"],
@@ -89,32 +87,11 @@ def _model_sha256(folder: Path) -> str | None:
     return manifest.get("files", {}).get(checkpoint.MODEL_FILE)
 
 
-@contextlib.contextmanager
-def atomic_path(out: Path):
-    """Yields a temporary path next to `out`; renamed onto `out` only if the block succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def sample_input(spec: PreprocessSpec, n: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     channels = 4 if spec.alpha_channel else 3
     return torch.randint(0, 256, (n, channels, *spec.height_width), generator=generator,
                          dtype=torch.uint8)
-
-
-def quiet():
-    """The exporters print progress lines and deprecation warnings that are not the user's concern."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    return stack
 
 
 def export_onnx(graph: InferenceGraph, meta: dict, out: Path, exporter: str = "dynamo",
@@ -131,7 +108,7 @@ def export_onnx(graph: InferenceGraph, meta: dict, out: Path, exporter: str = "d
                     torch.onnx.export(graph, (example,), str(tmp), dynamo=True, external_data=False,
                                       input_names=["image"], output_names=["logits", "probabilities"],
                                       dynamic_shapes={"image": {0: batch}}, verbose=False)
-                else:  # the TorchScript-based exporter: deprecated in torch, but ~20x faster to run
+                else:  # the TorchScript-based exporter: deprecated in torch, but faster to run
                     torch.onnx.export(graph, (example,), str(tmp), dynamo=False, opset_version=17,
                                       input_names=["image"], output_names=["logits", "probabilities"],
                                       dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"},
@@ -149,17 +126,6 @@ def export_onnx(graph: InferenceGraph, meta: dict, out: Path, exporter: str = "d
             raise UserError(f"ONNX export does not match PyTorch: max |p_onnx - p_torch| = "
                             f"{check['max_abs_diff']:.2e} >= {PARITY_TOLERANCE:g}; {out} not written")
     return check
-
-
-def set_metadata(model, meta: dict) -> None:
-    from checkbox_dist import __version__
-
-    for prop in [p for p in model.metadata_props if p.key == ONNX_META_KEY]:
-        model.metadata_props.remove(prop)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = ONNX_META_KEY, json.dumps(meta, default=str)
-    model.producer_name, model.producer_version = "checkbox_dist", __version__
-    model.doc_string = f"checkbox state classifier ({meta['model_name']}): {', '.join(meta['classes'])}"
 
 
 def parity(graph: InferenceGraph, onnx_path: Path, images: torch.Tensor | None = None) -> dict:
@@ -218,8 +184,6 @@ def run(args) -> int:
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, dynamic batch axis): ONNX Runtime matches "
               f"PyTorch, max |dp| = {check['max_abs_diff']:.1e} on {check['images']} images")
         if args.int8:
-            from checkbox_dist.infer import quantize
-
             int8_out = out.with_name(out.name.removesuffix(".onnx") + ".int8.onnx")
             report = quantize.quantize_onnx(out, int8_out, payload, meta, args.int8_mode, args.calib_data,
                                             args.calib_n)
@@ -238,8 +202,6 @@ def run(args) -> int:
 
 
 def _require(*modules: str) -> None:
-    import importlib.util
-
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"export needs {', '.join(missing)}: pip install 'checkbox_dist[export]'")

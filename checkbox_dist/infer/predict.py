@@ -29,8 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.core.files import atomic_path
 from checkbox_dist.data.download import DEFAULT_MAX_BYTES, DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT_S, DownloadLimits, download, is_url
 from checkbox_dist.data.images import is_image_file, list_images
+from checkbox_dist.infer.predictor import Predictor
 
 FORMATS = ("table", "json", "jsonl", "csv")
 SOME_FAILED = 1
@@ -169,8 +171,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from checkbox_dist.infer.predictor import Predictor
-
     inputs = list(args.inputs) + list(args.image_url)
     if not inputs:
         raise UserError("predict: give at least one INPUT (file, folder, glob or URL) or --image_url")
@@ -189,8 +189,6 @@ def run(args) -> int:
 
 
 def _predict_all(predictor, items: list[dict], limits: DownloadLimits, args, out: Path | None) -> int:
-    from checkbox_dist.infer.export import atomic_path
-
     n_ok = n_failed = 0
     with atomic_path(out) if out else contextlib.nullcontext() as target:
         sink = open(target, "w", newline="") if out else sys.stdout

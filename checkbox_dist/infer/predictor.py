@@ -23,13 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from checkbox_dist.model import checkpoint
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec, decode, normalize
+from checkbox_dist.infer.onnx_meta import ONNX_FILE, ONNX_META_KEY
+from checkbox_dist.model import checkpoint
 
 BACKENDS = ("auto", "torch", "onnx")
-ONNX_FILE = "model.onnx"  # what `export --format onnx` writes into the checkpoint folder by default
-ONNX_META_KEY = "checkbox_dist"  # metadata_props key holding the JSON description
 
 
 class TorchMember:

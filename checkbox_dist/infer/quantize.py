@@ -8,13 +8,10 @@ static:  weights int8 per output channel with 7-bit range (reduce_range), activa
          ranges calibrated on `--calib-n` images (99.999th percentile), QDQ format (ONNX Runtime fuses
          it into int8 Conv kernels).
 dynamic: weights int8, activation ranges computed per batch at run time (no calibration data). For a
-         CNN it is slower than float32 (ONNX Runtime's ConvInteger): at batch 64 it measured 0.35x the
-         eager PyTorch throughput, against 1.99x for float32 ONNX and 3.90x for static int8.
+         CNN it is slower than float32 (ONNX Runtime's ConvInteger); it is there for comparison.
 
-Why reduce_range: on x86 CPUs without VNNI (AVX2 only, like this machine's AMD EPYC), uint8 x int8
-products saturate in int16. Measured on the quickstart resnet18, 512 held-out synthetic images, top-1
-agreement with float32: full-range int8 87.3%, reduce_range 96.1%, reduce_range + percentile 97.7%,
-uint8 weights 98.4% (but no faster than float32 here: 157 vs 150 img/s at batch 64, against ~300).
+Why reduce_range: on x86 CPUs without VNNI (AVX2 only), uint8 x int8 products saturate in int16.
+docs/INFERENCE.md has the measurements behind these choices.
 
 The classifier head and everything after it (logits -> / temperature -> softmax) stay float32: the
 head is 3 outputs wide (nothing to gain), and uint8 probabilities would move in steps of 1/255, which
@@ -24,7 +21,6 @@ data (its `data.root`, or the synthetic set it was trained on, regenerated ident
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -32,7 +28,9 @@ import torch
 
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import BadImageError, PreprocessSpec, decode, list_images
+from checkbox_dist.core.files import atomic_path
 from checkbox_dist.data.synthetic import synthetic_set
+from checkbox_dist.infer.onnx_meta import quiet, set_metadata
 
 # One image per calibration step: the percentile calibrator stacks every step's activations into one
 # array, so all steps must have the same batch size (a short last batch fails inside onnxruntime).
@@ -95,8 +93,6 @@ def quantize_onnx(fp32: Path, out: Path, payload: dict, meta: dict, mode: str = 
                                           quantize_dynamic, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from checkbox_dist.infer.export import atomic_path, quiet, set_metadata
-
     spec = PreprocessSpec.from_dict(payload["preprocess"])
     files, root = calibration_files(payload, calib_data, calib_n)
     batches = calibration_batches(files, spec)
@@ -148,12 +144,3 @@ def agreement(fp32: Path, int8: Path, images: torch.Tensor) -> dict:
     same = (probs[0].argmax(1) == probs[1].argmax(1)).float().mean()
     return {"top1_agreement": float(same), "max_abs_diff": float((probs[0] - probs[1]).abs().max()),
             "n": len(images)}
-
-
-def read_metadata(path: Path) -> dict:
-    import onnx
-
-    from checkbox_dist.infer.predictor import ONNX_META_KEY
-
-    model = onnx.load(str(path), load_external_data=False)
-    return json.loads({p.key: p.value for p in model.metadata_props}[ONNX_META_KEY])

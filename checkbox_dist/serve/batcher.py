@@ -8,8 +8,8 @@ The loop takes the first waiting image, then keeps collecting until `max_batch` 
 after the first one, and runs the batch in a single worker thread (so the event loop keeps accepting
 requests while the model computes; torch/ONNX Runtime use their own intra-op threads inside it). While a
 batch runs, new requests queue up and form the next batch, so under load batches grow without any
-waiting, and a lone request pays at most `max_wait_s` extra. Why batch at all: on 2 CPU cores a
-resnet18 at 64 px runs 64 images in far less than 64x the time of one (see docs/INFERENCE.md).
+waiting, and a lone request pays at most `max_wait_s` extra. Why batch at all: one model call on many
+images costs much less than one call per image (figures in docs/INFERENCE.md).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class Overloaded(Exception):
 
 
 class BatchStats:
+    """Images, model calls and batch sizes since start (what /health reports)."""
+
     def __init__(self):
         self.started = time.time()
         self.images = self.batches = self.failed_batches = 0
@@ -45,6 +47,8 @@ class BatchStats:
 
 
 class MicroBatcher:
+    """Queues single items and hands them to `run_batch` in batches (see the module docstring)."""
+
     def __init__(self, run_batch: Callable[[list[Any]], Any], max_batch: int = 32, max_wait_s: float = 0.005,
                  max_queue: int = 1024):
         self.run_batch, self.max_batch, self.max_wait_s = run_batch, max(1, max_batch), max(0.0, max_wait_s)

@@ -12,39 +12,28 @@ Writes OUT/<class>/<class>_<index:06d>.png (RGBA) for the three classes of the r
              text inputs with caret, dropdowns, open menus, badges, chips with a delete cross, sliders,
              progress bars, spinners, star/heart ratings, icon+label menu rows, tabs, avatars (initials or
              "photo"), app tiles, coloured dots, icon rows with a filled tile or letters ("Ai"), icons with a
-             count badge, empty fields and textareas, pale "neutral" buttons (synth_other.py, synth_pictures.py). Most are hard negatives: widget-shaped,
-             but not checkboxes. (No indeterminate dash: it is ambiguous.)
+             count badge, empty fields and textareas, pale "neutral" buttons (other.py, pictures.py). Most are
+             hard negatives: widget-shaped, but not checkboxes. (No indeterminate dash: it is ambiguous.)
 About 72% of controls carry a label (random words in Pillow's bundled Aileron font; 7% pseudo-CJK strokes,
-as the real crops carry Japanese and Chinese labels), right of the control, left of it (10%) or as a
-caption above it (6%), so most crops are wide (real median 178x72 px, aspect 2.4); the rest are the control
-alone. 20% of checkboxes and radios sit in a focus/hover halo whose colour ignores the class.
+as real crops carry Japanese and Chinese labels), right of the control, left of it (10%) or as a caption
+above it (6%), so most crops are wide (real median 178x72 px, aspect 2.4); the rest are the control alone.
+20% of checkboxes and radios sit in a focus/hover halo whose colour ignores the class, and the colour of a
+control may disagree with its state (grey 'on' marks and tracks, accent 'off' outlines).
 Light (62%), dark (34%) and tinted (4%) themes with brand accents. Everything is drawn 2-4x supersampled,
 then LANCZOS-downsampled; ~10% each get a slight blur, pixel noise or a JPEG round trip.
-
-Version 2 (2026-12-01) came from the 55 out-of-fold errors of the best ResNet50 (docs/RESULTS.md): it
-unties colour from state (track colours, halos), adds the caption-above layout, bare ticks, CJK-like labels
-and the other-class kinds those errors were made of (chips, spinners, photo avatars, app tiles, dots).
-Version 3 (2026-12-01) unties colour from state for checkboxes and radios too (synth_widgets.untied): 20% of
-'on' ones are drawn in a grey or text colour, 15% of 'off' ones get an accent outline. ResNet18 proxy, 3-fold
-CV (docs/RESULTS.md): +3.4 points over v2 with a 12,000 x 16-epoch stage one (every fold), -2.9 with 3,000 x 8.
-Version 4 (2026-12-01) draws what the v3 proxies still got wrong in 3-4 of 4 CV runs (45 real crops): icon
-rows with a filled tile or letters in it, count badges, empty fields, pale raised buttons, more CJK text in
-`other`, near-full-height knobs in outlined 'off' switches, and bare ticks 3 -> 6 % of checked boxes.
 `--labels kind` writes OUT/<class>-<kind>/ instead (23 folders: checked-radio, other-slider, ...), the same
 images, for a stage one that learns what was drawn (pretrain.labels).
 
-Backgrounds: the real training crops are RGBA but every pixel has alpha 255 (opaque white / navy panels),
-whatever their README says. We still make ~55% transparent (alpha 0 off the element: light themes only)
-so a loader's compositing is exercised; dark-theme samples are always opaque, because light-on-clear
-composited over white looks like nothing real.
+Backgrounds: the real training crops are RGBA but every pixel has alpha 255 (opaque white / navy panels).
+We still make ~55% transparent (alpha 0 off the element: light themes only) so a loader's compositing is
+exercised; dark-theme samples are always opaque, because light-on-clear composited over white looks like
+nothing real.
 
-Speed (median of 500, 2 CPU cores shared with other work, Pillow 13): render_sample ~2.9 ms (p90 ~7 ms,
-the wide 2x-supersampled crops), ~3.6 ms with the PNG encode;
-generate() wrote 150 images/s with 1 worker, 180 with 2 (the 2 cores were busy with other work).
-Version 2 against version 1, side by side (3 alternations of `python -m checkbox_dist.synth 400`, one core
-free): median 3.40 vs 2.84 ms per sample, ~1.2x (more kinds, halos, CJK strokes).
-`python -m checkbox_dist.synth 500` re-measures. Each index has its own RNG (SeedSequence([seed, index])),
-so any sample can be rendered alone, in any order, in any process.
+Determinism: each index has its own RNG (SeedSequence([seed, index])), so any sample can be rendered alone,
+in any order, in any process, and a dataset is byte-identical across runs and hosts. Files are written
+atomically (checkbox_dist.core.files): an interrupted run leaves whole PNGs or hidden `.NAME.PID.tmp` files,
+which a later run deletes unless their writer is still alive. VERSION changes whenever the drawing does.
+`python -m checkbox_dist.synth 500` times render_sample. Design notes and measurements: docs/SYNTH.md.
 """
 
 from __future__ import annotations
@@ -59,8 +48,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from checkbox_dist.synth import widgets as W
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.core.files import TMP_SUFFIX, atomic_path, atomic_write_text, writer_alive
+from checkbox_dist.synth import widgets as W
 from checkbox_dist.synth.other import plan_other
 from checkbox_dist.synth.widgets import logu, pick
 
@@ -93,7 +83,7 @@ def _plan_control(rng, th: W.Theme, checked: bool):
     if layout == "above":  # a caption line over the control ("Top" / settings rows), control left-aligned
         w, h = px0 + max(cw, tw) + px1, py + fs * 1.25 + gap + s + py
     # Halos (focus ripple, hover, MUI's 40 px touch target) surround 'on' and 'off' controls alike, so their
-    # colour must not follow the class; v1 tinted them by state, and halo'd 'off' radios were called 'checked'.
+    # colour must not follow the class.
     halo = kind != "toggle" and rng.random() < 0.2
     halo_col = pick(rng, [th.accent, th.fg, th.border])
     halo_a, halo_r = rng.uniform(0.08, 0.25), s * rng.uniform(0.8, 1.3)
@@ -136,7 +126,7 @@ def render_sample_meta(rng: np.random.Generator, label: str | None = None) -> tu
         w, h, draw, meta = _plan_control(rng, th, label == "checked")
     w = int(np.clip(round(w), MIN_SIDE, MAX_SIDE))
     h = int(np.clip(round(h), MIN_SIDE, MAX_SIDE))
-    # 4x for small crops, 2x for big ones: LANCZOS cost grows with canvas area (~3.5 ms at 640x264).
+    # 4x for small crops, 2x for big ones: LANCZOS cost grows with canvas area.
     u = 4 if max(w, h) <= 64 else 3 if max(w, h) <= 128 else 2
     page = (*th.bg, 0 if th.transparent else 255)
     canvas = Image.new("RGBA", (w * u, h * u), page)
@@ -171,24 +161,9 @@ def _write_one(job: tuple[str, int, int, str]) -> str:
     out, seed, index, labels = job
     img, label, meta = render_sample_meta(_rng(seed, index), CLASSES[index % 3])  # = render_index(seed, index)
     folder = Path(out) / folder_of(label, meta, labels)
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{label}_{index:06d}.png"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    img.save(tmp, format="PNG", compress_level=3)  # level 3: ~same size as 6, ~2x faster
-    os.replace(tmp, path)  # an interrupted run leaves whole PNGs or a hidden .tmp, never a truncated .png
+    with atomic_path(folder / f"{label}_{index:06d}.png") as tmp:  # never a truncated .png
+        img.save(tmp, format="PNG", compress_level=3)  # level 3: about the size of 6, faster
     return folder.name
-
-
-def _writer_alive(tmp_name: str) -> bool:
-    """Is the process that owns `.<name>.<pid>.tmp` still running? Two runs generating the same cache
-    at once (two Slurm jobs, say) must not delete each other's files in flight."""
-    try:
-        os.kill(int(tmp_name.rsplit(".", 2)[1]), 0)
-        return True
-    except (ValueError, IndexError, ProcessLookupError):
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
 
 
 def all_cores(cap: int = 8) -> int:
@@ -245,15 +220,14 @@ def _generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1,
         stale_folder = folder.name not in names                 # labels, and .tmp files of interrupted runs
         for p in folder.iterdir():
             mt = _NAME.match(p.name)
-            stale_tmp = p.name.startswith(".") and p.name.endswith(".tmp") and not _writer_alive(p.name)
+            # a dead writer's `.NAME.PID.tmp`; a live one's (another run on this cache) is left alone
+            stale_tmp = p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and not writer_alive(p.name)
             if (mt and (stale_folder or int(mt.group(2)) >= n)) or stale_tmp:
                 p.unlink(missing_ok=True)
         if stale_folder and not any(folder.iterdir()):
             folder.rmdir()
     counts = {c: labels_written.count(c) for c in names}
-    tmp = stamp_path.with_name(".SYNTH.json.tmp")
-    tmp.write_text(json.dumps({**want, "counts": counts}, indent=1) + "\n")
-    os.replace(tmp, stamp_path)
+    atomic_write_text(stamp_path, json.dumps({**want, "counts": counts}, indent=1) + "\n")
     return counts, False
 
 

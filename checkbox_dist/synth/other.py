@@ -2,12 +2,11 @@
 
     checkbox-dist synth --out /tmp/synth --n 300      # every third image, other/other_*.png, is one of these
 
-plan_other(rng, theme) -> (width, height, draw(d, u, page), meta), the same contract as synth._plan_control;
-the draws every kind shares are made first, then one planner per kind (_PLANS) does the rest; the pictorial
-ones (icons, avatars, icon + label rows, photos and app tiles, dots) are in synth_pictures.py.
+plan_other(rng, theme) -> (width, height, draw(d, u, page), meta), the same contract as
+generator._plan_control; the draws every kind shares are made first, then one planner per kind (_PLANS) does
+the rest; the pictorial ones (icons, avatars, icon + label rows, photos and app tiles, dots) are in pictures.py.
 Hard negatives get most of the care: sliders, star ratings, icons in circles or boxes, icon+label rows,
-chips with a delete cross, spinners, photo avatars and app tiles are shaped like controls; they are what
-the ResNet50s of 2026-11-30 called `checked` or `unchecked` (13 + 10 of the 55 out-of-fold errors).
+chips with a delete cross, spinners, photo avatars and app tiles are shaped like controls.
 """
 
 from __future__ import annotations
@@ -42,8 +41,8 @@ def _button_or_badge(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
     bw = W.text_width(txt, fs) + 2 * ipx + (fs * 1.4 if icon else 0)
     bh = fs * 1.2 + 2 * ipy
     rad = bh * (0.5 if kind == "badge" else pick(rng, [0.0, 0.1, 0.2, 0.5], [0.1, 0.45, 0.3, 0.15]))
-    # v4 adds "neutral": a pale grey or white pill in the text colour, often raised (Material's extended FAB,
-    # "NAVIGATE" with an arrow, was called `checked` by the v3 proxies in 3 of 4 CV runs).
+    # "neutral": a pale grey or white pill in the text colour, often raised (Material's extended FAB,
+    # "NAVIGATE" with an arrow).
     style = pick(rng, ["filled", "outline", "soft", "neutral"], [0.52, 0.22, 0.13, 0.13])
     fill = {"filled": th.accent, "outline": None, "soft": th.tint(th.accent, 0.18),
             "neutral": th.tint(th.fg, rng.uniform(0.04, 0.14))}[style]
@@ -74,7 +73,7 @@ def _text(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
     n_lines = pick(rng, [1, 2, 3, 4, 5, 6], [0.7, 0.15, 0.05, 0.04, 0.03, 0.03])
     if n_lines > 2:  # a paragraph or card body: small print
         fs = fs * 0.6
-    # v4: 25 % CJK lines (v3: 7 %, as in control labels): CJK text alone was called `checked` by the v3 proxies
+    # 25 % CJK lines (7 % in control labels): CJK text alone must not look like a control
     lines = [W.words(rng, 1, 5 if n_lines < 3 else 8, cjk=0.25) for _ in range(n_lines)]
     link = rng.random() < 0.25
     tcol = th.accent if link else pick(rng, [th.fg, th.muted])
@@ -97,8 +96,8 @@ def _input_or_dropdown(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
     iw, ih = fs * rng.uniform(6, 18), fs * rng.uniform(1.8, 2.6)
     if kind == "dropdown":  # the chevron needs the room; inputs may clip their text like real ones
         iw = max(iw, W.text_width(txt, fs) + fs * 2.8)
-    # v4: 20 % of inputs are empty (no placeholder), some of them textarea-tall; the v3 proxies called a real
-    # empty 1316x326 field `unchecked`. At least 3x wider than tall: an empty square is an unchecked box.
+    # 20 % of inputs are empty (no placeholder), some of them textarea-tall. At least 3x wider than tall: an
+    # empty square is an unchecked box.
     empty = kind == "input" and rng.random() < 0.2
     if empty:
         txt, ih = "", fs * rng.uniform(1.8, 5.0)

@@ -3,7 +3,7 @@ avatars, icon + label rows, photo avatars and app tiles, coloured dots.
 
     python -c "import numpy as np; from checkbox_dist.synth import render_sample; render_sample(np.random.default_rng(2), 'other')[0].show()"
 
-Each planner has synth_other's contract: planner(rng, theme, kind, fs, m, lw, g, ink, txt) -> (width, height,
+Each planner has other.py's contract: planner(rng, theme, kind, fs, m, lw, g, ink, txt) -> (width, height,
 draw(d, u, page), meta). These are the hardest negatives: a filled disc or tile with a label beside it is laid out
 like a checkbox row, so the drawing rules here (no X in a square, no tick glyph) keep them out of 'checked'.
 """
@@ -24,7 +24,7 @@ def icon_or_avatar(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
         cont = "ring"
     initials = "".join(c for c in W.words(rng, 2, 2, cjk=0).title() if c.isupper())[:2]
     col = W.pick(rng, W.ACCENTS) if kind == "avatar" else th.accent
-    # v4: a notification count on 20 % of icons (a bell with a "3" was called `checked` by every v3 proxy)
+    # a notification count on 20 % of icons (a bell with a "3" must not look `checked`)
     badge = kind == "icon" and rng.random() < 0.2
     badge_col, count = pick(rng, [(220, 53, 69), (244, 67, 54), th.accent, (13, 110, 253)]), str(int(rng.integers(1, 10)))
 
@@ -59,17 +59,16 @@ def icon_or_avatar(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
 
 
 def icon_text(rng, th: W.Theme, kind, fs, m, lw, g, ink, txt):
-    """Menu row: icon then label, laid out exactly like a checkbox + label. Since v4, 45 % of the icons sit in a
-    filled disc or tile (people / space rows, app launchers; 30 % of those show letters, "Ai" + "Illustrator"):
-    a coloured square or disc left of a label is what a checkbox row looks like, and the v3 proxies called 5
-    such real rows `checked` or `unchecked` in 3-4 of 4 CV runs (docs/RESULTS.md, 2026-12-01 fifth)."""
+    """Menu row: icon then label, laid out exactly like a checkbox + label. 45 % of the icons sit in a filled
+    disc or tile (people / space rows, app launchers; 30 % of those show letters, "Ai" + "Illustrator"): a
+    coloured square or disc left of a label is what a checkbox row looks like, so these are hard negatives."""
     s = fs * rng.uniform(0.9, 1.4)
     tile = rng.random() < 0.45
     if tile:
         s = fs * rng.uniform(1.3, 2.4)
     gap = s * rng.uniform(0.4, 1.0)
     tw = W.text_width(txt, fs)
-    tile_draw = plan_tile(rng, th, g)  # planned for bare icons too: the v4 measurements used this RNG stream
+    tile_draw = plan_tile(rng, th, g)  # planned for bare icons too: the RNG stream must not depend on `tile`
 
     def draw(d, u, page):
         cy = m[1] + max(s, fs * 1.25) / 2

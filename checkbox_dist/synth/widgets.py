@@ -1,5 +1,7 @@
 """Drawing primitives for `checkbox_dist.synth`: themes, checkboxes, radios, toggles, glyphs, text.
 
+    python -c "import numpy as np; from checkbox_dist.synth import render_sample; render_sample(np.random.default_rng(0), 'checked')[0].show()"
+
 Every function draws on a supersampled RGBA canvas. Geometry arrives in canvas pixels; `u` is the
 supersampling factor (canvas pixels per output pixel), used so that a "1 px" border stays >= 1 output
 pixel after the LANCZOS downsample. Colours are RGB tuples; `Theme.tint` pre-blends a colour with the
@@ -114,11 +116,10 @@ def _on_accent(accent: Color, bg: Color, dark: bool) -> Color:
 
 
 def untied(th: Theme, rng: np.random.Generator, checked: bool) -> Theme:
-    """The theme one checkbox or radio is drawn with; since v3 its colour may disagree with its state, as a
-    switch's may since v2. Real crops have grey 'on' boxes and radios (disabled, monochrome designs: a grey
-    ring and dot, a grey square in a grey box) and accent-outlined 'off' ones (focus, brand borders); v2 drew
-    every 'on' mark in the accent and every 'off' outline grey, and its proxy models called such real crops
-    wrong in at least 80 % of 13 CV runs (docs/RESULTS.md, 2026-12-01 fourth)."""
+    """The theme one checkbox or radio is drawn with; its colour may disagree with its state, as a switch's
+    may: 20 % of 'on' ones get a grey or text-coloured mark, 15 % of 'off' ones an accent outline. Real crops
+    have grey 'on' boxes and radios (disabled, monochrome designs: a grey ring and dot, a grey square in a
+    grey box) and accent-outlined 'off' ones (focus, brand borders)."""
     if checked and rng.random() < 0.2:
         ink = pick(rng, [th.border, th.fg, th.muted])
         return replace(th, accent=ink, on_accent=_on_accent(ink, th.bg, th.dark))
@@ -129,7 +130,7 @@ def untied(th: Theme, rng: np.random.Generator, checked: bool) -> Theme:
 
 @functools.lru_cache(maxsize=512)
 def font(px: int) -> ImageFont.FreeTypeFont:
-    """Pillow's bundled Aileron at `px` pixels; cached because loading costs ~0.2 ms."""
+    """Pillow's bundled Aileron at `px` pixels; cached, as loading a font is not free."""
     return ImageFont.load_default(size=max(4, int(px)))  # type: ignore[return-value]
 
 
@@ -171,8 +172,7 @@ def checkbox(d, x: float, y: float, s: float, th: Theme, rng, checked: bool, u: 
         d.rounded_rectangle(box, r, fill=th.accent)
         return
     tw = max(u, int(round(s * rng.uniform(0.09, 0.16))))
-    if style == "bare_tick":  # a tick with no box (menus, list pickers): real 'checked' has some; 6 % since v4
-        # (3 % before: two real thin ticks on a grey bar went to `other`/`unchecked` in 3-4 of 4 v3 CV runs)
+    if style == "bare_tick":  # a tick with no box (menus, list pickers): real 'checked' has some
         tick(d, box, tw, th.accent if rng.random() < 0.5 else th.fg, rng)
         return
     if style in ("filled_tick", "filled_cross"):
@@ -220,8 +220,7 @@ def toggle(d, x: float, y: float, w: float, h: float, th: Theme, rng, checked: b
     """Switch: 'on' = knob RIGHT, 'off' = knob LEFT: the knob position is the class signal.
 
     Colour usually agrees (accent track when on, grey when off) but not always: real crops have 'on'
-    switches with grey or dark tracks and 'off' ones with an accent knob (MUI dark mode); the v1 generator
-    tied colour to state and the ResNet50s called 5 knob-right grey switches 'unchecked' (2026-11-30 OOF).
+    switches with grey or dark tracks and 'off' ones with an accent knob (MUI dark mode).
     `room`: the largest halo radius that stays inside the canvas (keeps clear corners clear)."""
     style = pick(rng, ["ios", "material", "outline"], [0.5, 0.35, 0.15])
     off_track = th.tint(th.border, rng.uniform(0.45, 0.9))
@@ -244,8 +243,7 @@ def toggle(d, x: float, y: float, w: float, h: float, th: Theme, rng, checked: b
         tcol = on_track if checked else off_track
         kcol = th.on_accent if checked and on_track == th.accent else light_knob
         if style == "outline":
-            # knob 65-100 % of the track's inner height: v3 drew 65-85 % and its proxies called real 'off'
-            # outlined switches with a near-full grey knob `checked` (2 crops, 4 of 4 CV runs)
+            # knob 65-100 % of the track's inner height: real 'off' outlined switches may have a near-full knob
             tcol, kd = None, min(h - 2 * u, kd * rng.uniform(0.65, 1.15))
             kcol = pick(rng, [th.accent, th.fg]) if checked else th.border
     kx = x + w - h / 2 if checked else x + h / 2
@@ -294,8 +292,8 @@ def text_width(s: str, px: float) -> float:
 
 
 def words(rng: np.random.Generator, lo: int = 1, hi: int = 3, cjk: float = 0.07) -> str:
-    """1-3 English UI words; with probability `cjk` a 2-8 character pseudo-CJK label instead (the real
-    crops have Japanese and Chinese labels: 12 of a 144-crop sample, counted by eye)."""
+    """1-3 English UI words; with probability `cjk` a 2-8 character pseudo-CJK label instead (some real
+    crops have Japanese and Chinese labels)."""
     if rng.random() < cjk:
         return "".join(chr(int(c)) for c in rng.integers(CJK_LO, CJK_HI + 1, int(rng.integers(2, 9))))
     n = int(rng.integers(lo, hi + 1))

@@ -1,5 +1,11 @@
-from checkbox_dist.train.loop import main
+"""Training: `run(cfg, config_path)` trains one run end to end (stage one first when configured).
 
-run = main
+Modules, top down: run (the entry) -> pretrain (stage one, cached) -> stage (setup -> fit -> finish) ->
+loop (fit: epochs, train_epoch, train_step) -> session (building everything fit needs), checkpointing
+(save, resume), evaluation (val metrics, best-model rules, calibration), guards (stop requests, NaN),
+output (log, metrics.jsonl, plots, trackers: every rank-0 side effect).
+"""
 
-__all__ = ["main", "run"]
+from checkbox_dist.train.run import run
+
+__all__ = ["run"]

@@ -4,7 +4,7 @@
       synth_n: 20000     # 0 = off (one stage, from scratch or train.init_from)
       epochs: 10
 
-`train.main` calls `ensure(cfg)` first. It derives the pretraining run from the config (same model, image
+`train.run` calls `ensure(cfg)` first. It derives the pretraining run from the config (same model, image
 size, optimizer and augmentation; data = `pretrain.synth_n` generated images; the `pretrain.*` keys below
 override), trains it once into a cache folder named by a hash of everything that changes its weights, and
 returns the config with `train.init_from` pointing at that run's `checkpoints/last`. Five CV folds or a
@@ -12,26 +12,30 @@ sweep's trials with the same pretraining train it once: the first takes a file l
 reuse it. An interrupted pretraining (preemption, kill) resumes from its own `last` on the next call.
 `pretrain.labels=kind` trains stage one on 23 classes instead of 3 (checked-radio, other-slider, ...: what the
 generator drew, synth.folder_of); the fine-tune then starts with a new 3-class head on the same body.
-`pretrain.mix_n` (checkbox_dist/loaders.py: synthetic_mix) keeps synthetic images in the fine-tune's training
+`pretrain.mix_n` (checkbox_dist/data/build.py: synthetic_mix) keeps synthetic images in the fine-tune's training
 split as well; it does not change stage one, so runs that differ only in it share one.
 
-Why it is worth a stage (docs/RESULTS.md): ResNet50 from scratch on the 411 real images, 5-fold CV on an
-H200, 76.6 +- 2.5 % top-1; fine-tuned from 10 epochs on 20,000 synthetic images, 84.9 +- 4.4 (better on
-all 5 folds); fine-tuned letterboxed after stretched pretraining, 86.6 +- 4.8.
+Whether it pays, with the commands that measured it: docs/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
 import json
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
+from accelerate.utils import broadcast_object_list
+
+from checkbox_dist import __version__, synth
 from checkbox_dist.core.config import RUN_ONLY_KEYS, Config, to_dict, to_flat_dict
+from checkbox_dist.core.distributed import process_state
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.core.files import exclusive
 from checkbox_dist.data.images import PreprocessSpec
+from checkbox_dist.data.synthetic import synthetic_set
+from checkbox_dist.train.stage import train_stage
 
 # Keys that do not change the pretrained weights: two configs differing only here share one pretraining. Stage
 # one saves no epoch checkpoints and is evaluated once, at its end; pretrain.* is already applied by stage_config.
@@ -65,11 +69,8 @@ def stage_config(cfg: Config) -> Config:
 def stage_dir(cfg: Config, pre: Config) -> Path:
     if cfg.pretrain.output_dir:
         return Path(cfg.pretrain.output_dir).expanduser()
-    from checkbox_dist import __version__
-    from checkbox_dist.synth import VERSION as SYNTH_VERSION
-
     weights = {k: v for k, v in to_flat_dict(to_dict(pre)).items() if not k.startswith(_NOT_WEIGHTS)}
-    weights["versions"] = [__version__, SYNTH_VERSION]
+    weights["versions"] = [__version__, synth.VERSION]
     key = hashlib.sha256(json.dumps(weights, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Path(cfg.data.cache_dir).expanduser() / "pretrain" / f"{cfg.model.name}-{key}"
 
@@ -79,35 +80,10 @@ def finished(folder: Path) -> bool:
     return (folder / "summary.json").is_file() and (folder / "checkpoints" / "last").is_dir()
 
 
-@contextmanager
-def exclusive(folder: Path, say=None):
-    """One writer per folder at a time across processes (parallel CV folds, sweep trials)."""
-    lock = folder.parent / f".{folder.name}.lock"
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "w")  # noqa: SIM115 - closed below, after the caller's block
-    except OSError as err:
-        raise UserError(f"pretrain: cannot create {lock}: {err.strerror or err}") from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if say:
-                say(f"pretrain: another process is building {folder}; waiting for it")
-            fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel if the holder dies
-        yield
-
-
 def ensure(cfg: Config) -> Config:
     """cfg unchanged when pretrain.synth_n is 0; else cfg fine-tuning from the (cached) pretraining."""
     if not cfg.pretrain.synth_n:
         return cfg
-    from accelerate.utils import broadcast_object_list
-
-    from checkbox_dist import synth, train
-    from checkbox_dist.core.distributed import process_state
-    from checkbox_dist.data.build import synthetic_root
-
     pre = stage_config(cfg)
     folder = Path(pre.train.output_dir)
     init_from = str(folder / "checkpoints" / "last")
@@ -116,7 +92,7 @@ def ensure(cfg: Config) -> Config:
                         f"set: fine-tune from one of them (pretrain.synth_n=0 keeps train.init_from)")
     state = process_state()
     say = state.print  # main process only
-    with exclusive(folder, say) if state.is_main_process else nullcontext():
+    with exclusive(folder, lambda text: say(f"pretrain: {text}")) if state.is_main_process else nullcontext():
         todo = [not finished(folder)]
         broadcast_object_list(todo)  # every process takes the same branch: training is collective
         if todo[0]:
@@ -124,12 +100,10 @@ def ensure(cfg: Config) -> Config:
             say(f"pretrain: stage one, {pre.train.epochs} epochs on {pre.data.synth_n} synthetic images{kinds} "
                 f"({pre.data.resize}, {PreprocessSpec.from_data_config(pre.data).size_text}) -> {folder}")
             if state.is_main_process:  # generated with every core once, before the run reads it
-                images = synthetic_root(pre.data)
-                with exclusive(images):  # other stages (another model, recipe) may share these images
-                    synth.generate(images, pre.data.synth_n, pre.data.synth_seed,
-                                   workers=synth.all_cores(), labels=pre.data.synth_labels)
+                synthetic_set(pre.data.cache_dir, pre.data.synth_n, pre.data.synth_seed, pre.data.synth_labels,
+                              workers=synth.all_cores())
             state.wait_for_everyone()
-            train.main(pre)
+            train_stage(pre)
         else:
             say(f"pretrain: reusing {folder} (same model, data and recipe)")
     state.wait_for_everyone()

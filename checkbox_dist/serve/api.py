@@ -1,0 +1,168 @@
+"""The HTTP API of `checkbox-dist serve` as an ASGI app (FastAPI + uvicorn: pip install 'checkbox_dist[serve]').
+
+    app = create_app(Predictor(["runs/quickstart"]), Settings(max_batch=32))
+    uvicorn.run(app, host="127.0.0.1", port=8000)          # what `checkbox-dist serve` does
+
+Routes: POST /predict, POST /predict/batch, GET /health, GET /model (answers and error codes: see
+checkbox_dist/serve/app.py). Every image, uploaded or downloaded, is decoded in a worker thread and queued
+on one MicroBatcher, so concurrent requests share model calls; a refused request is RequestError, answered
+as JSON {"detail": "one line"}; the whole app sits behind BodyLimit (413 for a body over max_body_mb).
+"""
+
+import asyncio
+import contextlib
+import io
+from dataclasses import asdict, dataclass
+
+from PIL import Image
+
+from checkbox_dist import __version__
+from checkbox_dist.core.errors import UserError
+from checkbox_dist.data.download import DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT_S, DownloadError, DownloadLimits, download
+from checkbox_dist.data.images import BadImageError
+from checkbox_dist.serve.batcher import MicroBatcher, Overloaded
+from checkbox_dist.serve.requests import MB, BodyLimit, RequestError, read_items
+
+
+@dataclass
+class Settings:
+    """Serve limits (the CLI's defaults). Why these numbers: a real crop is 1-200 KB, so 10 MiB per image
+    and 20 MiB per request leave ample room."""
+
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 1024
+    max_body_mb: float = 20.0
+    max_image_mb: float = 10.0
+    max_batch_items: int = 64
+    url_fetch: bool = True
+    url_timeout: float = DEFAULT_TIMEOUT_S
+    max_redirects: int = DEFAULT_MAX_REDIRECTS
+
+
+def create_app(predictor, settings: Settings | None = None):
+    """The ASGI app (FastAPI wrapped in the body limit) serving `predictor` (an infer.predictor.Predictor)."""
+    from fastapi import FastAPI
+
+    settings = settings or Settings()
+    service = Service(predictor, settings)
+    app = FastAPI(title="checkbox_dist", version=__version__, lifespan=service.lifespan)
+    app.add_exception_handler(RequestError, answer_refusal)
+    add_routes(app, service)
+    return BodyLimit(app, int(settings.max_body_mb * MB))
+
+
+def add_routes(app, service: "Service") -> None:
+    """The four endpoints, each a thin FastAPI handler over `service`."""
+    from fastapi import Request
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        service.requests += 1
+        return await service.predict(await service.read(request, many=False))
+
+    @app.post("/predict/batch")
+    async def predict_batch(request: Request):
+        service.requests += 1
+        return await service.predict_batch(await service.read(request, many=True))
+
+    @app.get("/health")
+    async def health():
+        return service.health()
+
+    @app.get("/model")
+    async def model():
+        return service.model_info()
+
+
+async def answer_refusal(_request, err: RequestError):
+    """RequestError -> JSON {"detail": ...} with its status (what FastAPI does for an HTTPException)."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"detail": err.detail}, status_code=err.status)
+
+
+class Service:
+    """What the routes share: the predictor, its micro-batcher, the URL download limits, a request counter."""
+
+    def __init__(self, predictor, settings: Settings):
+        self.predictor, self.settings = predictor, settings
+        self.batcher = MicroBatcher(self.run_batch, settings.max_batch, settings.max_wait_ms / 1000,
+                                    settings.max_queue)
+        self.limits = DownloadLimits(settings.url_timeout, int(settings.max_image_mb * MB), settings.max_redirects)
+        self.requests = 0
+
+    def run_batch(self, decoded: list):
+        """One model call on decoded images (each a tensor per ensemble member): a row of probabilities each."""
+        import torch
+
+        members = range(len(self.predictor.members))
+        return self.predictor.predict_tensors([torch.stack([d[m] for d in decoded]) for m in members])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app):
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(self.run_batch, [self.predictor.decode(blank_png(), "warm-up")])  # first call is slow
+        await self.batcher.start()
+        yield
+        await self.batcher.stop()
+
+    async def read(self, request, many: bool) -> list[tuple[str, object]]:
+        return await read_items(request, many, max_items=self.settings.max_batch_items,
+                                max_image_bytes=self.limits.max_bytes, url_fetch=self.settings.url_fetch)
+
+    async def predict_one(self, label: str, source) -> dict:
+        """Download (if a URL), decode, queue for the model; raises UserError / Overloaded."""
+        from starlette.concurrency import run_in_threadpool
+
+        if isinstance(source, str):
+            source = await run_in_threadpool(download, source, self.limits)
+        decoded = await run_in_threadpool(self.predictor.decode, source, label)
+        row, batch_size = await self.batcher.submit(decoded)
+        return {"input": label, **self.predictor.describe(row), "batch_size": batch_size}
+
+    async def predict(self, items: list[tuple[str, object]]) -> dict:
+        label, source = items[0]
+        try:
+            return await self.predict_one(label, source)
+        except (BadImageError, DownloadError) as err:
+            raise RequestError(422, str(err)) from None
+        except Overloaded as err:
+            raise RequestError(503, f"server busy ({err}); retry later") from None
+
+    async def predict_batch(self, items: list[tuple[str, object]]) -> dict:
+        """One result or {"input", "error"} per image, in order; the images share model calls."""
+        if len(items) > self.settings.max_batch_items:
+            raise RequestError(413, f"{len(items)} images is over the {self.settings.max_batch_items} per request "
+                                    f"limit")
+        outcomes = await asyncio.gather(*(self.predict_one(label, source) for label, source in items),
+                                        return_exceptions=True)
+        results = [_result_or_error(label, got) for (label, _), got in zip(items, outcomes)]
+        failed = sum("error" in r for r in results)
+        return {"results": results, "predicted": len(results) - failed, "failed": failed}
+
+    def health(self) -> dict:
+        return {"status": "ok", "requests": self.requests, "queued": self.batcher.queued,
+                **self.batcher.stats.to_dict()}
+
+    def model_info(self) -> dict:
+        info = self.predictor.info()
+        return {"version": __version__, "classes": info["classes"], "tta": info["tta"],
+                "ensemble": info["ensemble"], "backend": info["members"][0]["backend"], "members": info["members"],
+                "serve": asdict(self.settings)}
+
+
+def _result_or_error(label: str, got):
+    """A batch entry: the prediction, or {"input", "error"} for a bad image / full queue; re-raises anything else."""
+    if isinstance(got, (UserError, Overloaded)):
+        return {"input": label, "error": str(got)}
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
+def blank_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(buffer, "PNG")
+    return buffer.getvalue()

@@ -1,0 +1,82 @@
+"""Checkpoints during training: what a save collects from every process, and resuming from one.
+
+Every process takes part in a save (its RNG state is gathered); only the main process writes, through
+model/checkpoint.py (the format: plain dicts, written atomically, verified on load).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from accelerate.utils import DistributedType, gather_object
+
+from checkbox_dist.core.config import to_dict
+from checkbox_dist.model import checkpoint
+from checkbox_dist.train.session import Session
+
+
+@dataclass
+class LoopState:
+    """Where the loop is; saved as train_state.pt's "loop" dict and restored on resume."""
+
+    epoch: int = 1
+    micro_step: int = 0  # micro-batches of `epoch` already done (a mid-epoch save)
+    global_step: int = 0  # optimizer steps
+    best: dict | None = None  # loss, top1, macro_f1, epoch of the best evaluation so far
+    bad_epochs: int = 0  # evaluations since the last new best (early stopping)
+
+
+def rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def save(s: Session, state: LoopState, name: str, metrics: dict, epoch_sums: list[float],
+         with_state: bool = True) -> None:
+    """Save checkpoints/<name>; `epoch_sums` (this process's running loss/correct/seen of the epoch) let a
+    run resumed mid-epoch report the whole epoch's train loss and top-1, as an uninterrupted one does."""
+    acc = s.accelerator
+    mine = dict(rng_state(), epoch_sums=epoch_sums)
+    # torch_xla cannot gather Python objects (NotImplementedError): on XLA, rank 0's state stands for all.
+    rngs = ([mine] if acc.distributed_type == DistributedType.XLA else gather_object([mine])) if with_state else []
+    if acc.is_main_process:
+        payload = checkpoint.build_payload(
+            s.weights_module().state_dict(), s.data.classes, s.cfg.model.name, s.data.spec.to_dict(), to_dict(s.cfg),
+            metrics, epoch=metrics.get("epoch", state.epoch - 1), global_step=state.global_step)
+        train_state = None
+        if with_state:
+            train_state = checkpoint.build_train_state(
+                acc.unwrap_model(s.model).state_dict(), s.optimizer.state_dict(), s.scheduler.state_dict(),
+                acc.scaler.state_dict() if acc.scaler else None,
+                s.ema.state_dict() if s.ema is not None else None, rngs, asdict(state), s.plan.world)
+        checkpoint.save(s.ckpt_dir / name, payload, train_state)
+    acc.wait_for_everyone()
+
+
+def resume(s: Session) -> tuple[LoopState, list[float] | None]:
+    """(loop state, running sums of the interrupted epoch or None): a fresh state without a checkpoint."""
+    if not s.resume_from:
+        return LoopState(), None
+    loop, sums = checkpoint.restore(s.resume_from, s.data.classes, s.accelerator.unwrap_model(s.model), s.optimizer,
+                                    s.scheduler, s.accelerator.scaler, s.ema, s.plan.rank, s.plan.world)
+    state = LoopState(**loop)
+    s.out.print(f"resumed from {s.resume_from}: epoch {state.epoch}, batch {state.micro_step} of "
+                f"{s.plan.micro_per_epoch}, optimizer step {state.global_step}")
+    return state, sums
+
+
+def save_epoch_end(s: Session, state: LoopState, metrics: dict, epoch_sums: list[float], is_best: bool,
+                   done: bool) -> None:
+    """After an epoch: `best` when it is a new best, `last` (and a kept epoch_N) on the checkpoint schedule."""
+    epoch = state.epoch - 1
+    if is_best:
+        save(s, state, "best", metrics, epoch_sums, with_state=False)
+    if epoch % s.cfg.checkpoint.every_epochs == 0 or done or epoch == s.cfg.train.epochs:
+        save(s, state, "last", metrics, epoch_sums)
+        if s.cfg.checkpoint.keep_last:
+            save(s, state, f"epoch_{epoch:04d}", metrics, epoch_sums)
+            if s.accelerator.is_main_process:
+                checkpoint.prune_epochs(s.ckpt_dir, s.cfg.checkpoint.keep_last)

@@ -1,0 +1,22 @@
+"""`run(cfg)`: a whole training run, stage one (synthetic pretraining, when configured) then the run itself.
+
+    checkbox-dist train --config configs/quickstart.yaml                       # CPU, synthetic data
+    checkbox-dist train --config configs/checkbox_state_v2.yaml data.root=/data/checkbox_state_v2/train
+    accelerate launch --config_file launch/multi_gpu.yaml train.py --config configs/checkbox_state_v2.yaml
+    ACCELERATE_USE_CPU=true accelerate launch --config_file launch/cpu_2proc.yaml train.py --config ...
+    sbatch slurm/train.sh --config configs/checkbox_state_v2.yaml              # see slurm/train.sh
+"""
+
+from __future__ import annotations
+
+from checkbox_dist.core.config import Config
+from checkbox_dist.train import guards, pretrain
+from checkbox_dist.train.stage import train_stage
+
+
+def run(cfg: Config, config_path: str | None = None) -> dict:
+    """Train as `cfg` says and return the run's summary (main process; {} on the others).
+    Raises Preempted (exit 75) after saving `last` when asked to stop, UserError for what the user can fix."""
+    guards.install_stop_signals()  # first, so a preemption during stage one or data decoding is clean too
+    cfg = pretrain.ensure(cfg)  # pretrain.synth_n > 0: stage one (cached), then this run fine-tunes from it
+    return train_stage(cfg, config_path)
