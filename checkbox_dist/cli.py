@@ -72,7 +72,7 @@ def _add_split(sub) -> None:
 
 
 def _run_split(args) -> int:
-    from checkbox_dist.data.datasets import write_split_file
+    from checkbox_dist.data.split import write_split_file
 
     if not 0 < args.val_fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
@@ -94,7 +94,8 @@ def _add_stats(sub) -> None:
 
 
 def _run_stats(args) -> int:
-    from checkbox_dist.data.datasets import build_split, channel_stats
+    from checkbox_dist.data.cache import channel_stats
+    from checkbox_dist.data.split import build_split
     from checkbox_dist.data.images import PreprocessSpec, parse_color
 
     parse_color(args.background)

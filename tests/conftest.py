@@ -77,7 +77,7 @@ def real_data() -> Path:
     return REAL_DATA
 
 
-# ---- inference, export, serve (tests/test_predict.py, test_export.py, test_serve.py) -----------------------
+# ---- inference, export, serve (tests/infer/test_predict.py, test_export.py, test_serve.py) -----------------------
 
 @pytest.fixture(scope="session")
 def infer_checkpoint(tmp_path_factory, cache_dir) -> Path:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real two-node Slurm cluster on this one machine, for tests/test_slurm.py (and for trying slurm/*.sh):
+# A real two-node Slurm cluster on this one machine, for tests/launch/test_slurm.py (and for trying slurm/*.sh):
 #
 #     bash tests/slurm_cluster.sh start DIR     # prints `export SLURM_CONF=DIR/slurm.conf`
 #     SLURM_CONF=DIR/slurm.conf sbatch --nodes=2 slurm/train.sh ...

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the second environment for the torch_xla tests (tests/test_xla.py) and TPU-style runs on CPU:
+# Build the second environment for the torch_xla tests (tests/train/test_xla.py) and TPU-style runs on CPU:
 #
 #     bash tests/xla_venv.sh [VENV]            # default .venv-xla (gitignored by `.venv-*/`)
 #

@@ -6,12 +6,12 @@
     CHECKBOX_DIST_FAULT=eval:1:kill,step:2:slow ...               # several faults, comma-separated
 
 Each fault is SITE:COUNT[:ACTION][@RANK]. Sites (where `point(site)` is called):
-    decode      every image decoded into the in-memory dataset (checkbox_dist/datasets.py: decode_all)
-    step        every training micro-batch, after the forward pass, before backward (checkbox_dist/train.py)
-    eval        every evaluation batch (checkbox_dist/evaluate.py: collect_logits)
+    decode      every image decoded into the in-memory dataset (checkbox_dist/data/cache.py: decode_all)
+    step        every training micro-batch, after the forward pass, before backward (checkbox_dist/train/loop.py: train_step)
+    eval        every evaluation batch (checkbox_dist/model/logits.py: collect_logits)
     save.model  checkpoint.save: model.pt written into the temporary folder, train_state.pt not yet
     save.state  checkpoint.save: model.pt and train_state.pt (if any) written, meta.json (the manifest) not yet
-    save.swap   checkpoint.save: the old folder moved aside, the new one not yet renamed into place
+    save.swap   checkpoint.save (core/files.py: atomic_folder): the old folder moved aside, the new one not yet renamed into place
 Actions:
     kill (default)  SIGKILL this process: no handler, no cleanup -- what `kill -9` and the OOM killer do
     term, usr1      send SIGTERM / SIGUSR1 to this process (preemption, as Slurm sends it)

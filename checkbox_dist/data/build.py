@@ -14,7 +14,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from checkbox_dist import synth
-from checkbox_dist.data.datasets import FileImages, Split, TensorImages, build_split, load_decoded, make_loader
+from checkbox_dist.data.cache import load_decoded
+from checkbox_dist.data.datasets import FileImages, TensorImages, make_loader
+from checkbox_dist.data.split import Split, build_split
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec
 from checkbox_dist.data.synthetic import synthetic_folder, synthetic_root, synthetic_set

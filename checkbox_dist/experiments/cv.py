@@ -51,7 +51,8 @@ from checkbox_dist.core.errors import Preempted, UserError
 from checkbox_dist.core.files import atomic_write_csv, atomic_write_json
 from checkbox_dist.core.runs import agreed_name, config_stem, timestamped
 from checkbox_dist.data.build import data_root
-from checkbox_dist.data.datasets import load_decoded, read_exclusions, scan_classes, write_split_lists
+from checkbox_dist.data.cache import load_decoded
+from checkbox_dist.data.split import read_exclusions, scan_classes, write_split_lists
 from checkbox_dist.experiments.sweep import report_to_wandb
 from checkbox_dist.infer.predictor import Predictor
 

@@ -18,7 +18,8 @@ from checkbox_dist.core import plots
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import atomic_write_json
 from checkbox_dist.core.metrics import classification_metrics, classification_report
-from checkbox_dist.data.datasets import FileImages, scan_classes
+from checkbox_dist.data.datasets import FileImages
+from checkbox_dist.data.split import scan_classes
 from checkbox_dist.data.images import PreprocessSpec
 from checkbox_dist.model import checkpoint
 from checkbox_dist.model.logits import collect_logits

@@ -89,7 +89,9 @@ def test_short_last_window_averages_over_its_real_length(tmp_path: Path, cache_d
     from accelerate.utils import set_seed
 
     from checkbox_dist.core.config import ModelConfig
-    from checkbox_dist.data.datasets import EpochSampler, build_split, decode_all
+    from checkbox_dist.data.cache import decode_all
+    from checkbox_dist.data.datasets import EpochSampler
+    from checkbox_dist.data.split import build_split
     from checkbox_dist.data.images import PreprocessSpec, normalize
     from checkbox_dist.model.build import build_model
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from checkbox_dist.data import augment
 from checkbox_dist.core.config import AugmentConfig
-from checkbox_dist.data.datasets import build_split, stratified_split
+from checkbox_dist.data.split import build_split, stratified_split
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import BadImageError, PreprocessSpec, decode, open_image
 from conftest import run_cli

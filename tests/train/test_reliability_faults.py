@@ -1,14 +1,14 @@
 """Faults injected for real, and nothing lost: kill -9 anywhere, preemption signals, damaged checkpoints,
 a full or read-only disk, NaN losses, W&B out of reach. Figures: docs/RELIABILITY.md.
 
-    .venv/bin/pytest tests/test_reliability_faults.py -q
+    .venv/bin/pytest tests/train/test_reliability_faults.py -q
 
 Every training run is the real CLI in its own process (tests/reliability_harness.py forks it from a
 preloaded server to skip ~7 s of imports per run). Kill points inside a step, an evaluation or a checkpoint
 write come from the test-only hook CHECKBOX_DIST_FAULT (checkbox_dist/core/faults.py); the "random" ones are a
 SIGKILL sent from outside after a seeded random number of optimizer steps. After each kill, `train.resume=auto`
 must finish the run with weights, optimizer state and metrics bit-identical to an uninterrupted run (CPU).
-Two-process runs: tests/test_reliability_dist.py.
+Two-process runs: tests/train/test_reliability_dist.py.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Config fuzzing (hypothesis): any YAML file and any `section.key=value` overrides give either a config that
 works or one `ConfigError` line -- never a traceback, never a config that crashes later.
 
-    .venv/bin/pytest tests/test_reliability_config_fuzz.py -q                        # ~600 derandomized examples
-    FUZZ_EXAMPLES=20000 FUZZ_RANDOM=1 .venv/bin/pytest tests/test_reliability_config_fuzz.py -q   # deeper, new seeds
+    .venv/bin/pytest tests/core/test_reliability_config_fuzz.py -q                        # ~600 derandomized examples
+    FUZZ_EXAMPLES=20000 FUZZ_RANDOM=1 .venv/bin/pytest tests/core/test_reliability_config_fuzz.py -q   # deeper, new seeds
 
 "Works" is checked on everything a config feeds that is cheap to build: the optimizer and LR schedule (all
 steps), the colour, the preprocessing, augmentation and mixup on a tiny batch, dropout, and the round trip

@@ -3,7 +3,7 @@ traceback, no checkpoint) under `data.on_bad_image=error`, and listed exactly on
 images (1x1, 16-bit, palette, grey, CMYK, animated, ...) load and train; broken folder layouts and symlink
 loops give one line or are ignored, never a hang. Figures: docs/RELIABILITY.md.
 
-    .venv/bin/pytest tests/test_reliability_inputs.py -q
+    .venv/bin/pytest tests/data/test_reliability_inputs.py -q
 
 Runs are the real CLI in real processes forked from a preloaded server (tests/reliability_harness.py).
 """

@@ -1,6 +1,6 @@
 """Data parallelism through the real launcher: 2 CPU processes (gloo) with `accelerate launch`.
 
-    .venv/bin/pytest tests/test_distributed.py -q
+    .venv/bin/pytest tests/train/test_distributed.py -q
 
 Two training runs feed the tests: 2 processes x batch 8 (launch/cpu_2proc.yaml, root train.py) and
 1 process x batch 16 (launch/single_gpu.yaml, `-m checkbox_dist.train`): the same global batch. Both set
@@ -25,7 +25,7 @@ import yaml
 
 pytestmark = pytest.mark.system  # real multi-process launches (accelerate launch, gloo)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
 
 TINY = {

@@ -15,7 +15,7 @@ from checkbox_dist.model import checkpoint
 from checkbox_dist.synth import render_index
 from conftest import REPO, read_metrics, run_cli
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "checkpoint_format1"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoint_format1"
 GOLDEN = json.loads((FIXTURE / "golden.json").read_text())
 
 

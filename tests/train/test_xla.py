@@ -1,14 +1,14 @@
 """The TPU code path, run on the CPU: torch_xla with PJRT_DEVICE=CPU, through `accelerate launch
 --config_file launch/tpu_vm.yaml train.py`, exactly as launch/tpu_vm.sh runs it on a TPU VM.
 
-    .venv/bin/pytest tests/test_xla.py -q
+    .venv/bin/pytest tests/train/test_xla.py -q
 
 torch_xla 2.9.0 needs torch 2.9.x, so it runs from a second environment that tests/xla_venv.sh builds
 on first use (.venv-xla, or CHECKBOX_DIST_XLA_VENV; ~3.5 min and ~7 GB cold, ~30 s from uv's cache).
 One training run (test_resnet, 32 px, bf16, gradient accumulation 2, 3 epochs of 6 optimizer steps)
 feeds every test: about 60-90 s on an idle 2-core machine, nearly all of it XLA compiling the first
 epoch's graphs. Several XLA processes cannot run on a CPU (xmp.spawn refuses nprocs > 1), so this is
-the single-process path; data parallelism is tested with gloo in tests/test_distributed.py.
+the single-process path; data parallelism is tested with gloo in tests/train/test_distributed.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("CHECKBOX_DIST_XLA_VENV", REPO / ".venv-xla"))
 
 # the first test also builds .venv-xla when missing (~4-5 min cold) and runs the compile-heavy training

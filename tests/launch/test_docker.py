@@ -1,7 +1,7 @@
 """Static checks of docker/Dockerfile* (no Docker engine runs here): pinned bases, a non-root user, the
 same pinned package set as CI, and every file the entry points need copied and not .dockerignore'd.
 
-    .venv/bin/pytest tests/test_docker.py -q          # < 1 s
+    .venv/bin/pytest tests/launch/test_docker.py -q          # < 1 s
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = ["Dockerfile", "Dockerfile.cpu", "Dockerfile.tpu"]
 # What each image's entry point needs in /app besides the installed package.
 NEEDS = {"Dockerfile": ["train.py", "launch", "configs"], "Dockerfile.cpu": [],

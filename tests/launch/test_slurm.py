@@ -1,6 +1,6 @@
 """slurm/train.sh and slurm/sweep.sh on a real Slurm cluster: two emulated nodes on this machine.
 
-    .venv/bin/pytest tests/test_slurm.py -q        # as root; installs slurm + munge with apt if missing
+    .venv/bin/pytest tests/launch/test_slurm.py -q        # as root; installs slurm + munge with apt if missing
 
 tests/slurm_cluster.sh starts munged, slurmctld and two slurmd (n1, n2) from a temp folder and the
 fixture stops them by PID. Jobs run in CPU mode (CHECKBOX_DIST_CPU=1: one process per node, gloo), with
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # the fixtures wait for whole Slurm jobs, one of them started twice
 pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.timeout(1200)]

@@ -1,7 +1,7 @@
 """One of two processes dies (kill -9) or hangs (SIGSTOP) in a real 2-process CPU run: the survivor exits with
 one clear line instead of hanging, and the checkpoints written so far stay whole. Figures: docs/RELIABILITY.md.
 
-    .venv/bin/pytest tests/test_reliability_dist.py -q
+    .venv/bin/pytest tests/train/test_reliability_dist.py -q
 
 Launched as users launch it on CPU: `ACCELERATE_USE_CPU=true torchrun --standalone --nproc_per_node 2 train.py`
 (gloo). The fault hook (checkbox_dist/core/faults.py) hits rank 1 only, at its 6th micro-batch (epoch 2: `last` of
