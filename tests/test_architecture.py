@@ -20,6 +20,9 @@ MAX_LINES = 80
 # Declarative tables may run longer than a function should; none is needed today.
 LONG_OK: set[tuple[str, str]] = set()
 ENTRY_POINTS = {"cli.py", "__main__.py"}
+# The command line's per-command modules: each imports its command's implementation inside run(), when the
+# command runs, so building the parser (`--help`) imports no torch (checkbox_dist/commands/__init__.py).
+COMMANDS = PACKAGE / "commands"
 
 
 def _functions():
@@ -91,7 +94,8 @@ def test_no_function_level_imports_of_the_package_below_the_cli():
     only the command line imports a command's modules when that command runs (fast --help)."""
     found = []
     for path, node in _functions():
-        if path.name in ENTRY_POINTS or (path.parent == PACKAGE / "synth" and path.name == "__init__.py"):
+        if path.name in ENTRY_POINTS or path.parent == COMMANDS or (path.parent == PACKAGE / "synth"
+                                                                   and path.name == "__init__.py"):
             continue
         for inner in ast.walk(node):
             if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("checkbox_dist"):

@@ -1,7 +1,7 @@
 """`checkbox-dist bench-infer`: CPU inference speed and accuracy of eager PyTorch, ONNX Runtime and int8.
 
-    checkbox-dist bench-infer --checkpoint runs/quickstart                      # synthetic held-out images
-    checkbox-dist bench-infer --checkpoint runs/quickstart --data DIR --json bench.json
+    checkbox-dist bench-infer --checkpoint RUN                      # synthetic held-out images
+    checkbox-dist bench-infer --checkpoint RUN --data DIR --json bench.json
 
 Every variant sees the same preprocessed uint8 tensors, in the same process, alternated (each repeat
 runs the variants in a rotated order, so a noisy neighbour hurts all of them alike), and the figure is
@@ -107,24 +107,6 @@ def measure(variants: dict, images: torch.Tensor, repeats: int, iters: int, batc
                 variants[name](big)
             blocks[name]["throughput"].append(big_calls * len(big) / (time.perf_counter() - start))
     return {name: {k: statistics.median(v) for k, v in b.items()} for name, b in blocks.items()}
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("bench-infer", help="CPU latency/throughput + accuracy: eager vs ONNX Runtime vs int8",
-                              description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("--checkpoint", required=True, help="checkpoint or run folder")
-    p.add_argument("--data", default="", help="image folder (ROOT/<class>/* adds accuracy); default: synthetic")
-    p.add_argument("--n", type=int, default=256, help="synthetic images to generate (default 256)")
-    p.add_argument("--seed", type=int, default=1000, help="synthetic seed (training uses data.synth_seed, 0)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--iters", type=int, default=200, help="batch-1 calls per repeat and variant")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads for torch and ONNX Runtime "
-                                                         "(default: torch's current setting)")
-    p.add_argument("--onnx-exporter", choices=["dynamo", "legacy"], default="dynamo")
-    p.add_argument("--extra-onnx", action="append", default=[],
-                   help="another exported .onnx to compare (e.g. from `export --int8 --int8-mode dynamic`)")
-    p.add_argument("--json", default="", help="also write the figures to this JSON file")
 
 
 def run(args) -> int:

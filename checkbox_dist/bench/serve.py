@@ -1,7 +1,7 @@
 """`checkbox-dist bench-serve`: a bounded load test of `serve` (requests/s, p50/p99 latency, batch sizes).
 
-    checkbox-dist bench-serve --checkpoint runs/quickstart --seconds 5 --concurrency 16   # starts its own server
-    checkbox-dist bench-serve --checkpoint runs/quickstart --server-args "--max-batch 1"  # batching off
+    checkbox-dist bench-serve --checkpoint RUN --seconds 5 --concurrency 16   # starts its own server
+    checkbox-dist bench-serve --checkpoint RUN --server-args "--max-batch 1"  # batching off
     checkbox-dist bench-serve --url http://127.0.0.1:8000 --seconds 5                     # a running server
 
 `--concurrency` clients each POST one image to /predict as multipart, back to back, for `--seconds`
@@ -91,18 +91,6 @@ async def load(url: str, image: bytes, seconds: float, concurrency: int, warmup_
 def _percentile_ms(latencies: list[float], q: float) -> float:
     """The q-quantile of sorted latencies (seconds), in ms; 0 when there are none."""
     return 1000 * latencies[min(len(latencies) - 1, int(q * (len(latencies) - 1)))] if latencies else 0.0
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("bench-serve", help="bounded load test of `serve`: requests/s, p50/p99 latency",
-                              description=__doc__.split("\n\n")[1] if __doc__ else None)
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--checkpoint", help="start `serve` on this checkpoint on a free local port")
-    target.add_argument("--url", help="benchmark a server that is already running, e.g. http://127.0.0.1:8000")
-    p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--image", default="", help="image file to send (default: a synthetic crop)")
-    p.add_argument("--server-args", default="", help="extra `serve` options, e.g. \"--max-batch 1\"")
 
 
 def run(args) -> int:

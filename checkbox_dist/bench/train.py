@@ -1,10 +1,10 @@
 """bench-train: our training loop against a minimal plain-PyTorch loop, side by side in one process.
 
-    checkbox-dist bench-train --config configs/quickstart.yaml                  # CPU, synthetic data
-    checkbox-dist bench-train --config configs/checkbox_state_v2.yaml data.root="" data.synth_n=4000 \
+    checkbox-dist bench-train --config quickstart                               # CPU, synthetic data
+    checkbox-dist bench-train --config checkbox_state_v2 data.root="" data.synth_n=4000 \
         model.name=resnet50 data.image_size=224 data.batch_size=256 train.mixed_precision=bf16 \
         train.channels_last=true [train.compile=true] [--find-batch-size]
-    checkbox-dist bench-train --config configs/quickstart.yaml --processes 2     # + data-parallel scaling
+    checkbox-dist bench-train --config quickstart --processes 2                  # + data-parallel scaling
 
 Three rates, alternated (plain, ours, plain, ours, ...) and reported as medians of `--repeats`:
   plain step   `model(x)` + cross-entropy + backward + optimizer step on one random batch already on the
@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from checkbox_dist import train
+from checkbox_dist.core import resources
 from checkbox_dist.core.config import load_config
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec
@@ -116,7 +117,7 @@ def launched_loop_rates(config: str, overrides: list[str], epochs: int, processe
                         threads: int) -> tuple[float, float]:
     """Our loop under the real launcher (`accelerate launch`, N processes, `threads` each): global img/s.
 
-    CPU: launch/cpu_2proc.yaml with ACCELERATE_USE_CPU=true (gloo); GPU: launch/multi_gpu.yaml (NCCL).
+    CPU: the packaged cpu_2proc launch config with ACCELERATE_USE_CPU=true (gloo); GPU: multi_gpu (NCCL).
     One process runs without the launcher, with the same threads, as the baseline of the scaling figure.
     """
     cfg = load_config(config, overrides)
@@ -126,10 +127,7 @@ def launched_loop_rates(config: str, overrides: list[str], epochs: int, processe
     if processes == 1:
         launcher = [sys.executable, "-m", "checkbox_dist", "train"]
     else:
-        launch_file = Path(__file__).resolve().parents[2] / "launch" / ("multi_gpu.yaml" if on_gpu else "cpu_2proc.yaml")
-        if not launch_file.is_file():
-            raise UserError(f"--processes needs the repository's launch configs: {launch_file} not found "
-                            "(run bench-train from a checkout of this project)")
+        launch_file = resources.launch_file("multi_gpu" if on_gpu else "cpu_2proc")  # shipped with the package
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_file),
                     "--num_processes", str(processes), "-m", "checkbox_dist", "train"]
         if not on_gpu:
@@ -164,22 +162,6 @@ def find_batch_size(cfg, device: torch.device, start: int = 8, limit: int = 8192
         middle = (low + high) // 2
         low, high = (middle, high) if fits(middle) else (low, middle)
     return low
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("bench-train", help="our training loop vs a plain PyTorch loop, same process")
-    p.add_argument("--config", default="configs/quickstart.yaml")
-    p.add_argument("overrides", nargs="*", help="section.key=value (model, size, batch, precision, compile)")
-    p.add_argument("--repeats", type=int, default=3, help="alternations of plain and ours (median reported)")
-    p.add_argument("--epochs", type=int, default=4, help="epochs of our loop per repeat (the first is warm-up)")
-    p.add_argument("--steps", type=int, default=20, help="timed steps of the plain loop per repeat")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--find-batch-size", action="store_true", help="also find the largest batch that fits")
-    p.add_argument("--processes", type=int, default=1,
-                   help="also run our loop as N processes under accelerate launch (gloo on CPU, NCCL on GPUs) "
-                        "and 1 process with the same threads each: prints the scaling efficiency")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads per process for --processes (default: cores // N)")
 
 
 def run(args) -> int:

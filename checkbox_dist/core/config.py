@@ -1,6 +1,10 @@
 """One typed config tree: nested dataclasses, loaded from YAML, with dotted command-line overrides.
 
-    cfg = load_config("configs/quickstart.yaml", ["train.epochs=1", "model.name=resnet18"])
+    cfg = load_config("quickstart", ["train.epochs=1", "model.name=resnet18"])     # a packaged config
+    cfg = load_config("my/config.yaml")                                             # or a file
+
+A bare name (no "/", no .yaml suffix) that is not a file in the current folder is a config shipped with the
+package (core.resources: quickstart, checkbox_state_v2, seed_recipe; `checkbox-dist configs` lists them).
 
 Every key has a type and a default here; a YAML file or an override only changes values. An unknown
 key, a wrong type or a bad value raises `ConfigError` naming the key (and the file), which the CLI
@@ -9,7 +13,9 @@ prints as one line with exit code 2. `to_dict(cfg)` is what every run saves as `
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -19,178 +25,215 @@ from typing import Any, Union
 
 import yaml
 
+from checkbox_dist.core import resources
 from checkbox_dist.core.config_checks import ConfigError, check_values
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
+def setting(default: Any, doc: str) -> Any:
+    """A config key: its default and one line of meaning (docs/CONFIG.md is generated from these).
+    A list default is copied for every Config, so no two configs share one list."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+def section(cls: type) -> Any:
+    """A sub-section of the tree (its docstring says what it holds)."""
+    return field(default_factory=cls)
+
+
 @dataclass
 class AugmentConfig:
     """Train-time augmentation. Defaults are mild: widgets are symmetric, so no flips (seed's choice)."""
 
-    hflip: float = 0.0  # probability
-    vflip: float = 0.0
-    degrees: float = 0.0  # random rotation range (+-)
-    translate: float = 0.0  # fraction of the image size
-    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # zoom range of the affine
-    brightness: float = 0.0  # colour jitter strengths (torchvision ColorJitter semantics)
-    contrast: float = 0.0
-    saturation: float = 0.0
-    hue: float = 0.0
-    invert: float = 0.0  # probability of inverting colours: turns light themes into dark ones
-    grayscale: float = 0.0  # probability
+    hflip: float = setting(0.0, "probability of a horizontal flip")
+    vflip: float = setting(0.0, "probability of a vertical flip")
+    degrees: float = setting(0.0, "random rotation range (+-degrees)")
+    translate: float = setting(0.0, "random shift, as a fraction of the image size")
+    scale: list[float] = setting([1.0, 1.0], "zoom range of the affine [low, high]")
+    brightness: float = setting(0.0, "colour jitter strength (torchvision ColorJitter semantics)")
+    contrast: float = setting(0.0, "colour jitter strength (torchvision ColorJitter semantics)")
+    saturation: float = setting(0.0, "colour jitter strength (torchvision ColorJitter semantics)")
+    hue: float = setting(0.0, "colour jitter strength (torchvision ColorJitter semantics)")
+    invert: float = setting(0.0, "probability of inverting colours: turns light themes into dark ones")
+    grayscale: float = setting(0.0, "probability of turning the image grey")
 
 
 @dataclass
 class DataConfig:
     """Where images come from and how they become tensors."""
 
-    root: str = ""  # ImageFolder: ROOT/<class>/* or ROOT/{train,val}/<class>/*; "" = synthetic
-    synth_n: int = 600  # size of the embedded synthetic dataset used when root is ""
-    synth_seed: int = 0
-    synth_labels: str = "class"  # class | kind: 23 sub-folders, checked-radio, other-slider, ... (synth.folder_of)
-    cache_dir: str = "~/.cache/checkbox_dist"  # synthetic datasets and decoded-image caches
-    split_file: str = ""  # index written by `checkbox-dist split`; "" = split on the fly
-    val_fraction: float = 0.2  # seed: 80/20, stratified
-    split_seed: int = 42
-    exclude_file: str = ""  # text file of relative paths to leave out (label audit)
-    image_size: int = 224  # input height (and width, unless image_width says otherwise)
-    # Input width; 0 = image_size (square). Real crops are wide (median 2.4:1, a quarter over 3.7:1): a wide
-    # input letterboxes them without shrinking the control to a few pixels or squashing it sideways.
-    image_width: int = 0
-    resize: str = "letterbox"  # letterbox keeps the aspect (crops run to 10:1); stretch = seed's
-    background: str = "#ffffff"  # alpha is composited over this colour, never dropped
-    alpha_channel: bool = False  # also feed alpha as a 4th input channel
-    normalize: str = "imagenet"  # imagenet | custom (mean/std below; `checkbox-dist stats` prints them)
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    batch_size: int = 32  # per process; global batch = batch_size * processes * grad_accum_steps
-    eval_batch_size: int = 64
-    num_workers: int = 2
-    on_bad_image: str = "error"  # error | skip (skipped files are listed once)
-    balanced_sampling: bool = False  # sample classes equally (177/124/110 in the real data)
-    device_cache: str = "auto"  # auto | on | off: keep decoded uint8 images on the accelerator
-    device_cache_max_gb: float = 4.0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    root: str = setting("", 'ImageFolder: ROOT/<class>/* or ROOT/{train,val}/<class>/*; "" = synthetic')
+    synth_n: int = setting(600, 'size of the embedded synthetic dataset used when root is ""')
+    synth_seed: int = setting(0, "seed of the synthetic dataset")
+    synth_labels: str = setting("class", "class | kind: sub-folders per class, or per class and drawn kind "
+                                         "(23: checked-radio, other-slider, ...)")
+    cache_dir: str = setting("~/.cache/checkbox_dist", "synthetic datasets and decoded-image caches")
+    split_file: str = setting("", 'index written by `checkbox-dist split`; "" = split on the fly')
+    val_fraction: float = setting(0.2, "share of the images held out for validation (seed: 80/20, stratified)")
+    split_seed: int = setting(42, "seed of the train/val split")
+    exclude_file: str = setting("", "text file of relative paths to leave out (label audit)")
+    image_size: int = setting(224, "input height (and width, unless image_width says otherwise)")
+    # Real crops are wide (median 2.4:1, a quarter over 3.7:1): a wide input letterboxes them without
+    # shrinking the control to a few pixels or squashing it sideways.
+    image_width: int = setting(0, "input width; 0 = image_size (square); e.g. 320 with image_size 128 for wide crops")
+    resize: str = setting("letterbox", "letterbox keeps the aspect (crops run to 10:1); stretch = seed's")
+    background: str = setting("#ffffff", "alpha is composited over this colour, never dropped")
+    alpha_channel: bool = setting(False, "also feed alpha as a 4th input channel")
+    normalize: str = setting("imagenet", "imagenet | custom (mean/std below; `checkbox-dist stats` prints them)")
+    mean: list[float] = setting(IMAGENET_MEAN, "per-channel mean for normalize=custom")
+    std: list[float] = setting(IMAGENET_STD, "per-channel std for normalize=custom")
+    batch_size: int = setting(32, "per process; global batch = batch_size * processes * grad_accum_steps")
+    eval_batch_size: int = setting(64, "batch size of evaluation, per process")
+    num_workers: int = setting(2, "data loader worker processes")
+    on_bad_image: str = setting("error", "error | skip (skipped files are listed once)")
+    balanced_sampling: bool = setting(False, "sample classes equally (177/124/110 in the real data)")
+    device_cache: str = setting("auto", "auto | on | off: keep decoded uint8 images on the accelerator")
+    device_cache_max_gb: float = setting(4.0, "largest image set device_cache=auto keeps on the accelerator (GB)")
+    augment: AugmentConfig = section(AugmentConfig)
 
 
 @dataclass
 class ModelConfig:
-    name: str = "resnet50"  # any timm model name
-    pretrained: Union[bool, str] = False  # false | true (hub) | path to a state_dict/.safetensors
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    # Pooling before the head: "" = the model's own (avg for CNNs) | avg | max | avgmax | catavgmax. The class
-    # is decided by a control that fills a small part of a wide crop; averaging dilutes it over the map.
-    global_pool: str = ""
+    """The network: any timm model, built with the data's number of classes."""
+
+    name: str = setting("resnet50", "any timm model name")
+    pretrained: Union[bool, str] = setting(False, "false | true (hub) | path to a state_dict/.safetensors")
+    drop_rate: float = setting(0.0, "dropout before the classifier")
+    drop_path_rate: float = setting(0.0, "stochastic depth (models that support it)")
+    # The class is decided by a control that fills a small part of a wide crop; averaging dilutes it over the map.
+    global_pool: str = setting("", 'pooling before the head: "" = the model\'s own (avg for CNNs) | avg | max | '
+                                   "avgmax | catavgmax")
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.001  # seed default; for a base batch of `base_batch_size`
-    momentum: float = 0.85  # seed default
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    scale_lr: bool = False  # linear scaling: lr * global_batch / base_batch_size
-    base_batch_size: int = 32
-    clip_grad_norm: float = 0.0  # 0 = off
+    """The optimizer."""
+
+    name: str = setting("sgd", "sgd | adam | adamw")
+    lr: float = setting(0.001, "learning rate (seed default) for a base batch of `base_batch_size`")
+    momentum: float = setting(0.85, "sgd momentum (seed default)")
+    nesterov: bool = setting(False, "sgd: Nesterov momentum")
+    weight_decay: float = setting(0.0, "weight decay")
+    betas: list[float] = setting([0.9, 0.999], "adam/adamw betas")
+    scale_lr: bool = setting(False, "linear scaling: lr * global_batch / base_batch_size")
+    base_batch_size: int = setting(32, "the global batch that lr is meant for (with scale_lr)")
+    clip_grad_norm: float = setting(0.0, "clip the gradient norm to this; 0 = off")
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = "constant"  # constant | cosine | step | plateau
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0
-    step_epochs: int = 30  # step: multiply by gamma every step_epochs
-    gamma: float = 0.1
-    plateau_patience: int = 5  # plateau: epochs without val-loss improvement
-    plateau_factor: float = 0.1
+    """The learning-rate schedule."""
+
+    name: str = setting("constant", "constant | cosine | step | plateau")
+    warmup_epochs: float = setting(0.0, "linear warm-up from 0, in epochs")
+    min_lr: float = setting(0.0, "cosine: the final learning rate")
+    step_epochs: int = setting(30, "step: multiply by gamma every step_epochs")
+    gamma: float = setting(0.1, "step: the factor")
+    plateau_patience: int = setting(5, "plateau: epochs without val-loss improvement")
+    plateau_factor: float = setting(0.1, "plateau: the factor")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 500  # seed: up to 500 with early stopping
-    max_steps: int = 0  # stop after this many optimizer steps (0 = no limit)
-    seed: int = 42
-    mixed_precision: str = "no"  # no | fp16 | bf16
-    grad_accum_steps: int = 1
-    label_smoothing: float = 0.0
-    ema_decay: float = 0.0  # 0 = off; EMA weights are evaluated and saved when on
-    mixup_alpha: float = 0.0  # 0 = off; else lambda ~ Beta(alpha, alpha) per batch
-    cutmix_alpha: float = 0.0  # 0 = off; with mixup_alpha too, each batch takes one of the two
-    early_stopping_patience: int = 20  # evaluations without a new best (epochs at eval.every_epochs=1); 0 = off
-    output_dir: str = ""  # the run folder; "" = runs/<config name>-<time>
-    resume: str = ""  # "" | auto | path to a checkpoint folder
-    init_from: str = ""  # fine-tune from a model file/checkpoint (weights only)
-    channels_last: bool = False
-    compile: bool = False
-    log_every_steps: int = 10
-    nan_policy: str = "stop"  # stop | skip: what a non-finite loss does
-    progress: bool = True  # tqdm bars on the main process
-    collective_timeout_s: float = 0.0  # how long a process waits for a hung peer; 0 = Accelerate's (gloo 30 min)
+    """The training run: length, precision, regularisation, the run folder, resuming."""
+
+    epochs: int = setting(500, "training epochs (seed: up to 500, with early stopping)")
+    max_steps: int = setting(0, "stop after this many optimizer steps (0 = no limit)")
+    seed: int = setting(42, "seed of weights, data order and augmentation")
+    mixed_precision: str = setting("no", "no | fp16 | bf16")
+    grad_accum_steps: int = setting(1, "batches per optimizer step")
+    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy")
+    ema_decay: float = setting(0.0, "0 = off; EMA weights are evaluated and saved when on")
+    mixup_alpha: float = setting(0.0, "0 = off; else lambda ~ Beta(alpha, alpha) per batch")
+    cutmix_alpha: float = setting(0.0, "0 = off; with mixup_alpha too, each batch takes one of the two")
+    early_stopping_patience: int = setting(20, "evaluations without a new best (epochs at eval.every_epochs=1); "
+                                               "0 = off")
+    output_dir: str = setting("", 'the run folder; "" = runs/<config name>-<time>')
+    resume: str = setting("", '"" | auto | path to a checkpoint folder')
+    init_from: str = setting("", "fine-tune from a model file/checkpoint (weights only)")
+    channels_last: bool = setting(False, "channels-last memory format (faster convolutions on GPUs)")
+    compile: bool = setting(False, "torch.compile the model")
+    log_every_steps: int = setting(10, "a metrics.jsonl row (and a progress update) every N optimizer steps")
+    nan_policy: str = setting("stop", "stop | skip: what a non-finite loss does")
+    progress: bool = setting(True, "tqdm bars on the main process")
+    collective_timeout_s: float = setting(0.0, "how long a process waits for a hung peer; 0 = Accelerate's "
+                                               "(gloo 30 min)")
 
 
 @dataclass
 class EvalConfig:
-    every_epochs: int = 1
-    top_k: int = 2  # 3 classes: top-2 is the informative top-k
-    best_rule: str = "seed"  # seed (val_loss < best and top1 >= best) | val_loss | val_top1 | val_f1
-    confusion_every_epochs: int = 1  # write confusion_matrix_epoch_<N>.png every N epochs
-    calibrate: bool = True  # fit temperature scaling on val at the end of training
-    ece_bins: int = 15
+    """Validation during training, the best-model rule and calibration."""
+
+    every_epochs: int = setting(1, "evaluate every N epochs")
+    top_k: int = setting(2, "the k of top-k accuracy (3 classes: top-2 is the informative one)")
+    best_rule: str = setting("seed", "seed (val_loss < best and top1 >= best) | val_loss | val_top1 | val_f1")
+    confusion_every_epochs: int = setting(1, "write confusion_matrix_epoch_<N>.png every N epochs")
+    calibrate: bool = setting(True, "fit temperature scaling on val at the end of training")
+    ece_bins: int = setting(15, "bins of the expected calibration error")
 
 
 @dataclass
 class TrackingConfig:
-    backends: list[str] = field(default_factory=list)  # wandb, tensorboard
-    project: str = "checkbox_dist"
-    entity: str = ""
-    run_name: str = ""
-    wandb_mode: str = "auto"  # auto (online if possible, else offline) | online | offline | disabled
+    """Experiment trackers (the run folder's metrics.jsonl is always written)."""
+
+    backends: list[str] = setting([], "trackers to log to: wandb, tensorboard ([] = none)")
+    project: str = setting("checkbox_dist", "W&B project")
+    entity: str = setting("", 'W&B entity (team or user); "" = your default')
+    run_name: str = setting("", 'tracker run name; "" = the run folder\'s name')
+    wandb_mode: str = setting("auto", "auto (online if possible, else offline) | online | offline | disabled")
 
 
 @dataclass
 class CheckpointConfig:
-    keep_last: int = 2  # epoch checkpoints kept besides last and best
-    every_epochs: int = 1
-    every_steps: int = 0  # also save `last` mid-epoch every N optimizer steps (0 = off)
+    """What is saved, and how often."""
+
+    keep_last: int = setting(2, "epoch checkpoints kept besides last and best")
+    every_epochs: int = setting(1, "save an epoch checkpoint every N epochs")
+    every_steps: int = setting(0, "also save `last` mid-epoch every N optimizer steps (0 = off)")
 
 
 @dataclass
 class PretrainConfig:
-    """Stage one (checkbox_dist/pretrain.py): train on synthetic widgets first, then fine-tune from that model.
+    """Stage one (train/pretrain.py): train on synthetic widgets first, then fine-tune from that model.
     Everything not listed here is the fine-tune's own config (model, image size, optimizer, augmentation)."""
 
-    synth_n: int = 0  # synthetic images to pretrain on; 0 = off (one stage)
-    synth_seed: int = 0
-    labels: str = "class"  # data.synth_labels of stage one: class | kind (its classes balanced by construction)
-    epochs: int = 10
-    batch_size: int = 128  # per process
-    lr: float = 0.0  # 0 = optim.lr
-    warmup_epochs: float = 1.0
-    val_fraction: float = 0.05  # a synthetic val split: the stage's own sanity check
-    resize: str = ""  # "" = data.resize; letterbox | stretch
-    output_dir: str = ""  # "" = <data.cache_dir>/pretrain/<model>-<hash of what changes the weights>
-    # Rehearsal: also train the fine-tune on this many synthetic images (train split only, never val, so CV
-    # scores stay real-data scores), generated with mix_seed; works with synth_n = 0 too. 0 = off.
-    mix_n: int = 0
-    mix_seed: int = 1  # 1, not synth_seed's 0: new images, not stage one's first mix_n again
+    synth_n: int = setting(0, "synthetic images to pretrain on; 0 = off (one stage)")
+    synth_seed: int = setting(0, "seed of stage one's synthetic images")
+    labels: str = setting("class", "data.synth_labels of stage one: class | kind (its classes balanced by "
+                                   "construction)")
+    epochs: int = setting(10, "epochs of stage one")
+    batch_size: int = setting(128, "stage one's batch size, per process")
+    lr: float = setting(0.0, "stage one's learning rate; 0 = optim.lr")
+    warmup_epochs: float = setting(1.0, "linear warm-up of stage one, in epochs")
+    val_fraction: float = setting(0.05, "a synthetic val split: the stage's own sanity check")
+    resize: str = setting("", 'stage one\'s resize: "" = data.resize | letterbox | stretch')
+    output_dir: str = setting("", 'stage one\'s model folder; "" = <data.cache_dir>/pretrain/<model>-<hash of what '
+                                  "changes the weights>")
+    # Rehearsal: the synthetic images go into the train split only, never val, so CV scores stay
+    # real-data scores.
+    mix_n: int = setting(0, "also train the fine-tune on this many synthetic images (generated with mix_seed; "
+                            "works with synth_n = 0 too); 0 = off")
+    mix_seed: int = setting(1, "seed of the mix_n images (1, not synth_seed's 0: new images, not stage one's "
+                                 "first mix_n again)")
 
 
 @dataclass
 class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    """The whole tree: one section per concern."""
+
+    data: DataConfig = section(DataConfig)
+    model: ModelConfig = section(ModelConfig)
+    optim: OptimConfig = section(OptimConfig)
+    schedule: ScheduleConfig = section(ScheduleConfig)
+    train: TrainConfig = section(TrainConfig)
+    eval: EvalConfig = section(EvalConfig)
+    tracking: TrackingConfig = section(TrackingConfig)
+    checkpoint: CheckpointConfig = section(CheckpointConfig)
+    pretrain: PretrainConfig = section(PretrainConfig)
 
 
 # Keys (prefixes) that change nothing a run computes: reruns of a CV run, or two runs sharing one stage one
@@ -273,12 +316,25 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def resolve_config_path(value: str | Path) -> Path:
+    """`value` as a path, or, for a bare name that is not an existing file, the packaged config of that name."""
+    text = str(value)
+    path = Path(value)
+    if path.is_file() or "/" in text or os.sep in text or path.suffix in (".yaml", ".yml"):
+        return path
+    packaged = resources.config_file(text)
+    if packaged is None:
+        raise ConfigError(f"config {text!r} is neither a file nor a packaged config (packaged: "
+                          f"{', '.join(resources.config_names())}; or give the path of a YAML file)")
+    return packaged
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults <- YAML file <- `section.key=value` overrides, then validated."""
     cfg = Config()
     where = ""
     if path:
-        path = Path(path)
+        path = resolve_config_path(path)
         where = f" (in {path})"
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")

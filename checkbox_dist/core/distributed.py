@@ -12,7 +12,7 @@ Why the check exists (accelerate 1.15, torch 2.14, a machine without a GPU, meas
     process (the MULTI_CPU path expects mpirun); the only trace of the request is the launcher's own
     command line, read from /proc (Linux).
 The one recipe that works on CPU is `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu ...`
-(launch/cpu_2proc.yaml), or torchrun with the same variable. Anything else now fails with that fix in
+(the packaged launch config cpu_2proc), or torchrun with the same variable. Anything else now fails with that fix in
 one line instead of training N separate models.
 
 The trace is for tests and debugging only: it costs a host sync per batch (the sample indices) and an
@@ -30,12 +30,14 @@ from pathlib import Path
 
 import yaml
 
+from checkbox_dist.core import resources
 from checkbox_dist.core.errors import UserError
 
 TRACE_ENV = "CHECKBOX_DIST_RANK_TRACE"
-CPU_FIX = ("on CPU start them with `ACCELERATE_USE_CPU=true accelerate launch --config_file launch/cpu_2proc.yaml "
-           "train.py ...` (or `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N ...`, "
-           "or torchrun with ACCELERATE_USE_CPU=true); see docs/LAUNCH.md")
+CPU_FIX = (f"on CPU start them with `ACCELERATE_USE_CPU=true accelerate launch --config_file "
+           f"{resources.launch_file('cpu_2proc')} -m checkbox_dist train ...` (or `ACCELERATE_USE_CPU=true "
+           "accelerate launch --multi_gpu --num_processes N ...`, or torchrun with ACCELERATE_USE_CPU=true; "
+           "`checkbox-dist configs` lists the launch configs)")
 
 
 def _int_env(name: str) -> int:

@@ -126,18 +126,6 @@ def write_outputs(ranked: list[dict], classes: list[str], out: Path) -> tuple[Pa
     return csv_path, flagged_path
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("audit", help="rank images whose labels out-of-fold models doubt; contact sheet + CSV",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--cv-dir", action="append", default=[], help="a `checkbox-dist cv` folder (repeat to ensemble)")
-    p.add_argument("--oof", action="append", default=[], help="an oof_predictions.csv (repeat to ensemble)")
-    p.add_argument("--data", default="", help="image root the OOF paths are relative to (default: from cv.json)")
-    p.add_argument("--out", default="", help="output folder (default: FIRST_CV_DIR/audit)")
-    p.add_argument("--top", type=int, default=24, help="suspects on the contact sheet")
-    p.add_argument("--known", nargs="+", default=[], help="relative paths to report the rank of (e.g. flagged by eye)")
-    p.set_defaults(handler=run)
-
-
 def run(args) -> int:
     files = [Path(d) / "oof_predictions.csv" for d in args.cv_dir] + [Path(f) for f in args.oof]
     if not files:

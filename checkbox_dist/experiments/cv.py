@@ -385,24 +385,6 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("cv", help="stratified k-fold cross-validation: mean ± std, out-of-fold predictions",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=None, help="YAML config; data.root is the pool ROOT/<class>/*")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=None, help="fold assignment seed (default: data.split_seed)")
-    p.add_argument("--out", default="", help="CV folder (default runs/cv-<config>-<time>)")
-    p.add_argument("--fold", type=int, action="append", default=None,
-                   help="run only this fold (repeatable); the summary is written once all folds are done")
-    p.add_argument("--selection", choices=["final", "best"], default="final",
-                   help="final: the model after the full schedule (honest); best: best epoch on the held-out fold")
-    p.add_argument("--tta", action="store_true", help="out-of-fold predictions averaged with the mirror image")
-    p.add_argument("--train-exclude", default="", metavar="FILE",
-                   help="paths (audit's flagged.txt) left out of training but still scored in their fold")
-    p.add_argument("overrides", nargs="*", help="section.key=value, as for train")
-    p.set_defaults(handler=run)
-
-
 def run(args) -> int:
     if args.folds < 2:
         raise UserError(f"--folds must be at least 2, got {args.folds}")

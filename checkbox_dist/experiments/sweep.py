@@ -222,24 +222,6 @@ def report_to_wandb(summary: dict) -> None:
     run.finish()
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("sweep", help="hyperparameter search: each trial a cv run; gather a sorted table",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--space", help="YAML: section.key -> [values] or {low, high, log, int}")
-    p.add_argument("--config", default=None)
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--trials", type=int, default=None, help="random: number of trials (default 10); grid: cap")
-    p.add_argument("--mode", choices=["random", "grid"], default="random")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
-    p.add_argument("--runner", choices=["local", "slurm"], default="local")
-    p.add_argument("--out", default="", help="sweep folder (default runs/sweep-<time>)")
-    p.add_argument("--gather", metavar="OUT", help="only gather OUT/trial_*/cv_summary.json into one table")
-    p.add_argument("--run-trial", type=int, metavar="I", help="run line I of OUT/trials.txt (a Slurm array task)")
-    p.add_argument("--wandb", metavar="FILE", help="write a W&B sweep config for --space instead of running")
-    p.add_argument("overrides", nargs="*", help="section.key=value applied to every trial")
-    p.set_defaults(handler=run)
-
-
 def run(args) -> int:
     if args.gather:
         out = Path(args.gather)
@@ -270,7 +252,8 @@ def run(args) -> int:
     (out / "trials.txt").write_text("".join(" ".join(w) + "\n" for w in words))
     print(f"sweep: {len(trials)} trials ({args.mode}) over {', '.join(space)} -> {out / 'trials.txt'}")
     if args.runner == "slurm":
-        print(f"submit: sbatch --array=0-{len(trials) - 1} slurm/sweep.sh {out / 'trials.txt'} {out}")
+        print(f"submit (from a checkout of the repository, which holds slurm/sweep.sh): "
+              f"sbatch --array=0-{len(trials) - 1} slurm/sweep.sh {out / 'trials.txt'} {out}")
         print(f"then:   checkbox-dist sweep --gather {out}")
         return 0
     return _run_local(settings, out, words)

@@ -1,6 +1,6 @@
 """`checkbox-dist eval`: score checkpoints (one, or an ensemble) on a labelled folder.
 
-    checkbox-dist eval --checkpoint runs/quickstart/checkpoints/best --data /data/checkbox_state_v2/val
+    checkbox-dist eval --checkpoint RUN/checkpoints/best --data /data/checkbox_state_v2/val
     checkbox-dist eval --checkpoint A --checkpoint B --data D --tta     # ensemble of two, with flips
 
 `eval` preprocesses exactly as the checkpoint's training did, prints a classification report, reports
@@ -25,19 +25,9 @@ from checkbox_dist.model import checkpoint
 from checkbox_dist.model.logits import collect_logits
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="evaluate checkpoint(s) on a labelled folder",
-                              description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("--checkpoint", action="append", required=True,
-                   help="checkpoint folder or run folder (repeat for an ensemble)")
-    p.add_argument("--data", required=True, help="folder ROOT/<class>/*.png (or ROOT/val/<class>)")
-    p.add_argument("--out", default="", help="folder for the report files (default: next to the first checkpoint)")
-    p.add_argument("--tta", action="store_true", help="average over the horizontal mirror too")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-
-
 def run(args) -> int:
+    """`checkbox-dist eval` (flags: commands/evaluate.py); --device defaults to cuda when there is one."""
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = [checkpoint.load_model(c, args.device) for c in args.checkpoint]
     classes = loaded[0][1]["classes"]
     if any(p["classes"] != classes for _, p in loaded):

@@ -1,10 +1,10 @@
 """`checkbox-dist export`: a checkpoint as ONNX, TorchScript or safetensors, self-describing.
 
-    checkbox-dist export --checkpoint runs/quickstart --format onnx            # -> .../best/model.onnx
-    checkbox-dist export --checkpoint runs/quickstart --format onnx --int8     # + model.int8.onnx (CPU)
-    checkbox-dist export --checkpoint runs/quickstart --format torchscript     # -> model.torchscript.pt
-    checkbox-dist export --checkpoint runs/quickstart --format safetensors     # -> model.safetensors
-    checkbox-dist predict --checkpoint runs/quickstart --backend onnx crop.png
+    checkbox-dist export --checkpoint RUN --format onnx            # -> .../best/model.onnx
+    checkbox-dist export --checkpoint RUN --format onnx --int8     # + model.int8.onnx (CPU)
+    checkbox-dist export --checkpoint RUN --format torchscript     # -> model.torchscript.pt
+    checkbox-dist export --checkpoint RUN --format safetensors     # -> model.safetensors
+    checkbox-dist predict --checkpoint RUN --backend onnx crop.png
 
 ONNX and TorchScript files hold the whole inference graph: uint8 images (N, C, H, W), already resized /
 letterboxed / composited as `images.decode` does, go in; `logits` and `probabilities` (softmax of
@@ -154,21 +154,6 @@ def export_safetensors(graph: InferenceGraph, meta: dict, out: Path) -> None:
     state = {k: v.detach().contiguous() for k, v in graph.model.state_dict().items()}
     with atomic_path(out) as tmp:
         save_file(state, str(tmp), metadata={ONNX_META_KEY: json.dumps(meta, default=str)})
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("export", help="a checkpoint as ONNX (optionally int8), TorchScript or safetensors",
-                              description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder (-> checkpoints/best)")
-    p.add_argument("--format", choices=FORMATS, default="onnx")
-    p.add_argument("--out", default="", help="output file (default: next to model.pt in the checkpoint folder)")
-    p.add_argument("--int8", action="store_true", help="onnx: also write an int8-quantized model for CPU")
-    p.add_argument("--int8-mode", choices=["static", "dynamic"], default="static",
-                   help="static: int8 activations calibrated on images (default); dynamic: int8 weights only")
-    p.add_argument("--calib-data", default="", help="images for static calibration (default: the training data)")
-    p.add_argument("--calib-n", type=int, default=128, help="calibration images (default 128)")
-    p.add_argument("--onnx-exporter", choices=["dynamo", "legacy"], default="dynamo",
-                   help="torch.onnx exporter (legacy = TorchScript-based, deprecated but faster)")
 
 
 def run(args) -> int:

@@ -1,7 +1,7 @@
 """What every exported ONNX file of ours shares: its default name, its metadata, and quiet ONNX tooling.
 
     from checkbox_dist.infer.onnx_meta import read_metadata
-    read_metadata(Path("runs/quickstart/checkpoints/best/model.onnx"))   # -> {"classes": [...], ...}
+    read_metadata(Path("RUN/checkpoints/best/model.onnx"))   # -> {"classes": [...], ...}
 
 The metadata is one JSON object in `metadata_props["checkbox_dist"]` (classes, preprocess spec,
 temperature, model name, source checkpoint ...: see `export.describe`); `set_metadata` replaces any

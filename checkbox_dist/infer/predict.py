@@ -1,10 +1,10 @@
 """`checkbox-dist predict`: class + calibrated confidence of every class for files, folders, globs and URLs.
 
-    checkbox-dist predict --checkpoint runs/quickstart crop.png
-    checkbox-dist predict --checkpoint runs/quickstart crops/ 'shots/**/*.png' https://example.com/c.png
+    checkbox-dist predict --checkpoint RUN crop.png
+    checkbox-dist predict --checkpoint RUN crops/ 'shots/**/*.png' https://example.com/c.png
     checkbox-dist predict --checkpoint A --checkpoint B --tta crops/ --format jsonl --output preds.jsonl
-    checkbox-dist predict --checkpoint runs/quickstart --backend onnx crop.png     # after `export`
-    checkbox-dist predict --checkpoint runs/quickstart --image_url=https://example.com/c.png   # seed's spelling
+    checkbox-dist predict --checkpoint RUN --backend onnx crop.png     # after `export`
+    checkbox-dist predict --checkpoint RUN --image_url=https://example.com/c.png   # seed's spelling
 
 INPUT is a file, a folder (searched recursively for images), a glob (quote it; ** recurses) or an
 http(s) URL. Preprocessing is read from the checkpoint. Output: a table for people, or json / jsonl /
@@ -18,7 +18,6 @@ Exit code: 0 all inputs predicted, 1 some failed, 2 usage or configuration error
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import glob
@@ -30,7 +29,7 @@ from pathlib import Path
 
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import atomic_path
-from checkbox_dist.data.download import DEFAULT_MAX_BYTES, DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT_S, DownloadLimits, download, is_url
+from checkbox_dist.data.download import DownloadLimits, download, is_url
 from checkbox_dist.data.images import is_image_file, list_images
 from checkbox_dist.infer.predictor import Predictor
 
@@ -144,30 +143,6 @@ def table(records: list[dict], classes: list[str], max_width: int = 60) -> str:
         conf = "  ".join(f"{r['confidence'][c]:>{w}.3f}" for c, w in zip(classes, cols))
         lines.append(f"{name:<{width}}  {r['class']:<{cls_width}}  {conf}")
     return "\n".join(lines) + "\n"
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="classify image files, folders, globs or URLs",
-                              description=__doc__.split("\n\n")[1],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="file, folder (recursive), glob or http(s) URL")
-    p.add_argument("--checkpoint", action="append", required=True,
-                   help="checkpoint or run folder, or an exported .onnx file (repeat for an ensemble)")
-    p.add_argument("--image_url", "--image-url", action="append", default=[], dest="image_url",
-                   help="an image URL (same as giving it as INPUT; repeatable)")
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.add_argument("--output", default="", help="write the results to this file instead of stdout")
-    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
-                   help="onnx: run the exported model.onnx with ONNX Runtime (auto: by file suffix)")
-    p.add_argument("--tta", action="store_true", help="also average over the horizontal mirror")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--jobs", type=int, default=4, help="threads fetching and decoding inputs")
-    p.add_argument("--device", default=None, help="torch backend: cpu, cuda, cuda:1 ... (default: cuda if present)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: when stderr is a terminal)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="URL download limit, seconds")
-    p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20, help="URL download size limit (MiB)")
-    p.add_argument("--max-redirects", type=int, default=DEFAULT_MAX_REDIRECTS)
 
 
 def run(args) -> int:

@@ -1,10 +1,10 @@
 """Predictor: a checkpoint (or several: an ensemble) as a callable that maps images to probabilities.
 
     from checkbox_dist.infer.predictor import Predictor
-    predictor = Predictor(["runs/quickstart/checkpoints/best"])
+    predictor = Predictor(["RUN/checkpoints/best"])
     predictor.predict_files(["crop.png"])   # -> [{"class": "checked", "score": 0.97, "confidence": {...}}]
-    Predictor(["runs/quickstart/checkpoints/best/model.onnx"])            # ONNX Runtime (`export` wrote it)
-    Predictor(["runs/quickstart"], backend="onnx")                        # the same, found in the folder
+    Predictor(["RUN/checkpoints/best/model.onnx"])            # ONNX Runtime (`export` wrote it)
+    Predictor(["RUN"], backend="onnx")                        # the same, found in the folder
 
 Preprocessing comes from the checkpoint (never re-specified), and probabilities use the temperature
 fitted on the val set at the end of training, so a confidence of 0.9 means right about 9 times in 10.

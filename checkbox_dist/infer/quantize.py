@@ -1,8 +1,8 @@
 """int8 for CPU: ONNX Runtime quantization of an exported model (`checkbox-dist export --format onnx --int8`).
 
-    checkbox-dist export --checkpoint runs/quickstart --format onnx --int8                  # static, default
-    checkbox-dist export --checkpoint runs/quickstart --format onnx --int8 --int8-mode dynamic
-    checkbox-dist bench-infer --checkpoint runs/quickstart --data DIR                      # accuracy + speed
+    checkbox-dist export --checkpoint RUN --format onnx --int8                  # static, default
+    checkbox-dist export --checkpoint RUN --format onnx --int8 --int8-mode dynamic
+    checkbox-dist bench-infer --checkpoint RUN --data DIR                      # accuracy + speed
 
 static:  weights int8 per output channel with 7-bit range (reduce_range), activations uint8 with
          ranges calibrated on `--calib-n` images (99.999th percentile), QDQ format (ONNX Runtime fuses

@@ -1,6 +1,6 @@
 """The HTTP API of `checkbox-dist serve` as an ASGI app (FastAPI + uvicorn: pip install 'checkbox_dist[serve]').
 
-    app = create_app(Predictor(["runs/quickstart"]), Settings(max_batch=32))
+    app = create_app(Predictor(["RUN"]), Settings(max_batch=32))
     uvicorn.run(app, host="127.0.0.1", port=8000)          # what `checkbox-dist serve` does
 
 Routes: POST /predict, POST /predict/batch, GET /health, GET /model (answers and error codes: see
@@ -12,32 +12,17 @@ as JSON {"detail": "one line"}; the whole app sits behind BodyLimit (413 for a b
 import asyncio
 import contextlib
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from PIL import Image
 
 from checkbox_dist import __version__
 from checkbox_dist.core.errors import UserError
-from checkbox_dist.data.download import DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT_S, DownloadError, DownloadLimits, download
+from checkbox_dist.data.download import DownloadError, DownloadLimits, download
 from checkbox_dist.data.images import BadImageError
 from checkbox_dist.serve.batcher import MicroBatcher, Overloaded
 from checkbox_dist.serve.requests import MB, BodyLimit, RequestError, read_items
-
-
-@dataclass
-class Settings:
-    """Serve limits (the CLI's defaults). Why these numbers: a real crop is 1-200 KB, so 10 MiB per image
-    and 20 MiB per request leave ample room."""
-
-    max_batch: int = 32
-    max_wait_ms: float = 5.0
-    max_queue: int = 1024
-    max_body_mb: float = 20.0
-    max_image_mb: float = 10.0
-    max_batch_items: int = 64
-    url_fetch: bool = True
-    url_timeout: float = DEFAULT_TIMEOUT_S
-    max_redirects: int = DEFAULT_MAX_REDIRECTS
+from checkbox_dist.serve.settings import Settings
 
 
 def create_app(predictor, settings: Settings | None = None):

@@ -1,6 +1,6 @@
 """`checkbox-dist serve`: the model behind HTTP, micro-batched (FastAPI + uvicorn: pip install 'checkbox_dist[serve]').
 
-    checkbox-dist serve --checkpoint runs/quickstart --host 127.0.0.1 --port 8000
+    checkbox-dist serve --checkpoint RUN --host 127.0.0.1 --port 8000
     curl -F file=@crop.png http://127.0.0.1:8000/predict
     curl -H 'content-type: application/json' -d '{"url": "https://example.com/crop.png"}' http://127.0.0.1:8000/predict
     curl -F files=@a.png -F files=@b.png http://127.0.0.1:8000/predict/batch      # or JSON {"urls": [...]}
@@ -16,12 +16,11 @@ Request data never names a file: uploads are bytes, URLs must be http(s) (file:/
 them are refused). URL fetching reaches whatever this server can reach: turn it off with --no-url-fetch
 where that matters (the server then only accepts uploads).
 
-This module is the command (flags, checks, uvicorn start); the app itself is serve/api.py (create_app,
-routes), what a request may carry is serve/requests.py (body limit, images in a body), and the shared
-model calls are serve/batcher.py.
+This module runs the command (checks, uvicorn start; its flags are in commands/serve.py); the app itself
+is serve/api.py (create_app, routes), what a request may carry is serve/requests.py (body limit, images
+in a body), and the shared model calls are serve/batcher.py.
 """
 
-import argparse
 import sys
 from dataclasses import fields
 
@@ -29,36 +28,7 @@ from checkbox_dist.core.errors import UserError
 from checkbox_dist.infer.predictor import Predictor
 from checkbox_dist.serve.api import Settings, create_app
 
-__all__ = ["Settings", "add_parser", "create_app", "run"]
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="HTTP API: POST /predict, /predict/batch, GET /health, /model",
-                              description=__doc__.split("\n\n")[1],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", action="append", required=True,
-                   help="checkpoint or run folder, or an exported .onnx file (repeat for an ensemble)")
-    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (in a container)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
-    p.add_argument("--device", default=None, help="torch backend: cpu, cuda ... (default: cuda if present)")
-    p.add_argument("--tta", action="store_true")
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads for the model (0 = library default)")
-    p.add_argument("--max-batch", type=int, default=Settings.max_batch, help="images per model call")
-    p.add_argument("--max-wait-ms", type=float, default=Settings.max_wait_ms,
-                   help="how long the first image of a batch waits for company")
-    p.add_argument("--max-queue", type=int, default=Settings.max_queue, help="waiting images before 503")
-    p.add_argument("--max-body-mb", type=float, default=Settings.max_body_mb, help="request body limit (MiB)")
-    p.add_argument("--max-image-mb", type=float, default=Settings.max_image_mb, help="per image / URL download (MiB)")
-    p.add_argument("--max-batch-items", type=int, default=Settings.max_batch_items, help="images per /predict/batch")
-    p.add_argument("--url-fetch", action=argparse.BooleanOptionalAction, default=True,
-                   help="accept JSON {\"url\": ...} (--no-url-fetch: uploads only)")
-    p.add_argument("--url-timeout", type=float, default=Settings.url_timeout, help="seconds per URL download")
-    p.add_argument("--max-redirects", type=int, default=Settings.max_redirects)
-    # Off by default: spinning pool threads take the cores HTTP parsing and PNG decoding need.
-    p.add_argument("--onnx-spinning", action=argparse.BooleanOptionalAction, default=False,
-                   help="let ONNX Runtime's idle threads spin between batches (default: they sleep)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+__all__ = ["Settings", "create_app", "run"]
 
 
 def run(args) -> int:

@@ -8,10 +8,10 @@ Layer: imports only checkbox_dist.core. Modules: generator (plans a sample, writ
 """
 
 from checkbox_dist.synth import generator
-from checkbox_dist.synth.generator import (CLASSES, LABELS, VERSION, add_parser, all_cores, folder_of, generate,
+from checkbox_dist.synth.generator import (CLASSES, LABELS, VERSION, all_cores, folder_of, generate,
                                            render_index, render_sample, render_sample_meta, run)
 
-__all__ = ["CLASSES", "LABELS", "VERSION", "add_parser", "all_cores", "folder_of", "generate", "render_index",
+__all__ = ["CLASSES", "LABELS", "VERSION", "all_cores", "folder_of", "generate", "render_index",
            "render_sample", "render_sample_meta", "run", "SynthDataset"]
 
 

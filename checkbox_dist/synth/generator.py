@@ -38,7 +38,6 @@ which a later run deletes unless their writer is still alive. VERSION changes wh
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -262,19 +261,6 @@ def __getattr__(name: str):  # lazy SynthDataset keeps `import checkbox_dist.syn
         globals()[name] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `synth` on an argparse subparsers object; dispatch to run(args)."""
-    p = subparsers.add_parser("synth", help="write the synthetic checkbox dataset to a folder",
-                              description="Render N synthetic UI crops into OUT/<class>/ (cached by N, seed).")
-    p.add_argument("--out", required=True, help="output folder (created)")
-    p.add_argument("--n", type=int, default=3000, help="number of images, classes balanced (default 3000)")
-    p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    p.add_argument("--labels", choices=LABELS, default="class",
-                   help="sub-folders per class (default) or per class and drawn kind: checked-radio, other-slider")
-    return p
 
 
 def run(args) -> int:

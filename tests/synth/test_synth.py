@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from checkbox_dist import synth
+from checkbox_dist.commands import synth as synth_command
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.synth import CLASSES, generate, render_index, render_sample, render_sample_meta
 
@@ -275,7 +276,7 @@ def test_generate_refuses_bad_arguments(tmp_path):
 
 def test_cli_subcommand_prints_one_summary_line(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="checkbox-dist")
-    synth.add_parser(parser.add_subparsers(dest="command"))
+    synth_command.add_parser(parser.add_subparsers(dest="command"))  # the command's flags; synth.run does the work
     out = tmp_path / "cli"
     args = parser.parse_args(["synth", "--out", str(out), "--n", "6", "--seed", "2"])
     assert synth.run(args) == 0

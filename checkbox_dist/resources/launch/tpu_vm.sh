@@ -21,7 +21,7 @@ ZONE=${ZONE:?set ZONE, e.g. us-central2-b}
 ACCELERATOR=${ACCELERATOR:-v4-8}
 RUNTIME=${RUNTIME:-tpu-ubuntu2204-base}
 PINS="torch==2.9.1 torchvision==0.24.1 torch_xla[tpu]==2.9.0"
-cd "$(dirname "$0")/.."
+cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"  # the checkout root, via launch/ or its target
 gc=(gcloud compute tpus tpu-vm --zone "$ZONE" ${PROJECT:+--project "$PROJECT"})
 on_all() { "${gc[@]}" ssh "$TPU_NAME" --worker=all --command "$1"; }
 

@@ -1,0 +1,61 @@
+"""`checkbox-dist serve`: the model behind HTTP, micro-batched (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+
+from checkbox_dist.commands import add_command
+from checkbox_dist.serve.settings import Settings
+
+EXAMPLES = """examples:
+  checkbox-dist serve --checkpoint runs/quickstart-<time> --host 127.0.0.1 --port 8000
+  curl -F file=@crop.png http://127.0.0.1:8000/predict
+  curl -H 'content-type: application/json' -d '{"url": "https://example.com/crop.png"}' http://127.0.0.1:8000/predict
+  curl -F files=@a.png -F files=@b.png http://127.0.0.1:8000/predict/batch      # or JSON {"urls": [...]}
+  curl http://127.0.0.1:8000/health           # liveness + batching stats
+  curl http://127.0.0.1:8000/model            # classes, preprocessing, temperature, training config, versions"""
+DETAILS = """POST /predict answers {"class", "score", "confidence": {class: p}, "input", "batch_size"}; batch_size is
+how many images shared that model call. /predict/batch answers {"results": [...], "predicted", "failed"}
+with one result or {"input", "error"} per image, in order. Errors are JSON {"detail": "one line"}:
+400 malformed request or a URL that is not http(s), 403 URL fetching disabled, 413 body or image over
+the limit, 415 wrong content type, 422 not an image / URL download failed, 503 queue full.
+Request data never names a file: uploads are bytes, URLs must be http(s) (file://, paths and redirects to
+them are refused). URL fetching reaches whatever this server can reach: turn it off with --no-url-fetch
+where that matters (the server then only accepts uploads). Needs `pip install 'checkbox_dist[serve]'`."""
+
+
+def add_parser(subparsers) -> None:
+    p = add_command(subparsers, "serve", "HTTP API: POST /predict, /predict/batch, GET /health, /model",
+                    EXAMPLES, DETAILS)
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="checkpoint or run folder, or an exported .onnx file (repeat for an ensemble)")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (in a container)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                   help="onnx: ONNX Runtime on an exported model.onnx (auto: by file suffix)")
+    p.add_argument("--device", default=None, help="torch backend: cpu, cuda ... (default: cuda if present)")
+    p.add_argument("--tta", action="store_true", help="also average over the horizontal mirror")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads for the model (0 = library default)")
+    p.add_argument("--max-batch", type=int, default=Settings.max_batch, help="images per model call")
+    p.add_argument("--max-wait-ms", type=float, default=Settings.max_wait_ms,
+                   help="how long the first image of a batch waits for company")
+    p.add_argument("--max-queue", type=int, default=Settings.max_queue, help="waiting images before 503")
+    p.add_argument("--max-body-mb", type=float, default=Settings.max_body_mb, help="request body limit (MiB)")
+    p.add_argument("--max-image-mb", type=float, default=Settings.max_image_mb, help="per image / URL download (MiB)")
+    p.add_argument("--max-batch-items", type=int, default=Settings.max_batch_items, help="images per /predict/batch")
+    p.add_argument("--url-fetch", action=argparse.BooleanOptionalAction, default=True,
+                   help="accept JSON {\"url\": ...} (--no-url-fetch: uploads only)")
+    p.add_argument("--url-timeout", type=float, default=Settings.url_timeout, help="seconds per URL download")
+    p.add_argument("--max-redirects", type=int, default=Settings.max_redirects, help="redirects a URL may take")
+    # Off by default: spinning pool threads take the cores HTTP parsing and PNG decoding need.
+    p.add_argument("--onnx-spinning", action=argparse.BooleanOptionalAction, default=False,
+                   help="let ONNX Runtime's idle threads spin between batches (default: they sleep)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from checkbox_dist.serve import app
+
+    return app.run(args)

@@ -1,0 +1,152 @@
+"""The command line a user meets first: `--help` answers at once and imports no torch, every command says
+what it does with examples, configs are found by name, `configs` lists them and `config` prints one resolved.
+~10 s, most of it the fresh interpreters of the --help timings."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from checkbox_dist.cli import build_parser
+from checkbox_dist.commands import export as export_command
+from checkbox_dist.commands import predict as predict_command
+from checkbox_dist.commands import serve as serve_command
+from checkbox_dist.commands import synth as synth_command
+from checkbox_dist.core import resources
+from checkbox_dist.core.config import ConfigError, dump_yaml, load_config, to_dict
+from conftest import REPO, run_main
+
+HEAVY = ("torch", "torchvision", "timm", "accelerate", "wandb", "matplotlib", "fastapi", "onnxruntime")
+HELP_SECONDS = 3.0  # generous: a loaded 2-core machine; it takes ~0.2 s here, importing torch alone takes ~3 s
+
+
+def _commands() -> list[str]:
+    return list(build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001 - argparse has no public API
+
+
+def _subparser(name: str):
+    return build_parser()._subparsers._group_actions[0].choices[name]  # noqa: SLF001
+
+
+@pytest.mark.parametrize("command", [[]] + [[c] for c in _commands()], ids=lambda c: " ".join(c) or "checkbox-dist")
+def test_help_is_fast_and_imports_no_heavy_library(command):
+    """A fresh `python -m checkbox_dist [COMMAND] --help`, timed; -X importtime lists every module it imported."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "checkbox_dist", *command, "--help"],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
+    assert not heavy, f"--help imported {heavy[:5]}"
+    assert seconds < HELP_SECONDS, f"{' '.join(command)} --help took {seconds:.1f} s"
+    assert proc.stdout.startswith("usage: checkbox-dist")
+
+
+def test_building_the_parser_imports_no_heavy_library():
+    code = ("import sys; from checkbox_dist import cli; cli.build_parser(); "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
+def test_top_level_help_is_product_text_with_every_command_on_one_line():
+    text = build_parser().format_help()
+    assert "image classifier for the state of UI checkboxes" in text and "checkbox-dist quickstart" in text
+    for name in _commands():
+        summary = _subparser(name).description.splitlines()[0]
+        assert re.search(rf"^    {re.escape(name)} +\S", text, re.M), f"{name} has no one-line summary in --help"
+        assert summary.endswith(".") and len(summary) < 80, summary
+
+
+@pytest.mark.parametrize("name", _commands())
+def test_every_command_help_has_examples_that_keep_their_lines(name):
+    text = _subparser(name).format_help()
+    examples = text.split("examples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert examples and all(line.startswith("  ") for line in examples), text
+    assert any(f"checkbox-dist {name}" in line or "accelerate launch" in line for line in examples)
+    # Runs are runs/<name>-<time>; no default or example points into the repository.
+    assert not re.search(r"runs/quickstart(?![-\w])", text), text
+    assert not re.search(r"(?<![\w/])(configs|launch|docs)/", text), text
+
+
+def test_defaults_are_shown_and_arguments_are_described():
+    quickstart = _subparser("quickstart").format_help()
+    assert "(default: quickstart)" in quickstart and "config overrides" in quickstart
+    assert "(default: 8000)" in _subparser("serve").format_help()
+    synth = _subparser("synth").format_help()
+    assert "(default 3000)" in synth and "(default: 3000)" not in synth  # said once, by the help text itself
+
+
+def test_command_choices_match_their_implementations():
+    """The light command modules repeat a few choices of the heavy implementation modules: they must agree."""
+    from checkbox_dist import synth
+    from checkbox_dist.infer import export, predict
+    from checkbox_dist.serve import api
+
+    assert predict_command.FORMATS == predict.FORMATS
+    assert export_command.FORMATS == export.FORMATS
+    assert synth_command.LABELS == synth.LABELS
+    assert serve_command.Settings is api.Settings
+
+
+def test_a_bare_name_is_the_packaged_config(tmp_path, monkeypatch):
+    by_path = to_dict(load_config(REPO / "configs" / "quickstart.yaml"))
+    monkeypatch.chdir(tmp_path)
+    assert to_dict(load_config("quickstart")) == by_path
+    assert set(resources.config_names()) >= {"quickstart", "checkbox_state_v2", "seed_recipe"}
+    with pytest.raises(ConfigError) as err:
+        load_config("quickstat")
+    assert "quickstat" in str(err.value) and "checkbox_state_v2, quickstart, seed_recipe" in str(err.value)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="config file not found: missing.yaml"):
+        load_config("missing.yaml")  # a path stays a path
+    (tmp_path / "quickstart").write_text("train:\n  epochs: 7\n")  # an existing file wins over the name
+    assert load_config("quickstart").train.epochs == 7
+
+
+def test_the_repository_folders_are_links_to_the_packaged_files():
+    assert (REPO / "configs").is_symlink() and (REPO / "launch").is_symlink()
+    assert (REPO / "configs").resolve() == resources.CONFIGS.resolve()
+    assert (REPO / "launch").resolve() == resources.LAUNCH.resolve()
+    assert resources.launch_file("cpu_2proc").is_file()
+    stored = subprocess.run(["git", "ls-files", "-s", "configs", "launch"], capture_output=True, text=True,
+                            cwd=REPO).stdout.split()
+    if stored:  # a git checkout: stored as links (mode 120000), not as copies
+        assert stored[0] == "120000" and stored[4] == "120000", stored
+
+
+def test_configs_lists_every_shipped_file_and_prints_one_path():
+    code, out, _ = run_main("configs")
+    assert code == 0
+    for shipped in resources.catalogue():
+        assert re.search(rf"^  {re.escape(shipped.name)} ", out, re.M), shipped.name
+        assert shipped.summary and shipped.path.is_file()
+    assert {s.kind for s in resources.catalogue()} == {"config", "sweep", "launch"}
+    code, out, _ = run_main("configs", "--path", "cpu_2proc")
+    assert code == 0 and Path(out.strip()) == resources.launch_file("cpu_2proc")
+    code, _, err = run_main("configs", "--path", "nope")
+    assert code == 2 and err.count("\n") == 1 and "quickstart" in err
+
+
+def test_config_prints_the_resolved_config_that_loads_back(tmp_path):
+    code, out, _ = run_main("config", "--config", "quickstart", "train.epochs=3", "train.mixed_precision=no")
+    assert code == 0
+    expected = load_config("quickstart", ["train.epochs=3", "train.mixed_precision=no"])
+    assert out == dump_yaml(expected)
+    (tmp_path / "c.yaml").write_text(out)
+    assert to_dict(load_config(tmp_path / "c.yaml")) == to_dict(expected)
+    assert yaml.safe_load(out)["train"]["epochs"] == 3
+    code, _, err = run_main("config", "--config", "quickstart", "train.epoch=3")
+    assert code == 2 and "unknown key 'train.epoch'" in err
+    code, _, err = run_main("config", "--reference", "--config", "quickstart")
+    assert code == 2 and err.startswith("error: ")
