@@ -32,6 +32,7 @@ import yaml
 
 from checkbox_dist.core import resources
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.core.files import atomic_write_json
 
 TRACE_ENV = "CHECKBOX_DIST_RANK_TRACE"
 CPU_FIX = (f"on CPU start them with `ACCELERATE_USE_CPU=true accelerate launch --config_file "
@@ -178,10 +179,7 @@ class RankTrace:
 
     def finish(self, model) -> None:
         self.record["weights_sha256"] = weights_sha256(model)
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.record))
-        os.replace(tmp, self.file)
+        atomic_write_json(self.file, self.record, indent=None)
 
 
 def process_state():

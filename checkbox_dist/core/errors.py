@@ -12,3 +12,9 @@ class Preempted(Exception):
     continue: exit 75 (EX_TEMPFAIL), which slurm/train.sh and slurm/sweep.sh requeue on."""
 
     exit_code = 75
+
+
+class Interrupted(Preempted):
+    """Ctrl-C (SIGINT): the run saved `last` like a preemption, but exits 130, as an interrupted command does."""
+
+    exit_code = 130

@@ -54,4 +54,5 @@ def calibrate_best(s: Session, best_dir: Path) -> dict:
     nll_after = float(F.cross_entropy(logits / temperature, labels)) if len(labels) else float("nan")
     return {"best_epoch": payload["epoch"], "val_top1": before["top1"], "val_loss": before["loss"],
             "val_loss_calibrated": nll_after, "val_macro_f1": before["macro_f1"], "val_ece": before["ece"],
-            "val_ece_calibrated": after["ece"], "temperature": temperature, "best_checkpoint": str(best_dir)}
+            "val_ece_calibrated": after["ece"], "temperature": temperature, "best_checkpoint": str(best_dir),
+            "val_confusion": before["confusion"]}

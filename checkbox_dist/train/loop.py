@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from checkbox_dist.core import faults
-from checkbox_dist.core.errors import Preempted
+from checkbox_dist.core.errors import Interrupted, Preempted
 from checkbox_dist.data import augment
 from checkbox_dist.train import guards
 from checkbox_dist.train.checkpointing import LoopState, resume, save, save_epoch_end
@@ -190,16 +190,19 @@ def log_interval(s: Session, state: LoopState, sums: EpochSums, interval: list[f
 
 
 def preempt(s: Session, state: LoopState, sums: EpochSums, last_metrics: dict) -> None:
-    """Save `last` where the loop is, close the run's outputs and raise Preempted (exit 75)."""
+    """Save `last` where the loop is, close the run's outputs and raise Preempted (exit 75), or Interrupted
+    (exit 130) for Ctrl-C; both print the command that continues the run."""
     reason = guards.stop_reason()
+    error = Interrupted if guards.interrupted() else Preempted
     save(s, state, "last", last_metrics, sums.as_list())
     s.out.remove_stop_file()  # else the requeued job would stop again at once
     message = (f"{reason}: saved {s.ckpt_dir / 'last'} at epoch {state.epoch} batch {state.micro_step}; "
-               f"exiting with code {Preempted.exit_code} (resume with train.resume=auto)")
-    s.out.print(message)
+               f"exiting with code {error.exit_code} (resume with train.resume=auto)")
+    s.out.print(message, f"resume: checkbox-dist train --config {s.run_dir / 'config.yaml'} "
+                         f"train.output_dir={s.run_dir} train.resume=auto")
     s.out.finish()
     s.accelerator.end_training()
-    raise Preempted(message)
+    raise error(message)
 
 
 def epoch_row(s: Session, state: LoopState, sums: EpochSums) -> dict:

@@ -7,6 +7,7 @@ Run folder (train.output_dir):
     metrics.jsonl            one JSON line per epoch (and per log interval: "kind": "step")
     plots/metrics_plot.png   train/val loss and accuracy curves
     plots/confusion_matrix_epoch_<N>.png
+    plots/confusion_matrix_best.png     the best checkpoint's, written at the end of the run
     checkpoints/{last,best,epoch_<N>}/
     tracking/                W&B (offline) and TensorBoard files
 """
@@ -23,6 +24,7 @@ from urllib.parse import urlparse
 
 from checkbox_dist.core import plots
 from checkbox_dist.core.config import Config, dump_yaml, to_flat_dict
+from checkbox_dist.core.files import atomic_write_text
 
 
 def wandb_mode(requested: str) -> tuple[str, str]:
@@ -55,9 +57,7 @@ class RunOutput:
         if self.is_main:
             (run_dir / "plots").mkdir(parents=True, exist_ok=True)
             self._log = (run_dir / "log.txt").open("a", buffering=1)
-            tmp = run_dir / ".config.yaml.tmp"
-            tmp.write_text(dump_yaml(cfg))
-            os.replace(tmp, run_dir / "config.yaml")
+            atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
             self.history = self._read_history()
 
     # -- text ------------------------------------------------------------------------------------------
@@ -66,6 +66,11 @@ class RunOutput:
             return
         for line in lines:
             print(line, flush=True)
+            self._log.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+    def log_only(self, line: str) -> None:
+        """A line for log.txt alone (e.g. the error the command line is about to print)."""
+        if self.is_main and self._log:
             self._log.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
     def remove_stop_file(self) -> None:
@@ -130,6 +135,11 @@ class RunOutput:
         if row.get("kind") == "epoch":
             # A resumed run re-does an interrupted epoch: the newer row replaces the older one.
             self.history = [h for h in self.history if h["epoch"] != row["epoch"]] + [row]
+
+    def best_confusion_plot(self, confusion: list[list[int]], classes: list[str], epoch: int, top1: float) -> Path:
+        """plots/confusion_matrix_best.png: the best checkpoint's val confusion matrix (main process)."""
+        return plots.confusion_matrix_png(confusion, classes, self.run_dir / "plots" / "confusion_matrix_best.png",
+                                          f"best (epoch {epoch}): val top-1 {100 * top1:.1f}%")
 
     def epoch_plots(self, epoch: int, confusion: list[list[int]], classes: list[str], top1: float,
                     step: int) -> Path | None:

@@ -17,6 +17,6 @@ from checkbox_dist.train.stage import train_stage
 def run(cfg: Config, config_path: str | None = None) -> dict:
     """Train as `cfg` says and return the run's summary (main process; {} on the others).
     Raises Preempted (exit 75) after saving `last` when asked to stop, UserError for what the user can fix."""
-    guards.install_stop_signals()  # first, so a preemption during stage one or data decoding is clean too
-    cfg = pretrain.ensure(cfg)  # pretrain.synth_n > 0: stage one (cached), then this run fine-tunes from it
-    return train_stage(cfg, config_path)
+    with guards.stop_signals():  # first, so a preemption during stage one or data decoding is clean too
+        cfg = pretrain.ensure(cfg)  # pretrain.synth_n > 0: stage one (cached), then this run fine-tunes from it
+        return train_stage(cfg, config_path)

@@ -9,6 +9,7 @@ process starts from identical weights and a resumed run rebuilds exactly what it
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -143,10 +144,20 @@ def setup(cfg: Config, config_path: str | None) -> Session:
     run_dir = resolve_run_dir(cfg, config_path, accelerator)
     trace = RankTrace.from_env(run_dir, accelerator)  # only with CHECKBOX_DIST_RANK_TRACE=1 (tests, debugging)
     resume_from = find_resume(cfg, run_dir, accelerator)
+    fresh = not run_dir.exists()
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     out = RunOutput(accelerator, run_dir, cfg)
+    try:
+        return _build(cfg, accelerator, run_dir, out, trace, resume_from)
+    except BaseException as err:
+        _discard(out, run_dir, fresh, err)
+        raise
+
+
+def _build(cfg: Config, accelerator: Accelerator, run_dir: Path, out: RunOutput, trace: RankTrace | None,
+           resume_from: Path | None) -> Session:
     set_seed(cfg.train.seed)  # same seed on every process: identical initial weights
     configure_backends(accelerator)
     data = build_data(cfg, accelerator, say=out.print)
@@ -167,6 +178,15 @@ def setup(cfg: Config, config_path: str | None) -> Session:
                       val_loader, ema, criterion, parse_color(cfg.data.background), plan, trace, resume_from)
     out.print(*describe(session))
     return session
+
+
+def _discard(out: RunOutput, run_dir: Path, fresh: bool, err: BaseException) -> None:
+    """A run that fails before its first step leaves no folder behind; a folder it did not create (a resumed
+    run's) is kept, with the error at the end of its log.txt."""
+    out.log_only(f"error: {err}" if str(err) else f"error: {type(err).__name__}")
+    out.finish()
+    if fresh and out.is_main:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def describe(s: Session) -> list[str]:

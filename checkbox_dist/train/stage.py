@@ -29,8 +29,10 @@ def finish(s: Session, outcome: Outcome) -> dict:
         return {}
     summary = calibrate_best(s, best_dir)
     plots = s.run_dir / "plots"
+    matrix = s.out.best_confusion_plot(summary["val_confusion"], s.data.classes, summary["best_epoch"],
+                                       summary["val_top1"])
     summary.update(stopped_early=outcome.stopped_early, run_dir=str(s.run_dir),
-                   metrics_plot=str(plots / "metrics_plot.png"))
+                   metrics_plot=str(plots / "metrics_plot.png"), confusion_matrix=str(matrix))
     atomic_write_json(s.run_dir / "summary.json", summary)
     s.out.summary({"best/temperature": summary["temperature"], "best/ece_calibrated": summary["val_ece_calibrated"]})
     s.out.print(f"done: best epoch {summary['best_epoch']} | val top-1 {summary['val_top1']:.4f} | macro-F1 "
@@ -38,5 +40,5 @@ def finish(s: Session, outcome: Outcome) -> dict:
                 f"{summary['val_loss']:.4f} -> {summary['val_loss_calibrated']:.4f}, ECE {summary['val_ece']:.4f}"
                 f" -> {summary['val_ece_calibrated']:.4f}",
                 f"best checkpoint: {best_dir}",
-                f"plots: {plots / 'metrics_plot.png'} and {plots}/confusion_matrix_epoch_<N>.png")
+                f"plots: {plots / 'metrics_plot.png'} and {matrix}")
     return summary

@@ -140,10 +140,6 @@ def _split_sizes(out: str) -> int:
     return int(found[1]) + int(found[2])
 
 
-def _no_checkpoints(run_dir: Path) -> bool:
-    return not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
-
-
 @pytest.mark.parametrize("kind", list(BAD))
 def test_a_bad_file_is_one_error_line_naming_it(kind: str, tmp_path: Path, good_root: Path, cache: Path):
     name, make, reason = BAD[kind]
@@ -153,7 +149,7 @@ def test_a_bad_file_is_one_error_line_naming_it(kind: str, tmp_path: Path, good_
     result = _train(root, tmp_path / "run", cache)
     line = one_line_error(result)
     assert line.startswith(f"error: {bad}: ") and reason in line and "data.on_bad_image=skip" in line, line
-    assert _no_checkpoints(tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # failed before its first step: no run folder left behind
 
 
 def test_skip_lists_every_bad_file_once_and_trains_on_the_rest(tmp_path: Path, good_root: Path, cache: Path):
@@ -226,7 +222,17 @@ def test_a_broken_folder_layout_is_one_error_line(kind: str, tmp_path: Path, goo
     expected = _layout(kind, good_root, root)
     line = one_line_error(_train(root, tmp_path / "run", cache))
     assert expected in line, line
-    assert _no_checkpoints(tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # failed before its first step: no run folder left behind
+
+
+def test_a_failing_run_keeps_a_folder_it_did_not_create_and_logs_why(tmp_path: Path, good_root: Path, cache: Path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("the user's")
+    line = one_line_error(_train(tmp_path / "missing", run_dir, cache))
+    assert "folder not found" in line, line
+    assert (run_dir / "notes.txt").read_text() == "the user's"
+    assert line in (run_dir / "log.txt").read_text()
 
 
 def test_a_class_missing_from_val_trains_and_says_so(tmp_path: Path, good_root: Path, cache: Path):

@@ -111,18 +111,22 @@ def _steps_done(run_dir: Path) -> int:
     return max([r["step"] for r in read_metrics(run_dir) if r["kind"] == "step"], default=0)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT], ids=["SIGTERM", "SIGUSR1", "SIGINT"])
 def test_preemption_signal_saves_last_exits_75_and_resume_is_bit_exact(
         sig: signal.Signals, tmp_path: Path, cache: Path, reference: Path):
     """Sent from outside once step 5 is logged; from micro-batch 5 on each step sleeps 0.25 s (faults `slow`),
-    so the signal lands mid-run however loaded the machine is."""
+    so the signal lands mid-run however loaded the machine is. Ctrl-C (SIGINT) saves the same way but exits
+    130; every one prints the exact command that resumes the run."""
     run_dir = tmp_path / "run"
     child = start(train_args(run_dir, cache), env={"CHECKBOX_DIST_FAULT": "step:5:slow"})
     wait_for(lambda: _steps_done(run_dir) >= 5, 300, "optimizer step 5", child)
     child.signal(sig)
     stopped = child.wait(120)  # a hang guard: the bound is one log interval (1 step here) plus one save
-    assert stopped.rc == 75, (stopped.rc, stopped.err[-2000:])
+    assert stopped.rc == (130 if sig == signal.SIGINT else 75), (stopped.rc, stopped.err[-2000:])
     assert f"{sig.name}: saved {run_dir / 'checkpoints' / 'last'}" in stopped.out
+    assert (f"resume: checkbox-dist train --config {run_dir / 'config.yaml'} train.output_dir={run_dir} "
+            f"train.resume=auto") in stopped.out
+    assert "Traceback" not in stopped.err
     state = torch.load(run_dir / "checkpoints" / "last" / "train_state.pt", weights_only=True)
     assert state["loop"]["global_step"] >= 5 and state["loop"]["global_step"] < 12
     resumed = cli(train_args(run_dir, cache))
