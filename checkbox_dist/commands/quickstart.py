@@ -28,18 +28,38 @@ def run(args) -> int:
     from checkbox_dist import train
     from checkbox_dist.core import runs
     from checkbox_dist.core.config import load_config
-    from checkbox_dist.data.synthetic import synthetic_root
     from checkbox_dist.infer.predictor import Predictor
+    from checkbox_dist.synth import render_index
 
     overrides = list(args.overrides)
     if not any(o.startswith("train.output_dir=") for o in overrides):
         overrides.append(f"train.output_dir={runs.timestamped('quickstart')}")
     cfg = load_config(args.config, overrides)
     summary = train.run(cfg, args.config)
-    root = Path(cfg.data.root) if cfg.data.root else synthetic_root(cfg.data)
-    sample = sorted(root.glob("checked*/checked_*.png"))[0]  # checked/ or, with data.synth_labels=kind, checked-*/
+    if not summary:  # not the main process of a multi-process launch
+        return 0
+    run_dir = Path(summary["run_dir"])
+    # A widget the model has never seen: a new seed, not a file of its training or validation split.
+    image, label = render_index(cfg.data.synth_seed + 1_000_003, 0)
+    sample = run_dir / f"sample_{label}.png"
+    image.save(sample)
     result = Predictor([summary["best_checkpoint"]], device="cpu").predict_files([sample])[0]
     confidences = ", ".join(f"{c} {p:.3f}" for c, p in result["confidence"].items())
-    print(f"predict {sample}: {result['class']} ({confidences})")
-    print(f"next: checkbox-dist predict --checkpoint {summary['best_checkpoint']} YOUR_IMAGE.png")
+    print(f"predict {sample} (drawn as {label}): {result['class']} ({confidences})")
+    for line in closing_lines(cfg, summary):
+        print(line)
     return 0
+
+
+def closing_lines(cfg, summary: dict) -> list[str]:
+    """What the model is and what to run next (the run itself has printed where its plots are)."""
+    synthetic = not cfg.data.root
+    what = ("a demo trained on generated widgets, not meant for real screenshots"
+            if synthetic else f"trained on {cfg.data.root}")
+    return [f"model: {summary['best_checkpoint']} ({what}); val top-1 {summary['val_top1']:.3f} on its "
+            f"{'synthetic ' if synthetic else ''}validation split",
+            "next:",
+            f"  checkbox-dist predict --checkpoint {summary['best_checkpoint']} YOUR_IMAGE.png",
+            "  checkbox-dist train --config checkbox_state_v2 data.root=YOUR_CROPS      # ROOT/<class>/*.png",
+            "  accelerate launch --config_file $(checkbox-dist configs --path multi_gpu) -m checkbox_dist.train "
+            "--config checkbox_state_v2 data.root=YOUR_CROPS      # every GPU of this machine"]

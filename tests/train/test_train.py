@@ -28,6 +28,13 @@ def test_quickstart_end_to_end(tmp_path: Path, cache_dir: Path):
     assert "done: best epoch" in text and f"best checkpoint: {out}/checkpoints/best" in text
     predict_line = next(l for l in text.splitlines() if l.startswith("predict "))
     assert all(c in predict_line for c in ("checked", "other", "unchecked"))
+    assert predict_line.startswith(f"predict {out}/sample_") and (out / predict_line.split()[1].rsplit("/", 1)[1]).is_file()
+    # The closing lines: what the model is, real paths to its pictures, the next commands (no repository path).
+    assert "a demo trained on generated widgets" in text
+    assert f"plots: {out}/plots/metrics_plot.png and {out}/plots/confusion_matrix_best.png" in text
+    assert (out / "plots" / "confusion_matrix_best.png").is_file() and "<N>" not in text
+    assert f"checkbox-dist predict --checkpoint {out}/checkpoints/best YOUR_IMAGE.png" in text
+    assert "configs --path multi_gpu" in text and "launch/" not in text.split("next:", 1)[1]
     # Run folder: resolved config, metrics, plots, checkpoints that load with weights_only=True.
     assert (out / "config.yaml").is_file() and (out / "log.txt").read_text().count("epoch 2:") == 1
     epochs = [r for r in read_metrics(out) if r["kind"] == "epoch"]
