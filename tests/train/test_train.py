@@ -22,7 +22,7 @@ def test_quickstart_end_to_end(tmp_path: Path, cache_dir: Path):
     out = tmp_path / "qs"
     proc = run_cli("quickstart", "model.name=test_resnet", "data.image_size=32", "data.synth_n=60",
                    "data.synth_seed=3", "train.epochs=2", "train.progress=false", f"train.output_dir={out}",
-                   f"data.cache_dir={cache_dir}")
+                   f"data.cache_dir={cache_dir}", fresh=True)  # the real entry point, in a new interpreter
     text = proc.stdout
     assert "world size 1" in text and "global" in text and "optimizer steps/epoch" in text
     assert "done: best epoch" in text and f"best checkpoint: {out}/checkpoints/best" in text
