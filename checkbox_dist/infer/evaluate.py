@@ -29,12 +29,19 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate checkpoint(s) on a labelled folder",
                               description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("--checkpoint", action="append", required=True,
-                   help="checkpoint folder or run folder (repeat for an ensemble)")
+                   help="checkpoint folder, run folder or exported timm folder (repeat for an ensemble)")
     p.add_argument("--data", required=True, help="folder ROOT/<class>/*.png (or ROOT/val/<class>)")
     p.add_argument("--out", default="", help="folder for the report files (default: next to the first checkpoint)")
     p.add_argument("--tta", action="store_true", help="average over the horizontal mirror too")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_out(folder: Path) -> Path:
+    """RUN/eval for RUN/checkpoints/<name>; beside an exported timm folder, which may live anywhere."""
+    if checkpoint.is_timm_folder(folder) and not (folder / checkpoint.MODEL_FILE).is_file():
+        return folder.parent / "eval"
+    return folder.parent.parent / "eval"
 
 
 def run(args) -> int:
@@ -68,7 +75,7 @@ def run(args) -> int:
     print(classification_report(metrics, classes))
     if len(loaded) == 1:
         print(f"ECE: {ece_raw[0]:.4f} uncalibrated -> {metrics['ece']:.4f} with temperature {temps[0]:.3f}")
-    out_dir = Path(args.out) if args.out else checkpoint.resolve(args.checkpoint[0]).parent.parent / "eval"
+    out_dir = Path(args.out) if args.out else default_out(checkpoint.resolve(args.checkpoint[0]))
     out_dir.mkdir(parents=True, exist_ok=True)
     png = plots.confusion_matrix_png(metrics["confusion"], classes, out_dir / "confusion_matrix.png",
                                      f"{root.name}: top-1 {100 * metrics['top1']:.1f}% (n={metrics['n']})")

@@ -152,7 +152,7 @@ def add_parser(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="file, folder (recursive), glob or http(s) URL")
     p.add_argument("--checkpoint", action="append", required=True,
-                   help="checkpoint or run folder, or an exported .onnx file (repeat for an ensemble)")
+                   help="checkpoint or run folder, an exported .onnx file or timm folder (repeat for an ensemble)")
     p.add_argument("--image_url", "--image-url", action="append", default=[], dest="image_url",
                    help="an image URL (same as giving it as INPUT; repeatable)")
     p.add_argument("--format", choices=FORMATS, default="table")
