@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import hashlib
+import json
 import re
 import types
 import typing
@@ -390,6 +392,13 @@ def from_dict(data: dict) -> Config:
     cfg = Config()
     _apply(cfg, data)
     return cfg
+
+
+def recipe_hash(cfg: Config) -> str:
+    """sha256 of the config without the keys that change nothing a run computes (RUN_ONLY_KEYS): two runs of
+    one recipe share it, whatever their output folders, trackers or worker counts."""
+    kept = {k: v for k, v in to_flat_dict(cfg).items() if not k.startswith(RUN_ONLY_KEYS)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def dump_yaml(cfg: Config) -> str:

@@ -25,6 +25,13 @@ from checkbox_dist.model import checkpoint
 from checkbox_dist.model.logits import collect_logits
 
 
+def default_out(folder: Path) -> Path:
+    """RUN/eval for RUN/checkpoints/<name>; beside an exported timm folder, which may live anywhere."""
+    if checkpoint.is_timm_folder(folder) and not (folder / checkpoint.MODEL_FILE).is_file():
+        return folder.parent / "eval"
+    return folder.parent.parent / "eval"
+
+
 def run(args) -> int:
     """`checkbox-dist eval` (flags: commands/evaluate.py); --device defaults to cuda when there is one."""
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -58,7 +65,7 @@ def run(args) -> int:
     print(classification_report(metrics, classes))
     if len(loaded) == 1:
         print(f"ECE: {ece_raw[0]:.4f} uncalibrated -> {metrics['ece']:.4f} with temperature {temps[0]:.3f}")
-    out_dir = Path(args.out) if args.out else checkpoint.resolve(args.checkpoint[0]).parent.parent / "eval"
+    out_dir = Path(args.out) if args.out else default_out(checkpoint.resolve(args.checkpoint[0]))
     out_dir.mkdir(parents=True, exist_ok=True)
     png = plots.confusion_matrix_png(metrics["confusion"], classes, out_dir / "confusion_matrix.png",
                                      f"{root.name}: top-1 {100 * metrics['top1']:.1f}% (n={metrics['n']})")

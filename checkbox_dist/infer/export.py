@@ -1,9 +1,10 @@
-"""`checkbox-dist export`: a checkpoint as ONNX, TorchScript or safetensors, self-describing.
+"""`checkbox-dist export`: a checkpoint as ONNX, TorchScript, safetensors or a timm folder, self-describing.
 
     checkbox-dist export --checkpoint RUN --format onnx            # -> .../best/model.onnx
     checkbox-dist export --checkpoint RUN --format onnx --int8     # + model.int8.onnx (CPU)
     checkbox-dist export --checkpoint RUN --format torchscript     # -> model.torchscript.pt
     checkbox-dist export --checkpoint RUN --format safetensors     # -> model.safetensors
+    checkbox-dist export --checkpoint RUN --format timm            # -> timm/ (infer/timm_export.py)
     checkbox-dist predict --checkpoint RUN --backend onnx crop.png
 
 ONNX and TorchScript files hold the whole inference graph: uint8 images (N, C, H, W), already resized /
@@ -12,6 +13,8 @@ logits / temperature) come out, with the normalisation inside, and the batch axi
 metadata (ONNX `metadata_props["checkbox_dist"]`, TorchScript extra file `checkbox_dist.json`,
 safetensors header `checkbox_dist`) is one JSON object: classes, preprocess spec, temperature, model
 name, source checkpoint + sha256, metrics, versions. safetensors holds the timm weights only (no graph).
+`timm` writes a folder timm alone loads (`timm.create_model("local-dir:DIR", pretrained=True)`), with a model
+card: see infer/timm_export.py.
 
 Every ONNX export is checked before it is kept: ONNX Runtime must agree with PyTorch to < 1e-4 in
 probability on a batch of images, at batch sizes 1 and 3. Files are written to a temporary name and
@@ -31,12 +34,13 @@ from checkbox_dist import __version__
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import atomic_path
 from checkbox_dist.data.images import PreprocessSpec
-from checkbox_dist.infer import quantize
+from checkbox_dist.infer import quantize, timm_export
 from checkbox_dist.infer.onnx_meta import ONNX_FILE, ONNX_META_KEY, quiet, set_metadata
 from checkbox_dist.model import checkpoint
 
-FORMATS = ("onnx", "torchscript", "safetensors")
-DEFAULT_NAMES = {"onnx": ONNX_FILE, "torchscript": "model.torchscript.pt", "safetensors": "model.safetensors"}
+FORMATS = ("onnx", "torchscript", "safetensors", "timm")
+DEFAULT_NAMES = {"onnx": ONNX_FILE, "torchscript": "model.torchscript.pt", "safetensors": "model.safetensors",
+                 "timm": "timm"}
 PARITY_TOLERANCE = 1e-4  # max |p_onnx - p_torch| an export must stay under
 MAX_BATCH = 4096  # upper bound of the dynamic batch axis the exporter is told about
 
@@ -83,6 +87,8 @@ def describe(folder: Path, payload: dict, fmt: str) -> dict:
 
 def _model_sha256(folder: Path) -> str | None:
     """From the checkpoint's manifest (verified when it was loaded), so the file is not hashed twice."""
+    if not (folder / checkpoint.META_FILE).is_file():  # a timm export folder: no manifest
+        return None
     manifest = json.loads((folder / checkpoint.META_FILE).read_text())
     return manifest.get("files", {}).get(checkpoint.MODEL_FILE)
 
@@ -159,6 +165,8 @@ def export_safetensors(graph: InferenceGraph, meta: dict, out: Path) -> None:
 def run(args) -> int:
     if args.int8 and args.format != "onnx":
         raise UserError("--int8 applies to --format onnx only")
+    if args.cv_summary and args.format != "timm":
+        raise UserError("--cv-summary applies to --format timm only")
     if args.format == "onnx":
         _require("onnx", "onnxruntime")
     folder, graph, payload = load_for_export(args.checkpoint)
@@ -179,6 +187,11 @@ def run(args) -> int:
         export_torchscript(graph, meta, out)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): torch.jit.load(path)(uint8 images) -> "
               f"(logits, probabilities); metadata in extra file checkbox_dist.json")
+    elif args.format == "timm":
+        diff = timm_export.export_timm(graph.model, payload, folder, out, args.license, args.cv_summary)
+        print(f"wrote {out}/ (config.json, model.safetensors, README.md, {timm_export.model_card.CONFIG_FILE}): "
+              f"timm.create_model(\"local-dir:{out}\", pretrained=True) gives the checkpoint's logits "
+              f"(max |d| = {diff:.1e}); the card's snippet reproduces `predict`")
     else:
         export_safetensors(graph, meta, out)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): timm {payload['model_name']} weights; "

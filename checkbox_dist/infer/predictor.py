@@ -5,6 +5,7 @@
     predictor.predict_files(["crop.png"])   # -> [{"class": "checked", "score": 0.97, "confidence": {...}}]
     Predictor(["RUN/checkpoints/best/model.onnx"])            # ONNX Runtime (`export` wrote it)
     Predictor(["RUN"], backend="onnx")                        # the same, found in the folder
+    Predictor(["RUN/checkpoints/best/timm"])                  # an `export --format timm` folder
 
 Preprocessing comes from the checkpoint (never re-specified), and probabilities use the temperature
 fitted on the val set at the end of training, so a confidence of 0.9 means right about 9 times in 10.

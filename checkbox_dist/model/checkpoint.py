@@ -13,6 +13,10 @@ Each folder holds
 A folder is written under a temporary name and renamed into place, so a crash (kill -9, full disk)
 leaves the previous checkpoint intact; a folder whose meta.json is missing or whose checksums do not
 match is rejected, and resume falls back to the previous good one.
+
+`export --format timm` folders load here too (`resolve`, `load`, `load_model`): timm's config.json +
+model.safetensors, with a `checkbox_dist` block in config.json (classes, preprocess, temperature, model
+name, config) from which the same payload is rebuilt, so predict/eval/serve treat both alike.
 """
 
 from __future__ import annotations
@@ -30,16 +34,22 @@ from pathlib import Path
 import accelerate
 import timm
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from checkbox_dist import __version__
 from checkbox_dist.core import faults
 from checkbox_dist.core.config import ModelConfig
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import atomic_folder, leftovers, original_name
+from checkbox_dist.data.images import PreprocessSpec
 from checkbox_dist.model.build import build_model, load_weights
 
 FORMAT = 1
 MODEL_FILE, STATE_FILE, META_FILE = "model.pt", "train_state.pt", "meta.json"
+# A timm folder (`export --format timm`): what timm.models.save_for_hf writes, plus our block in config.json.
+TIMM_CONFIG, TIMM_WEIGHTS = "config.json", "model.safetensors"
+TIMM_BLOCK, TIMM_FORMAT = "checkbox_dist", "checkbox_dist.timm/1"
 
 
 class CheckpointError(UserError):
@@ -172,22 +182,33 @@ def problem(folder: Path) -> str:
     return ""
 
 
+def is_timm_folder(path: Path) -> bool:
+    """A folder timm loads with `local-dir:` (config.json + model.safetensors), exported by us or not."""
+    return (path / TIMM_CONFIG).is_file() and (path / TIMM_WEIGHTS).is_file()
+
+
 def resolve(path: str | Path) -> Path:
-    """A run folder, a checkpoint folder or its model.pt -> the checkpoint folder (run -> best)."""
+    """A run folder, a checkpoint folder or its model.pt, or a timm export folder (or its config.json) ->
+    the checkpoint folder (run -> best)."""
     path = Path(path).expanduser()
-    if path.is_file() and path.name == MODEL_FILE:
+    if path.is_file() and path.name in (MODEL_FILE, TIMM_CONFIG, TIMM_WEIGHTS):
         path = path.parent
     if (path / "checkpoints" / "best").is_dir():
         path = path / "checkpoints" / "best"
     if not path.is_dir():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if not (path / MODEL_FILE).is_file() and not (path / META_FILE).is_file():
-        raise CheckpointError(f"{path}: not a checkpoint folder (no {MODEL_FILE})")
+    if not (path / MODEL_FILE).is_file() and not (path / META_FILE).is_file() and not is_timm_folder(path):
+        raise CheckpointError(f"{path}: not a checkpoint folder (no {MODEL_FILE}, and not a timm folder with "
+                              f"{TIMM_CONFIG} + {TIMM_WEIGHTS})")
     return path
 
 
 def load(folder: Path, with_state: bool = False) -> tuple[dict, dict | None]:
     """Verified load of (model payload, train state). Plain tensors and containers only."""
+    if not (folder / MODEL_FILE).is_file() and not (folder / META_FILE).is_file() and is_timm_folder(folder):
+        if with_state:
+            raise CheckpointError(f"{folder}: a timm export holds weights only, so it cannot resume training")
+        return timm_payload(folder), None
     reason = problem(folder)
     if reason:
         raise CheckpointError(f"{folder}: {reason}")
@@ -198,6 +219,53 @@ def load(folder: Path, with_state: bool = False) -> tuple[dict, dict | None]:
             raise CheckpointError(f"{folder}: has no {STATE_FILE}, so it cannot resume training")
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
     return payload, state
+
+
+def timm_payload(folder: Path) -> dict:
+    """The model.pt payload rebuilt from an `export --format timm` folder: weights from model.safetensors,
+    the rest from config.json's checkbox_dist block, checked against timm's own fields in that file."""
+    try:
+        cfg = json.loads((folder / TIMM_CONFIG).read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{folder / TIMM_CONFIG}: not readable JSON ({err})") from None
+    block = cfg.get(TIMM_BLOCK) if isinstance(cfg, dict) else None
+    if not isinstance(block, dict) or block.get("format") != TIMM_FORMAT:
+        raise CheckpointError(f"{folder}: a timm folder, but not one `checkbox-dist export --format timm` wrote (no "
+                              f"'{TIMM_BLOCK}' block in {TIMM_CONFIG}), so its classes, preprocessing and "
+                              f"temperature are unknown")
+    mismatch = timm_config_mismatch(cfg, block)
+    if mismatch:
+        raise CheckpointError(f"{folder / TIMM_CONFIG}: {mismatch}; it was edited after the export")
+    try:
+        weights = load_file(str(folder / TIMM_WEIGHTS), device="cpu")
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{folder / TIMM_WEIGHTS}: unreadable ({str(err)[:200]})") from None
+    return {"model": weights, "classes": list(block["classes"]), "model_name": block["model_name"],
+            "preprocess": dict(block["preprocess"]), "temperature": float(block["temperature"]),
+            "config": block.get("config", {}), "metrics": block.get("metrics", {}), "epoch": block.get("epoch"),
+            "global_step": block.get("global_step"), "versions": block.get("versions", {})}
+
+
+def timm_config_mismatch(cfg: dict, block: dict) -> str:
+    """'' when timm's fields in config.json say what our block says (what timm alone would use), else what differs."""
+    spec = PreprocessSpec.from_dict(block["preprocess"])
+    pretrained = cfg.get("pretrained_cfg", {})
+    mean, std = spec.normalization
+    checks = {"architecture": (cfg.get("architecture"), block["model_name"]),
+              "label_names": (cfg.get("label_names"), block["classes"]),
+              "num_classes": (cfg.get("num_classes"), len(block["classes"])),
+              "pretrained_cfg.input_size": (list(pretrained.get("input_size", [])),
+                                            [spec.channels, *spec.height_width]),
+              "pretrained_cfg.mean": (_rounded(pretrained.get("mean")), _rounded(mean)),
+              "pretrained_cfg.std": (_rounded(pretrained.get("std")), _rounded(std))}
+    for key, (found, expected) in checks.items():
+        if found != expected:
+            return f"{key} is {found!r} but the {TIMM_BLOCK} block says {expected!r}"
+    return ""
+
+
+def _rounded(values) -> list | None:
+    return [round(float(v), 9) for v in values] if values is not None else None
 
 
 def restore(folder: Path, classes: list[str], model, optimizer, scheduler, scaler, ema, rank: int,

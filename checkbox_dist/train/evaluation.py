@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from checkbox_dist.core.metrics import classification_metrics, fit_temperature
 from checkbox_dist.model import checkpoint
 from checkbox_dist.model.logits import collect_logits
+from checkbox_dist.train.output import ValPredictions
 from checkbox_dist.train.session import Session
 
 
@@ -35,9 +36,10 @@ def is_better(rule: str, metrics: dict, best: dict | None) -> bool:
     return (metrics["macro_f1"], -metrics["loss"]) > (best["macro_f1"], -best["loss"])
 
 
-def calibrate_best(s: Session, best_dir: Path) -> dict:
+def calibrate_best(s: Session, best_dir: Path) -> tuple[dict, ValPredictions]:
     """Fit temperature scaling on the val split for the `best` checkpoint, save it into the checkpoint, and
-    return the run summary's numbers (val metrics before calibration, ECE before/after, temperature)."""
+    return the run summary's numbers (val metrics before calibration, ECE before/after, temperature) and the
+    best model's calibrated val predictions (for the end-of-run review: trackers, confusion matrix)."""
     cfg, data = s.cfg, s.data
     payload, _ = checkpoint.load(best_dir)
     model = checkpoint.model_from_payload(payload, str(best_dir), s.accelerator.device)
@@ -52,7 +54,8 @@ def calibrate_best(s: Session, best_dir: Path) -> dict:
     checkpoint.save(best_dir, payload, None)
     # The temperature minimises this NLL, so it never rises; ECE (15 bins over ~100 images) can, by noise.
     nll_after = float(F.cross_entropy(logits / temperature, labels)) if len(labels) else float("nan")
-    return {"best_epoch": payload["epoch"], "val_top1": before["top1"], "val_loss": before["loss"],
-            "val_loss_calibrated": nll_after, "val_macro_f1": before["macro_f1"], "val_ece": before["ece"],
-            "val_ece_calibrated": after["ece"], "temperature": temperature, "best_checkpoint": str(best_dir),
-            "val_confusion": before["confusion"]}
+    summary = {"best_epoch": payload["epoch"], "val_top1": before["top1"], "val_loss": before["loss"],
+               "val_loss_calibrated": nll_after, "val_macro_f1": before["macro_f1"], "val_ece": before["ece"],
+               "val_ece_calibrated": after["ece"], "temperature": temperature, "best_checkpoint": str(best_dir)}
+    val = ValPredictions(list(data.val_set.names), labels, F.softmax(logits / temperature, dim=1), before["confusion"])
+    return summary, val

@@ -59,6 +59,7 @@ class EpochSums:
 class Outcome:
     stopped_early: bool = False
     last_metrics: dict = field(default_factory=dict)
+    global_step: int = 0  # optimizer steps when fit returned
 
 
 def fit(s: Session) -> Outcome:
@@ -88,6 +89,7 @@ def fit(s: Session) -> Outcome:
             break
         if done:
             break
+    outcome.global_step = state.global_step
     return outcome
 
 

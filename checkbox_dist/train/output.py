@@ -7,9 +7,15 @@ Run folder (train.output_dir):
     metrics.jsonl            one JSON line per epoch (and per log interval: "kind": "step")
     plots/metrics_plot.png   train/val loss and accuracy curves
     plots/confusion_matrix_epoch_<N>.png
-    plots/confusion_matrix_best.png     the best checkpoint's, written at the end of the run
+    plots/confusion_matrix_best.png   the best checkpoint on val, at the end of the run
     checkpoints/{last,best,epoch_<N>}/
     tracking/                W&B (offline) and TensorBoard files
+    tracking/end_of_run.json what the end-of-run review logged, so a re-run with the same id does not repeat it
+
+End of run (`end_of_run`, after the best checkpoint is calibrated), through Accelerate's trackers: every backend
+gets the best model's confusion matrix image and its final val metrics (W&B run summary; TensorBoard hparams
+with those metrics); W&B also gets the best checkpoint as a model Artifact (aliases best, latest; metadata:
+classes, metrics, config hash) and a Table of the val images the best model gets wrong.
 """
 
 from __future__ import annotations
@@ -19,12 +25,33 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import torch
+
 from checkbox_dist.core import plots
-from checkbox_dist.core.config import Config, dump_yaml, to_flat_dict
-from checkbox_dist.core.files import atomic_write_text
+from checkbox_dist.core.config import Config, dump_yaml, recipe_hash, to_flat_dict
+from checkbox_dist.core.files import atomic_write_json, atomic_write_text
+from checkbox_dist.data.images import PreprocessSpec
+from checkbox_dist.model import checkpoint
+
+# The run summary's numbers every tracker gets at the end of a run (W&B summary, TensorBoard hparams metrics).
+FINAL_METRICS = ("val_top1", "val_macro_f1", "val_loss", "val_loss_calibrated", "val_ece", "val_ece_calibrated",
+                 "temperature", "best_epoch")
+MAX_ERROR_ROWS = 1000  # rows of the W&B table of wrong val predictions
+MARKER = "end_of_run.json"
+
+
+@dataclass
+class ValPredictions:
+    """The best model on the val split: file names in val order, labels, calibrated probabilities."""
+
+    names: list[str]
+    labels: torch.Tensor
+    probs: torch.Tensor
+    confusion: list[list[int]]
 
 
 def wandb_mode(requested: str) -> tuple[str, str]:
@@ -136,11 +163,6 @@ class RunOutput:
             # A resumed run re-does an interrupted epoch: the newer row replaces the older one.
             self.history = [h for h in self.history if h["epoch"] != row["epoch"]] + [row]
 
-    def best_confusion_plot(self, confusion: list[list[int]], classes: list[str], epoch: int, top1: float) -> Path:
-        """plots/confusion_matrix_best.png: the best checkpoint's val confusion matrix (main process)."""
-        return plots.confusion_matrix_png(confusion, classes, self.run_dir / "plots" / "confusion_matrix_best.png",
-                                          f"best (epoch {epoch}): val top-1 {100 * top1:.1f}%")
-
     def epoch_plots(self, epoch: int, confusion: list[list[int]], classes: list[str], top1: float,
                     step: int) -> Path | None:
         if not self.is_main:
@@ -153,14 +175,107 @@ class RunOutput:
         path = plots.confusion_matrix_png(confusion, classes,
                                           self.run_dir / "plots" / f"confusion_matrix_epoch_{epoch}.png",
                                           f"epoch {epoch}: val top-1 {100 * top1:.1f}%")
-        if self.cfg.tracking.backends:
-            import numpy as np
-            from PIL import Image
-
-            image = np.asarray(Image.open(path).convert("RGB"))
-            for name in self.cfg.tracking.backends:
-                kwargs = {"dataformats": "NHWC"} if name == "tensorboard" else {}
-                tracker = self.accelerator.get_tracker(name)
-                tracker.log_images({"confusion_matrix": [image] if name == "wandb" else image[None]}, step=step,
-                                   **kwargs)
+        self._log_image("confusion_matrix", path, step)
         return path
+
+    def _log_image(self, key: str, path: Path, step: int | None, wandb_step: int | None = -1) -> None:
+        """A PNG to every tracker through Accelerate's `log_images` (wandb_step -1: the same step as the others)."""
+        if not self.cfg.tracking.backends:
+            return
+        import numpy as np
+        from PIL import Image
+
+        image = np.asarray(Image.open(path).convert("RGB"))
+        for name in self.cfg.tracking.backends:
+            tracker = self.accelerator.get_tracker(name)
+            if name == "wandb":
+                tracker.log_images({key: [image]}, step=step if wandb_step == -1 else wandb_step)
+            else:
+                tracker.log_images({key: image[None]}, step=step, dataformats="NHWC")
+
+    # -- end of run ------------------------------------------------------------------------------------
+    def end_of_run(self, summary: dict, best_dir: Path, classes: list[str], val: ValPredictions,
+                   step: int) -> Path | None:
+        """The best model's review, once per (W&B run id, best checkpoint): the confusion matrix PNG always; with
+        trackers, the final metrics (W&B summary, TensorBoard hparams), the matrix image, and on W&B the model
+        Artifact and the table of val errors. Main process only; returns the matrix's path."""
+        if not self.is_main:
+            return None
+        title = f"best (epoch {summary['best_epoch']}): val top-1 {100 * summary['val_top1']:.1f}%"
+        matrix = plots.confusion_matrix_png(val.confusion, classes,
+                                            self.run_dir / "plots" / "confusion_matrix_best.png", title)
+        backends = self.cfg.tracking.backends
+        if not backends:
+            return matrix
+        # best/val_top1, ..., best/temperature, best/epoch
+        finals = {f"best/{k.removeprefix('best_')}": float(summary[k]) for k in FINAL_METRICS}
+        marker = self.run_dir / "tracking" / MARKER
+        key = {"best_epoch": summary["best_epoch"], "step": step, "wandb_id": self._wandb_id()}
+        done = json.loads(marker.read_text()) if marker.is_file() else {}
+        self.summary(finals)  # the W&B run summary holds the final numbers, also when resumed
+        if {k: done.get(k) for k in key} == key:
+            self.print(f"trackers: the end-of-run review of this best checkpoint was logged before ({marker})")
+            return matrix
+        try:
+            self._log_image("best/confusion_matrix", matrix, step, wandb_step=None)
+            if "tensorboard" in backends:
+                self._tensorboard_hparams(finals)
+            if "wandb" in backends:
+                self._wandb_review(best_dir, classes, val, summary)
+        except Exception as err:  # noqa: BLE001 - a tracker failing must not fail a run whose checkpoints are saved
+            self.print(f"trackers: the end-of-run review was not logged ({type(err).__name__}: {err}); "
+                       f"the run itself is complete")
+            return matrix
+        atomic_write_json(marker, dict(key, backends=list(backends)))
+        return matrix
+
+    def _wandb_id(self) -> str | None:
+        id_file = self.run_dir / "wandb_id.txt"
+        return id_file.read_text().strip() if "wandb" in self.cfg.tracking.backends and id_file.is_file() else None
+
+    def _tensorboard_hparams(self, finals: dict) -> None:
+        """The config as hparams with the final metrics (HParams dashboard), as a session named `final`."""
+        writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
+        hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                   for k, v in to_flat_dict(self.cfg).items()}
+        writer.add_hparams(hparams, finals, run_name="final")
+        writer.flush()
+
+    def _wandb_review(self, best_dir: Path, classes: list[str], val: ValPredictions, summary: dict) -> None:
+        import wandb
+
+        run = self.accelerator.get_tracker("wandb", unwrap=True)
+        if getattr(run, "disabled", False):
+            return
+        meta = {"classes": list(classes), "model_name": self.cfg.model.name, "config_hash": recipe_hash(self.cfg),
+                "metrics": {k: summary[k] for k in FINAL_METRICS}, "checkpoint_sha256": _model_sha256(best_dir),
+                "preprocess": PreprocessSpec.from_data_config(self.cfg.data).to_dict(),
+                "best_epoch": summary["best_epoch"], "run_dir": str(self.run_dir)}
+        artifact = wandb.Artifact(f"model-{run.id}", type="model", metadata=meta,
+                                  description=f"best checkpoint of {self.run_dir.name} (epoch {summary['best_epoch']})")
+        for name in (checkpoint.MODEL_FILE, checkpoint.META_FILE):
+            artifact.add_file(str(best_dir / name), name=name)
+        run.log_artifact(artifact, aliases=["best", "latest"])
+        columns, rows = error_rows(classes, val)
+        if len(rows) > MAX_ERROR_ROWS:
+            self.print(f"W&B: val/errors holds the first {MAX_ERROR_ROWS} of {len(rows)} wrong val predictions")
+        data = [[wandb.Image(row[0]) if Path(row[0]).is_file() else None, *row] for row in rows[:MAX_ERROR_ROWS]]
+        self.accelerator.get_tracker("wandb").log_table("val/errors", columns=["image", *columns], data=data)
+        self.print(f"W&B: logged artifact model-{run.id} (aliases best, latest) and val/errors ({len(rows)} wrong "
+                   f"of {len(val.labels)})")
+
+
+def error_rows(classes: list[str], val: ValPredictions) -> tuple[list[str], list[list]]:
+    """(columns, rows) of the val images the model gets wrong, most confident mistakes first: file, given label,
+    predicted label, its confidence, then the calibrated probability of every class."""
+    predicted = val.probs.argmax(1)
+    wrong = [i for i in range(len(val.labels)) if int(predicted[i]) != int(val.labels[i])]
+    wrong.sort(key=lambda i: -float(val.probs[i, predicted[i]]))
+    rows = [[val.names[i], classes[int(val.labels[i])], classes[int(predicted[i])],
+             round(float(val.probs[i, predicted[i]]), 6), *[round(float(p), 6) for p in val.probs[i]]] for i in wrong]
+    return ["file", "given", "predicted", "confidence", *[f"p_{c}" for c in classes]], rows
+
+
+def _model_sha256(folder: Path) -> str | None:
+    meta = folder / checkpoint.META_FILE
+    return json.loads(meta.read_text()).get("files", {}).get(checkpoint.MODEL_FILE) if meta.is_file() else None

@@ -23,18 +23,18 @@ def train_stage(cfg: Config, config_path: str | None = None) -> dict:
 
 
 def finish(s: Session, outcome: Outcome) -> dict:
-    """Temperature scaling on the best checkpoint, then summary.json, written last: "this run finished"."""
+    """Temperature scaling on the best checkpoint, the end-of-run review (confusion matrix; trackers: final metrics,
+    W&B model artifact and table of val errors), then summary.json, written last: "this run finished"."""
     best_dir = s.ckpt_dir / "best"
     if not (s.accelerator.is_main_process and (best_dir / checkpoint.MODEL_FILE).is_file()):
         return {}
-    summary = calibrate_best(s, best_dir)
+    summary, val = calibrate_best(s, best_dir)
     plots = s.run_dir / "plots"
-    matrix = s.out.best_confusion_plot(summary["val_confusion"], s.data.classes, summary["best_epoch"],
-                                       summary["val_top1"])
     summary.update(stopped_early=outcome.stopped_early, run_dir=str(s.run_dir),
-                   metrics_plot=str(plots / "metrics_plot.png"), confusion_matrix=str(matrix))
+                   metrics_plot=str(plots / "metrics_plot.png"))
+    matrix = s.out.end_of_run(summary, best_dir, s.data.classes, val, outcome.global_step)  # trackers: once per best
+    summary["confusion_matrix"] = str(matrix)
     atomic_write_json(s.run_dir / "summary.json", summary)
-    s.out.summary({"best/temperature": summary["temperature"], "best/ece_calibrated": summary["val_ece_calibrated"]})
     s.out.print(f"done: best epoch {summary['best_epoch']} | val top-1 {summary['val_top1']:.4f} | macro-F1 "
                 f"{summary['val_macro_f1']:.4f} | at temperature {summary['temperature']:.3f}: loss "
                 f"{summary['val_loss']:.4f} -> {summary['val_loss_calibrated']:.4f}, ECE {summary['val_ece']:.4f}"
