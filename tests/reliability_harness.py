@@ -204,6 +204,6 @@ def assert_same_run(run_dir: Path, reference: Path, step_rows: bool = True) -> N
     assert final_rows(run_dir, "epoch", "epoch") == final_rows(reference, "epoch", "epoch")
     if step_rows:  # a run logged at another train.log_every_steps has other step rows, same training
         assert final_rows(run_dir, "step", "step") == final_rows(reference, "step", "step")
-    paths = {"run_dir", "best_checkpoint", "metrics_plot"}
+    paths = {"run_dir", "best_checkpoint", "metrics_plot", "confusion_matrix"}
     ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (run_dir, reference))
     assert {k: v for k, v in ours.items() if k not in paths} == {k: v for k, v in theirs.items() if k not in paths}

@@ -357,7 +357,7 @@ def test_wandb_falls_back_to_offline_says_it_once_and_keeps_the_metrics(case: st
     run_dir = tmp_path / "run"
     done = cli(train_args(run_dir, cache, "train.epochs=1", "tracking.backends=[wandb]"), env=env)
     assert done.rc == 0, done.err[-3000:]
-    said = [line for line in (done.out + done.err).splitlines() if "W&B" in line]
+    said = [line for line in (done.out + done.err).splitlines() if "W&B" in line and "offline" in line]
     assert len(said) == 1 and said[0].startswith("W&B: offline ("), said
     assert ("127.0.0.1:9 unreachable" if case == "server unreachable" else "no WANDB_API_KEY") in said[0]
     from wandb_records import history  # tests/wandb_records.py: reads the offline run file
