@@ -47,17 +47,20 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def load_images(predictor, data: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-    """(uint8 images, labels or None, description). Default: `n` fresh synthetic images (labelled)."""
+    """(uint8 images, labels or None, description). Default: `n` fresh synthetic images (labelled), written to
+    a temporary folder that is removed afterwards."""
     if data:
         root = Path(data).expanduser()
         if not root.is_dir():
             raise UserError(f"--data: folder not found: {root}")
-        desc = str(root)
-    else:
-        root = Path(tempfile.mkdtemp(prefix="bench-infer-"))
-        synth.generate(root, n, seed)
-        desc = f"synthetic, seed {seed} (not the training seed)"
-    files = list_images(root)[: max(n, 1) if not data else None]
+        return _decode_folder(predictor, root, None, str(root))
+    with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
+        synth.generate(tmp, n, seed)
+        return _decode_folder(predictor, Path(tmp), max(n, 1), f"synthetic, seed {seed} (not the training seed)")
+
+
+def _decode_folder(predictor, root: Path, limit: int | None, desc: str):
+    files = list_images(root)[:limit]
     if not files:
         raise UserError(f"{root}: no images")
     classes = predictor.classes
