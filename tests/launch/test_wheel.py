@@ -81,7 +81,7 @@ def test_wheel_carries_the_configs_and_runs_the_quickstart_from_an_empty_folder(
                  "data.num_workers=0", "train.progress=false"], work, env)
     (run,) = (work / "runs").glob("quickstart-*")
     assert (run / "checkpoints" / "best" / "model.pt").is_file()
-    assert "predict " in proc.stdout and "next: checkbox-dist predict" in proc.stdout
+    assert "predict " in proc.stdout and "next:\n  checkbox-dist predict" in proc.stdout
     texts = [proc.stdout, proc.stderr, listing] + [(run / f).read_text() for f in ("config.yaml", "log.txt",
                                                                                "summary.json")]
     for text in texts:
