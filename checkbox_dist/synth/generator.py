@@ -49,7 +49,7 @@ from PIL import Image, ImageDraw
 
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import TMP_SUFFIX, atomic_path, atomic_write_text, writer_alive
-from checkbox_dist.synth import widgets as W
+import checkbox_dist.synth.widgets as W
 from checkbox_dist.synth.other import plan_other
 from checkbox_dist.synth.widgets import logu, pick
 

@@ -11,7 +11,7 @@ chips with a delete cross, spinners, photo avatars and app tiles are shaped like
 
 from __future__ import annotations
 
-from checkbox_dist.synth import widgets as W
+import checkbox_dist.synth.widgets as W
 from checkbox_dist.synth.pictures import dots, icon_or_avatar, icon_text, photo
 from checkbox_dist.synth.widgets import logu, pick
 

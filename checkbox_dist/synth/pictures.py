@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from checkbox_dist.synth import widgets as W
+import checkbox_dist.synth.widgets as W
 from checkbox_dist.synth.widgets import logu, pick
 
 

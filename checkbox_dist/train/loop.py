@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from checkbox_dist.core import faults
 from checkbox_dist.core.errors import Interrupted, Preempted
 from checkbox_dist.data import augment
-from checkbox_dist.train import guards
+import checkbox_dist.train.guards as guards
 from checkbox_dist.train.checkpointing import LoopState, resume, save, save_epoch_end
 from checkbox_dist.train.evaluation import evaluate, is_better
 from checkbox_dist.train.session import Session

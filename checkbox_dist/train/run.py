@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 from checkbox_dist.core.config import Config
-from checkbox_dist.train import guards, pretrain
+import checkbox_dist.train.guards as guards
+import checkbox_dist.train.pretrain as pretrain
 from checkbox_dist.train.stage import train_stage
 
 
