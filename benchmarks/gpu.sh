@@ -17,7 +17,8 @@ CACHE=/tmp/cbd_cache
 DATA=$CACHE/synth-n4000-s0
 python3 -m checkbox_dist synth --out "$DATA" --n 4000 --seed 0 --workers 16
 COMMON=(--config configs/checkbox_state_v2.yaml "data.root=$DATA" "data.cache_dir=$CACHE" model.name=resnet50
-        model.drop_path_rate=0.0 data.num_workers=0 "tracking.backends=[]" train.log_every_steps=4 data.batch_size=256)
+        model.drop_path_rate=0.0 data.num_workers=0 "tracking.backends=[]" train.log_every_steps=4 data.batch_size=256
+        train.global_batch_size=256)
 REPEATS=${REPEATS:-3}
 ONLY=${ONLY:-"r50_224_bf16_cl r50_224_bf16_cl_noaug r50_224_fp32 r50_224_fp32_cl r50_128_bf16_cl r50_64_bf16_cl r50_224_bf16_cl_compile"}
 bench() {  # name, then bench-train arguments; runs only the names listed in $ONLY

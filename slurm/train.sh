@@ -17,13 +17,19 @@
 # train.output_dir is given, and `train.resume=auto` continues from `last`: same weights as a run
 # that was never interrupted. Output of all restarts goes to one file, %x-%j.out (--open-mode=append).
 #
+# Elastic requeue: with train.global_batch_size in the config (configs/checkbox_state_v2.yaml has it), a
+# restart may run on another number of nodes and continues the same recipe from the same image of the
+# epoch (docs/LAUNCH.md, "Elastic resume"). Submit a node range with as many tasks as the largest shape:
+#   sbatch --nodes=1-2 --ntasks=2 --spread-job slurm/train.sh ...
+# starts on 2 nodes when both are free and, requeued after the cluster lost one, on 1. (A bare
+# --nodes=1-2 starts on one node at once; --ntasks-per-node would keep the job waiting for both.)
+#
 # Environment knobs: CHECKBOX_DIST_CPU=1 trains on CPUs with gloo (ACCELERATE_USE_CPU=true, the one CPU
 # recipe that gives a real multi-process world: launch/cpu_2proc.yaml); CHECKBOX_DIST_PROCS_PER_NODE
 # overrides the processes per node (default: the node's GPUs, SLURM_GPUS_ON_NODE; 1 on CPU);
 # CHECKBOX_DIST_PORT fixes the rendezvous port (default: a free port on the first node).
 #SBATCH --job-name=checkbox-dist
 #SBATCH --nodes=2
-#SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
 #SBATCH --cpus-per-task=32
 #SBATCH --time=24:00:00
@@ -91,7 +97,8 @@ trap 'on_signal TERM' TERM
 
 # Single quotes: SLURM_NODEID must expand inside each task (0 on the first node, 1 on the next, ...),
 # not here in the batch shell, where it is 0 for everyone and every node would claim machine rank 0.
-srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c '
+# One launcher per node, whatever task count the allocation has (--ntasks for an elastic range, above).
+srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c '
     exec accelerate launch --config_file "$LAUNCH_CONFIG" --num_machines "$NNODES" --num_processes "$TOTAL" \
         --machine_rank "$SLURM_NODEID" --main_process_ip "$MAIN_ADDR" --main_process_port "$MAIN_PORT" \
         ${ACCELERATE_USE_CPU:+--mixed_precision no} train.py --config "$CONFIG" "$@"' bash "${OVERRIDES[@]}" &

@@ -126,6 +126,33 @@ def cli(argv: list[str], env: dict | None = None, cwd: Path = REPO, timeout: flo
     return start(argv, env, cwd, log_dir, max_file_bytes).wait(timeout)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_world(world: int, argv: list[str], env: dict | None = None, cwd: Path = REPO) -> list[Child]:
+    """`world` CLI processes that form one gloo world on this machine: what `ACCELERATE_USE_CPU=true torchrun
+    --nproc_per_node N train.py ...` starts (the same environment: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT),
+    forked from the preloaded server instead of importing torch N times. world 1: one plain process."""
+    if world == 1:
+        return [start(argv, env, cwd)]
+    port = str(free_port())
+    base = {"ACCELERATE_USE_CPU": "true", "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "GROUP_RANK": "0", "OMP_NUM_THREADS": "1"}
+    return [start(argv, {**base, "RANK": str(rank), "LOCAL_RANK": str(rank), **(env or {})}, cwd)
+            for rank in range(world)]
+
+
+def run_world(world: int, argv: list[str], env: dict | None = None, cwd: Path = REPO,
+              timeout: float = 600) -> list[Result]:
+    """start_world, then every process's Result (rank order)."""
+    return [child.wait(timeout) for child in start_world(world, argv, env, cwd)]
+
+
 def one_line_error(result: Result) -> str:
     """The single `error: ...` line a user-facing failure must print (asserts: no traceback, exit 2)."""
     assert result.rc == 2, (f"exit {result.rc}, expected 2\n--- stdout\n{result.out[-2000:]}\n"

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from checkbox_dist import train
 from checkbox_dist.core import resources
+from checkbox_dist.core.batching import derive
 from checkbox_dist.core.config import load_config
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec
@@ -107,8 +108,7 @@ def our_loop_rates(config: str, overrides: list[str], epochs: int) -> tuple[floa
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         train.run(cfg, config)
-        step, epoch = rates_from_metrics(Path(tmp) / "run" / "metrics.jsonl",
-                                         cfg.data.batch_size * cfg.train.grad_accum_steps)
+        step, epoch = rates_from_metrics(Path(tmp) / "run" / "metrics.jsonl", derive(cfg, 1).global_batch)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
     return step, epoch, peak
 
@@ -139,8 +139,7 @@ def launched_loop_rates(config: str, overrides: list[str], epochs: int, processe
         if proc.returncode != 0:
             last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["(no output)"]
             raise UserError(f"bench-train: the {processes}-process run failed (exit {proc.returncode}): {last[0]}")
-        return rates_from_metrics(run_dir / "metrics.jsonl",
-                                  cfg.data.batch_size * cfg.train.grad_accum_steps * processes)
+        return rates_from_metrics(run_dir / "metrics.jsonl", derive(cfg, processes).global_batch)
 
 
 def find_batch_size(cfg, device: torch.device, start: int = 8, limit: int = 8192) -> int:
@@ -174,13 +173,13 @@ def run(args) -> int:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     size = PreprocessSpec.from_data_config(cfg.data).size_text
-    desc = (f"{cfg.model.name} {size} batch {cfg.data.batch_size} {cfg.train.mixed_precision} "
+    desc = (f"{cfg.model.name} {size} batch {derive(cfg, 1).micro} {cfg.train.mixed_precision} "
             f"channels_last={cfg.train.channels_last} compile={cfg.train.compile} on "
             f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}")
     print(f"bench-train: {desc}; {args.repeats} alternations")
     plain, step, epoch, peaks = [], [], [], []
     for repeat in range(args.repeats):
-        plain.append(plain_step_rate(cfg, device, cfg.data.batch_size, args.steps, args.warmup))
+        plain.append(plain_step_rate(cfg, device, derive(cfg, 1).micro, args.steps, args.warmup))
         ours = our_loop_rates(args.config, args.overrides, args.epochs)
         step.append(ours[0])
         epoch.append(ours[1])

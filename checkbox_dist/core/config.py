@@ -88,7 +88,9 @@ class DataConfig:
     normalize: str = setting("imagenet", "imagenet | custom (mean/std below; `checkbox-dist stats` prints them)")
     mean: list[float] = setting(IMAGENET_MEAN, "per-channel mean for normalize=custom")
     std: list[float] = setting(IMAGENET_STD, "per-channel std for normalize=custom")
-    batch_size: int = setting(32, "per process; global batch = batch_size * processes * grad_accum_steps")
+    batch_size: int = setting(32, "the micro-batch: images per process per forward; with train.global_batch_size "
+                                  "the accumulation is derived from it, else global = batch_size * processes * "
+                                  "grad_accum_steps")
     eval_batch_size: int = setting(64, "batch size of evaluation, per process")
     num_workers: int = setting(2, "data loader worker processes")
     on_bad_image: str = setting("error", "error | skip (skipped files are listed once)")
@@ -109,6 +111,9 @@ class ModelConfig:
     # The class is decided by a control that fills a small part of a wide crop; averaging dilutes it over the map.
     global_pool: str = setting("", 'pooling before the head: "" = the model\'s own (avg for CNNs) | avg | max | '
                                    "avgmax | catavgmax")
+    sync_batchnorm: bool = setting(False, "BatchNorm statistics over every process's micro-batch together, as one "
+                                          "process holding all of them would (model/norm.py); off = per process, "
+                                          "as DDP does")
 
 
 @dataclass
@@ -147,7 +152,10 @@ class TrainConfig:
     max_steps: int = setting(0, "stop after this many optimizer steps (0 = no limit)")
     seed: int = setting(42, "seed of weights, data order and augmentation")
     mixed_precision: str = setting("no", "no | fp16 | bf16")
-    grad_accum_steps: int = setting(1, "batches per optimizer step")
+    global_batch_size: int = setting(0, "images per optimizer step over all processes, on any launch shape (the "
+                                        "accumulation is derived from the world size; docs/LAUNCH.md); 0 = "
+                                        "data.batch_size * processes * grad_accum_steps")
+    grad_accum_steps: int = setting(1, "batches per optimizer step; only without global_batch_size")
     label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy")
     ema_decay: float = setting(0.0, "0 = off; EMA weights are evaluated and saved when on")
     mixup_alpha: float = setting(0.0, "0 = off; else lambda ~ Beta(alpha, alpha) per batch")
@@ -208,7 +216,9 @@ class PretrainConfig:
     labels: str = setting("class", "data.synth_labels of stage one: class | kind (its classes balanced by "
                                    "construction)")
     epochs: int = setting(10, "epochs of stage one")
-    batch_size: int = setting(128, "stage one's batch size, per process")
+    batch_size: int = setting(128, "stage one's micro-batch, per process")
+    global_batch_size: int = setting(0, "stage one's train.global_batch_size; 0 = batch_size per process, no "
+                                        "accumulation")
     lr: float = setting(0.0, "stage one's learning rate; 0 = optim.lr")
     warmup_epochs: float = setting(1.0, "linear warm-up of stage one, in epochs")
     val_fraction: float = setting(0.05, "a synthetic val split: the stage's own sanity check")

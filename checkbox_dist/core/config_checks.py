@@ -41,7 +41,7 @@ NON_NEGATIVE = {"data.num_workers", "data.synth_n", "optim.lr", "optim.weight_de
                 "schedule.warmup_epochs", "optim.clip_grad_norm", "optim.momentum", "schedule.gamma",
                 "schedule.min_lr", "schedule.plateau_patience", "model.drop_rate", "model.drop_path_rate",
                 "train.collective_timeout_s", "pretrain.synth_n", "pretrain.lr", "pretrain.warmup_epochs",
-                "pretrain.mix_n", "data.image_width"}
+                "pretrain.mix_n", "data.image_width", "train.global_batch_size", "pretrain.global_batch_size"}
 
 
 def check_values(cfg: Any, flat: dict[str, Any]) -> None:
@@ -62,6 +62,10 @@ def check_values(cfg: Any, flat: dict[str, Any]) -> None:
     for key in ("data.val_fraction", "pretrain.val_fraction"):
         if not 0.0 < flat[key] < 1.0:
             raise ConfigError(f"{key}: must be between 0 and 1, got {flat[key]}")
+    if cfg.train.global_batch_size and cfg.train.grad_accum_steps != 1:
+        raise ConfigError(f"train.grad_accum_steps={cfg.train.grad_accum_steps} and train.global_batch_size="
+                          f"{cfg.train.global_batch_size} are both set: with a global batch the accumulation is "
+                          f"derived from the world size; drop train.grad_accum_steps")
     if not 0.0 <= cfg.train.label_smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing: must be in [0, 1), got {cfg.train.label_smoothing}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:

@@ -4,9 +4,11 @@ Images arrive as uint8 (N, C, H, W) batches, already composited and resized once
 augmentation runs here, on the batch, so the CPU DataLoader path and the device-resident path share
 one implementation and give the same result for the same batch.
 
-Randomness is a function of (seed, epoch, step, rank) only: `sample_params` draws from its own
+Randomness is a function of (seed, epoch, micro-batch) only: `sample_params` draws from its own
 `torch.Generator` on the CPU, so a run resumed mid-epoch, or run with a different number of DataLoader
-workers, augments every batch exactly as the uninterrupted run did.
+workers, augments every batch exactly as the uninterrupted run did. The training loop keys it by the
+micro-batch's index in the epoch's one global order (train/loop.py), not by the process that holds it, so
+every launch shape draws the same parameters for the same images.
 """
 
 from __future__ import annotations
@@ -31,10 +33,14 @@ def is_identity(cfg: AugmentConfig) -> bool:
             and cfg.saturation == 0 and cfg.hue == 0 and cfg.invert == 0 and cfg.grayscale == 0)
 
 
-def batch_generator(seed: int, epoch: int, step: int, rank: int) -> torch.Generator:
+def batch_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
     # Large odd multipliers keep (epoch, step, rank) triples from colliding for any realistic run.
+    return (seed * 1_000_003 + epoch * 7_919 * 65_536 + step * 65_537 + rank * 257) % (2**63)
+
+
+def batch_generator(seed: int, epoch: int, step: int, rank: int = 0) -> torch.Generator:
     gen = torch.Generator()
-    gen.manual_seed((seed * 1_000_003 + epoch * 7_919 * 65_536 + step * 65_537 + rank * 257) % (2**63))
+    gen.manual_seed(batch_seed(seed, epoch, step, rank))
     return gen
 
 

@@ -77,8 +77,11 @@ def fits_on_device(n_images: int, spec: PreprocessSpec, cfg_data) -> bool:
     return size_gb <= cfg_data.device_cache_max_gb
 
 
-def build_data(cfg, accelerator, say=print) -> Data:
+def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple: int = 0) -> Data:
+    """`micro_batch`: the train loader's batch (0 = data.batch_size); `epoch_multiple`: each epoch takes the
+    largest multiple of it from the shuffled order (the global batch; 0 = every image)."""
     data_cfg = cfg.data
+    micro_batch = micro_batch or data_cfg.batch_size
     root = data_root(data_cfg, accelerator)
     split = build_split(root, data_cfg.split_file, data_cfg.val_fraction, data_cfg.split_seed, data_cfg.exclude_file)
     if not split.val:
@@ -112,11 +115,12 @@ def build_data(cfg, accelerator, say=print) -> Data:
         for line in sorted(set(split.skipped)):
             say(f"  skipped {line}")
     train_set, val_set = sets
-    if len(train_set) < data_cfg.batch_size:
-        say(f"note: train split ({len(train_set)}) is smaller than data.batch_size ({data_cfg.batch_size})")
+    if len(train_set) < micro_batch:
+        say(f"note: train split ({len(train_set)}) is smaller than the micro-batch ({micro_batch})")
     train_labels = train_set.labels.cpu()
-    train_loader = make_loader(train_set, train_labels, data_cfg.batch_size, train=True, seed=cfg.train.seed,
-                               balanced=data_cfg.balanced_sampling, num_workers=data_cfg.num_workers)
+    train_loader = make_loader(train_set, train_labels, micro_batch, train=True, seed=cfg.train.seed,
+                               balanced=data_cfg.balanced_sampling, num_workers=data_cfg.num_workers,
+                               epoch_multiple=epoch_multiple)
     val_loader = make_loader(val_set, val_set.labels.cpu(), data_cfg.eval_batch_size, train=False,
                              seed=cfg.train.seed, balanced=False, num_workers=data_cfg.num_workers)
     return Data(split.classes, spec, split, train_set, val_set, train_loader, val_loader, on_device)

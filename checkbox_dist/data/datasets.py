@@ -57,16 +57,21 @@ class FileImages(Dataset):
 
 class EpochSampler(Sampler[int]):
     """Seeded order per epoch: shuffled (or class-balanced, with replacement) as a pure function of
-    (seed, epoch), so a resumed run and a run with any number of workers see the same order."""
+    (seed, epoch), so a resumed run and a run with any number of workers see the same order. It is the ONE
+    global order of the epoch: Accelerate deals its micro-batches to the processes in turn (process r gets
+    micro-batches r, r + W, ...), so every launch shape trains on the same images in the same optimizer steps.
+    With `multiple` (the global batch), an epoch is the first largest multiple of it of that order."""
 
-    def __init__(self, labels: torch.Tensor, seed: int, shuffle: bool, balanced: bool = False):
+    def __init__(self, labels: torch.Tensor, seed: int, shuffle: bool, balanced: bool = False, multiple: int = 0):
         self.labels, self.seed, self.shuffle, self.balanced, self.epoch = labels, seed, shuffle, balanced, 0
+        n = len(labels)
+        self.length = n - n % multiple if multiple and shuffle else n
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return self.length
 
     def __iter__(self):
         if not self.shuffle:
@@ -75,13 +80,15 @@ class EpochSampler(Sampler[int]):
         if self.balanced:
             counts = torch.bincount(self.labels).float()
             weights = (1.0 / counts)[self.labels]
-            return iter(torch.multinomial(weights, len(self.labels), True, generator=gen).tolist())
-        return iter(torch.randperm(len(self.labels), generator=gen).tolist())
+            order = torch.multinomial(weights, len(self.labels), True, generator=gen)
+        else:
+            order = torch.randperm(len(self.labels), generator=gen)
+        return iter(order[:self.length].tolist())
 
 
 def make_loader(dataset: Dataset, labels: torch.Tensor, batch_size: int, *, train: bool, seed: int,
-                balanced: bool, num_workers: int) -> DataLoader:
-    sampler = EpochSampler(labels, seed, shuffle=train, balanced=balanced and train)
+                balanced: bool, num_workers: int, epoch_multiple: int = 0) -> DataLoader:
+    sampler = EpochSampler(labels, seed, shuffle=train, balanced=balanced and train, multiple=epoch_multiple)
     # drop_last on train: every step has the same shape (XLA compiles once) and the same batch size,
     # so gradient accumulation windows average equal-sized batches. Eval keeps every image.
     batches = BatchSampler(sampler, batch_size, drop_last=train and len(labels) >= batch_size)

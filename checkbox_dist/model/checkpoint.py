@@ -29,6 +29,7 @@ import resource
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import accelerate
@@ -113,13 +114,15 @@ def build_payload(weights: dict, classes: list[str], model_name: str, preprocess
 
 
 def build_train_state(raw_model: dict, optimizer: dict, scheduler: dict, scaler: dict | None, ema: dict | None,
-                      rng: list[dict], loop: dict, world_size: int) -> dict:
+                      rng: list[dict], loop: dict, world_size: int, epoch_sums: list[float] | None = None,
+                      micro_batch: int = 0) -> dict:
     """The train_state.pt dict: what resuming needs besides the weights. Every tensor is a CPU copy, as
-    xm.save does on XLA, so the file never names an accelerator device."""
+    xm.save does on XLA, so the file never names an accelerator device. `epoch_sums`: the epoch's running
+    loss/correct/seen summed over every process; `world_size` and `micro_batch`: the shape that saved it."""
     return {"raw_model": {k: v.detach().cpu() for k, v in raw_model.items()},
             "optimizer": _to_cpu(optimizer), "scheduler": scheduler, "scaler": scaler,
             "ema": _to_cpu(ema) if ema is not None else None, "rng": rng, "loop": dict(loop),
-            "world_size": world_size}
+            "world_size": world_size, "epoch_sums": epoch_sums, "micro_batch": micro_batch}
 
 
 def _to_cpu(value):
@@ -268,11 +271,21 @@ def _rounded(values) -> list | None:
     return [round(float(v), 9) for v in values] if values is not None else None
 
 
+@dataclass
+class Restored:
+    """What `restore` read besides what it loaded in place."""
+
+    loop: dict  # the loop state as saved (train/checkpointing.py: LoopState)
+    epoch_sums: list[float] | None  # this process's share of the interrupted epoch's running sums, or None
+    world_size: int  # the world size that saved it
+    micro_batch: int  # its micro-batch
+
+
 def restore(folder: Path, classes: list[str], model, optimizer, scheduler, scaler, ema, rank: int,
-            world: int) -> tuple[dict, list | None]:
+            world: int) -> Restored:
     """Load a `last` checkpoint's full training state in place (weights, optimizer, schedule, scaler, EMA,
-    this rank's RNG); returns the loop state and, resumed mid-epoch at the same world size, the epoch's
-    running sums so far (else None: a new world size deals the batches differently)."""
+    this rank's RNG). Resumed mid-epoch, process 0 carries on the epoch's running sums over every process
+    (checkpoints before those were saved: each process its own, and only on the same world size)."""
     payload, saved = load(folder, with_state=True)
     if payload["classes"] != classes:
         raise UserError(f"{folder}: trained on classes {payload['classes']}, data has {classes}")
@@ -287,8 +300,14 @@ def restore(folder: Path, classes: list[str], model, optimizer, scheduler, scale
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
-    loop = saved["loop"]
-    return loop, rng.get("epoch_sums") if loop["micro_step"] and saved.get("world_size") == world else None
+    loop, saved_world = saved["loop"], saved.get("world_size", 1)
+    sums = None
+    if loop["micro_step"] and saved.get("epoch_sums") is not None:
+        sums = saved["epoch_sums"] if rank == 0 else None
+    elif loop["micro_step"] and saved_world == world:
+        sums = rng.get("epoch_sums")
+    micro = saved.get("micro_batch") or payload.get("config", {}).get("data", {}).get("batch_size", 0)
+    return Restored(loop, sums, saved_world, micro)
 
 
 def epoch_folders(checkpoints: Path) -> list[Path]:

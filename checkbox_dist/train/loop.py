@@ -4,6 +4,11 @@
          report -> save -> early stop?   -> the final epoch's outcome
 
 A stop request (SIGUSR1/SIGTERM, RUN/STOP) saves `last` at the next log interval and raises Preempted.
+
+Launch invariance: process r of W trains global micro-batches r, r + W, ... of the epoch's one order, so a
+micro-batch's global index is `micro * W + r`. Every random draw of a training step is keyed by that index
+(augmentation, mixup/CutMix, and the torch RNG that dropout and drop-path draw from), never by the process:
+1 process x 4 accumulation steps, 2 x 2 and 4 x 1 train on the same images with the same draws.
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ def fit(s: Session) -> Outcome:
             report_evaluated(s, state, row, metrics)
         else:
             report_trained(s, state, row)
-        state.epoch, state.micro_step = epoch + 1, 0
+        state.epoch, state.micro_step, state.epoch_samples = epoch + 1, 0, 0
         save_epoch_end(s, state, outcome.last_metrics, sums.as_list(), bool(row.get("is_best")), done)
         if row.get("is_best"):
             s.out.summary({"best/epoch": epoch, "best/val_top1": row["val_top1"], "best/val_loss": row["val_loss"]})
@@ -114,6 +119,7 @@ def train_epoch(s: Session, state: LoopState, resumed_sums: list[float] | None, 
             s.ema.update(acc.unwrap_model(s.model), step=state.global_step)
         state.global_step += 1
         state.micro_step = micro + 1
+        state.epoch_samples = state.micro_step * s.plan.world * s.plan.micro  # images of the global order done
         if state.global_step % s.cfg.train.log_every_steps == 0 or state.micro_step == s.plan.micro_per_epoch:
             guards.check_finite(acc, s.cfg.train.nan_policy, sums.first_nonfinite, epoch, s.ckpt_dir)
             log_interval(s, state, sums, interval, bar)  # the only host syncs of the hot loop
@@ -137,9 +143,12 @@ def train_step(s: Session, state: LoopState, batch, micro: int, sums: EpochSums,
     images, labels, indices = s.data.train_set.lookup(batch)
     if s.trace:
         s.trace.train_batch(state.epoch, indices)
-    x, target = augment_batch(s, images, labels, state.epoch, micro)
+    g = micro * s.plan.world + s.plan.rank  # this micro-batch's index in the epoch's global order
+    x, target = augment_batch(s, images, labels, state.epoch, g)
+    torch.manual_seed(augment.batch_seed(cfg.train.seed + 2, state.epoch, g))  # dropout / drop-path masks
     # A short last window (e.g. 10 micro-batches with accumulation 4 -> 4, 4, 2) must average over
-    # its real length; Accelerate divides every micro-batch by A, so rescale by A / window_len.
+    # its real length; Accelerate divides every micro-batch by A, so rescale by A / window_len. DDP sums the
+    # processes' gradients (session.sum_gradients): divide by their number here, before backward.
     window_len = min(accum, s.plan.micro_per_epoch - (micro // accum) * accum)
     with acc.accumulate(s.model):
         with acc.autocast():
@@ -152,7 +161,7 @@ def train_step(s: Session, state: LoopState, batch, micro: int, sums: EpochSums,
                         f"batch {micro}): update skipped")
             loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0  # every process still runs backward (DDP)
             window_skipped = True  # 0 x NaN is NaN: the window's gradients are unusable
-        acc.backward(loss * (accum / window_len))
+        acc.backward(loss * (accum / (window_len * s.plan.loss_divisor)))
         if acc.sync_gradients and cfg.optim.clip_grad_norm:
             acc.clip_grad_norm_(s.model.parameters(), cfg.optim.clip_grad_norm)
         if not window_skipped:
@@ -164,16 +173,16 @@ def train_step(s: Session, state: LoopState, batch, micro: int, sums: EpochSums,
     return window_skipped
 
 
-def augment_batch(s: Session, images, labels, epoch: int, micro: int):
-    """Device-side augmentation and normalisation, then mixup/CutMix when on: (inputs, targets)."""
-    cfg, rank = s.cfg, s.plan.rank
-    params = augment.sample_params(len(labels), cfg.data.augment,
-                                   augment.batch_generator(cfg.train.seed, epoch, micro, rank))
+def augment_batch(s: Session, images, labels, epoch: int, g: int):
+    """Device-side augmentation and normalisation, then mixup/CutMix when on: (inputs, targets). `g` is the
+    micro-batch's global index in the epoch: the draws do not depend on which process holds it."""
+    cfg = s.cfg
+    params = augment.sample_params(len(labels), cfg.data.augment, augment.batch_generator(cfg.train.seed, epoch, g))
     x = augment.apply(images, params, s.background, cfg.data.augment, *s.data.spec.normalization,
                       channels_last=cfg.train.channels_last, compiled=cfg.train.compile)
     if cfg.train.mixup_alpha > 0 or cfg.train.cutmix_alpha > 0:
         return augment.mix(x, labels, len(s.data.classes), cfg.train.mixup_alpha, cfg.train.cutmix_alpha,
-                           augment.batch_generator(cfg.train.seed + 1, epoch, micro, rank))
+                           augment.batch_generator(cfg.train.seed + 1, epoch, g))
     return x, labels
 
 

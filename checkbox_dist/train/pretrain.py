@@ -52,6 +52,9 @@ def stage_config(cfg: Config) -> Config:
     if p.labels == "kind":  # 17 of the 23 kinds are `other`: balancing kinds would make 74 % of a batch `other`
         pre.data.balanced_sampling = False  # the 3 classes are balanced by construction (index % 3)
     pre.data.val_fraction, pre.data.batch_size = p.val_fraction, p.batch_size
+    pre.train.global_batch_size = p.global_batch_size  # 0: p.batch_size per process, the fine-tune's accumulation
+    if p.global_batch_size:
+        pre.train.grad_accum_steps = 1  # derived from the global batch
     pre.data.resize = p.resize or cfg.data.resize
     pre.optim.lr = p.lr or cfg.optim.lr
     pre.schedule.warmup_epochs = p.warmup_epochs

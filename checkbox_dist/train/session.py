@@ -15,17 +15,19 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration, set_seed
 from timm.utils import ModelEmaV3
 
 from checkbox_dist.core import runs
+from checkbox_dist.core.batching import BatchShape, derive
 from checkbox_dist.core.config import Config
 from checkbox_dist.core.distributed import RankTrace, check_launch
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.build import Data, build_data
 from checkbox_dist.data.images import parse_color
-from checkbox_dist.model import checkpoint
+from checkbox_dist.model import checkpoint, norm
 from checkbox_dist.model.build import build_model
 from checkbox_dist.model.optim import build_optimizer, build_scheduler, effective_lr
 from checkbox_dist.train.output import RunOutput
@@ -37,8 +39,11 @@ class Plan:
 
     world: int
     rank: int
-    accum: int  # micro-batches per optimizer step
-    global_batch: int
+    micro: int  # images per process per forward
+    accum: int  # micro-batches per process per optimizer step
+    global_batch: int  # images per optimizer step, all processes together
+    fixed: bool  # the global batch is the config's train.global_batch_size (launch-invariant)
+    loss_divisor: int  # processes whose gradients DDP sums (sum_gradients); 1 where it averages (XLA, one process)
     lr: float
     micro_per_epoch: int  # per process, after sharding
     steps_per_epoch: int
@@ -75,8 +80,9 @@ class Session:
 
 
 def build_accelerator(cfg: Config) -> Accelerator:
-    return Accelerator(
-        mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum_steps,
+    """The Accelerator, with accumulation 1 until the world size is known (`set_batch_shape`)."""
+    accelerator = Accelerator(
+        mixed_precision=cfg.train.mixed_precision,
         log_with=cfg.tracking.backends or None, step_scheduler_with_optimizer=False,
         dataloader_config=DataLoaderConfiguration(even_batches=True, non_blocking=torch.cuda.is_available()),
         project_config=ProjectConfiguration(logging_dir="."),  # the real folder is set once run_dir is known
@@ -84,6 +90,19 @@ def build_accelerator(cfg: Config) -> Accelerator:
         # a dead one is seen at once (connection reset). Either way cli.py turns it into one line.
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.collective_timeout_s))]
         if cfg.train.collective_timeout_s else None)
+    if cfg.train.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.scaler is None:
+        # Accelerate runs fp16 on a CPU as plain fp32; torch has CPU float16 autocast and a CPU GradScaler, so
+        # the run takes the same fp16 path as on a GPU (loss scaling, skipped overflow steps, scaler state).
+        accelerator.native_amp = True
+        accelerator.scaler = torch.amp.GradScaler("cpu")
+    return accelerator
+
+
+def set_batch_shape(cfg: Config, accelerator: Accelerator) -> BatchShape:
+    """Derive micro-batch and accumulation for this world size (one UserError if it cannot hold the global batch)."""
+    shape = derive(cfg, accelerator.num_processes)
+    accelerator.gradient_accumulation_steps = shape.accum
+    return shape
 
 
 def resolve_run_dir(cfg: Config, config_path: str | None, accelerator: Accelerator) -> Path:
@@ -115,32 +134,54 @@ def configure_backends(accelerator: Accelerator) -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
-def build_train_model(cfg: Config, data: Data, device) -> torch.nn.Module:
+def build_train_model(cfg: Config, data: Data, device, say=print) -> torch.nn.Module:
     model = build_model(cfg.model, len(data.classes), data.spec.channels)
     if cfg.train.init_from:
         checkpoint.init_weights(model, cfg.train.init_from, data.classes)
+    if cfg.model.sync_batchnorm and not norm.convert(model):
+        say(f"note: model.sync_batchnorm: {cfg.model.name} has no BatchNorm layer, nothing to synchronise")
     model = model.to(device)
     return model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
 
 
-def make_plan(cfg: Config, accelerator: Accelerator, micro_per_epoch: int, n_train: int, lr: float) -> Plan:
-    world, accum = accelerator.num_processes, cfg.train.grad_accum_steps
-    # Per process after sharding. With drop_last, batches that cannot go to every process are dropped:
-    # 330 images at 32 x 8 processes give 1 step (256 images) per epoch; the order reshuffles each epoch.
+def make_plan(cfg: Config, accelerator: Accelerator, shape: BatchShape, micro_per_epoch: int, n_train: int,
+              lr: float, loss_divisor: int = 1) -> Plan:
+    # Per process after sharding. With a global batch, every epoch is the largest whole number of global batches
+    # (the rest of the shuffled order waits for a later epoch), the same on every launch shape. With the explicit
+    # keys, drop_last drops the micro-batches that cannot go to every process: 330 images at 32 x 8 processes
+    # give 1 step (256 images) per epoch, and a short last accumulation window averages over its real length.
     if micro_per_epoch == 0:
-        raise UserError(f"train split ({n_train} images) is smaller than one global batch "
-                        f"({cfg.data.batch_size} x {world} processes): lower data.batch_size")
-    steps_per_epoch = max(1, math.ceil(micro_per_epoch / accum))
+        raise UserError(f"train split ({n_train} images) is smaller than one global batch ({shape.global_batch} = "
+                        f"{shape.micro} x {shape.world} processes x {shape.accum} accumulation): lower "
+                        f"{'train.global_batch_size' if shape.fixed else 'data.batch_size'}")
+    steps_per_epoch = max(1, math.ceil(micro_per_epoch / shape.accum))
     total_steps = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
-    return Plan(world, accelerator.process_index, accum, cfg.data.batch_size * world * accum, lr, micro_per_epoch,
-                steps_per_epoch, total_steps)
+    return Plan(shape.world, accelerator.process_index, shape.micro, shape.accum, shape.global_batch, shape.fixed,
+                loss_divisor, lr, micro_per_epoch, steps_per_epoch, total_steps)
+
+
+def _sum_hook(_state, bucket):
+    """DDP communication hook: the plain sum of every process's gradient bucket (DDP's default averages)."""
+    return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda fut: fut.value()[0])
+
+
+def sum_gradients(model: torch.nn.Module, world: int) -> int:
+    """Make DDP sum gradients instead of averaging them, so the loop can divide each micro-batch's loss by the
+    micro-batches of the whole step (accumulation x world) BEFORE backward. Every backward pass then sees the
+    same loss scale on every launch shape: with fp16, the same gradients overflow (or not) under the GradScaler
+    whether a step is 1 process x 4 micro-batches or 4 x 1. Returns the loss divisor (1 when not DDP)."""
+    if world > 1 and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model.register_comm_hook(None, _sum_hook)
+        return world
+    return 1
 
 
 def setup(cfg: Config, config_path: str | None) -> Session:
     accelerator = build_accelerator(cfg)
     check_launch(accelerator, cfg)  # N processes that each see world size 1: one clear error
+    shape = set_batch_shape(cfg, accelerator)  # a global batch this world size cannot hold: one clear error
     run_dir = resolve_run_dir(cfg, config_path, accelerator)
     trace = RankTrace.from_env(run_dir, accelerator)  # only with CHECKBOX_DIST_RANK_TRACE=1 (tests, debugging)
     resume_from = find_resume(cfg, run_dir, accelerator)
@@ -160,13 +201,17 @@ def _build(cfg: Config, accelerator: Accelerator, run_dir: Path, out: RunOutput,
            resume_from: Path | None) -> Session:
     set_seed(cfg.train.seed)  # same seed on every process: identical initial weights
     configure_backends(accelerator)
-    data = build_data(cfg, accelerator, say=out.print)
-    model = build_train_model(cfg, data, accelerator.device)
-    lr = effective_lr(cfg.optim, cfg.data.batch_size * accelerator.num_processes * cfg.train.grad_accum_steps)
+    if shape.note:
+        out.print(shape.note)
+    data = build_data(cfg, accelerator, say=out.print, micro_batch=shape.micro,
+                      epoch_multiple=shape.global_batch if shape.fixed else 0)
+    model = build_train_model(cfg, data, accelerator.device, say=out.print)
+    lr = effective_lr(cfg.optim, shape.global_batch)
     optimizer = build_optimizer(cfg.optim, model, lr)
     model, optimizer, train_loader, val_loader = accelerator.prepare(
         model, optimizer, data.train_loader, data.val_loader)
-    plan = make_plan(cfg, accelerator, len(train_loader), len(data.train_set), lr)
+    plan = make_plan(cfg, accelerator, shape, len(train_loader), len(data.train_set), lr,
+                     sum_gradients(model, accelerator.num_processes))
     scheduler = accelerator.prepare(build_scheduler(cfg.schedule, optimizer, plan.total_steps, plan.steps_per_epoch, lr))
     # Only the training forward is compiled: checkpoints, EMA and evaluation use the plain module, so
     # state_dict keys stay clean and eval mode does not trigger a second compile.
@@ -196,8 +241,9 @@ def describe(s: Session) -> list[str]:
     n_params = sum(t.numel() for t in s.model.parameters()) / 1e6
     return [f"run: {s.run_dir} | {acc.distributed_type.value.replace('NO', 'single process')} on {acc.device} | "
             f"world size {p.world} (process {p.rank}) | precision {cfg.train.mixed_precision}",
-            f"batch: {cfg.data.batch_size}/process x {p.world} processes x {p.accum} accumulation = {p.global_batch} "
-            f"global | lr {p.lr:g} ({cfg.optim.name}{scaled}, {cfg.schedule.name} schedule) | "
+            f"batch: {p.global_batch} global{' (train.global_batch_size)' if p.fixed else ''} = {p.micro}/process x "
+            f"{p.world} processes x {p.accum} accumulation{' (derived)' if p.fixed else ''} | "
+            f"lr {p.lr:g} ({cfg.optim.name}{scaled}, {cfg.schedule.name} schedule) | "
             f"{p.steps_per_epoch} optimizer steps/epoch, {p.total_steps} planned",
             s.data.summary(),
             f"model: {cfg.model.name} ({n_params:.2f}M params, pretrained={cfg.model.pretrained}) | "

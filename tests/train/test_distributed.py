@@ -7,9 +7,10 @@ Two training runs feed the tests: 2 processes x batch 8 (launch/cpu_2proc.yaml, 
 CHECKBOX_DIST_RANK_TRACE=1, so each rank writes RUN/debug/rank<N>.json (checkbox_dist/core/distributed.py):
 the sample indices it trained on and evaluated, the files it wrote inside RUN, its final weights' hash.
 The model is timm's `test_vit` (LayerNorm only): with BatchNorm the 2-process run would normalise with
-per-process batch statistics (8 images, not 16) and could not match the 1-process run. Augmentation is
-off for the same reason (its random draws are per rank). Then the three launches that used to train N
-separate models must now fail with one line. About 60-90 s on an idle 2-core machine.
+per-process batch statistics (8 images, not 16) and could not match the 1-process run; augmentation is off,
+its draws being per micro-batch (8 images here, 16 there). The same weights with augmentation, BatchNorm and
+the same micro-batch on 1, 2 and 4 processes: tests/train/test_launch_invariance.py. Then the three launches
+that used to train N separate models must now fail with one line. About 60-90 s on an idle 2-core machine.
 """
 
 from __future__ import annotations

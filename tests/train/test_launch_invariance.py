@@ -1,0 +1,152 @@
+"""Launch invariance (docs/LAUNCH.md, "Same recipe, any launch shape"): one config with a global batch trains the
+same model on 1 process x 4 accumulation steps, 2 x 2 and 4 x 1.
+
+    .venv/bin/pytest tests/train/test_launch_invariance.py -q
+
+Every run: `test_resnet` at 32 px on 160 synthetic training images, global batch 32, micro-batch 8, 6 optimizer
+steps (the 5 of epoch 1, then 1 of epoch 2, reshuffled), the quickstart config's augmentation on. Two recipes
+cover the paths: SGD with momentum 0.9 in bf16 autocast with channels_last, mixup/CutMix, class-balanced sampling
+and dropout; AdamW in fp32 with drop-path, EMA and the cosine schedule's warmup. Multi-process runs are real gloo
+worlds of CPU processes, started as torchrun starts them (RANK, WORLD_SIZE, MASTER_ADDR/PORT,
+ACCELERATE_USE_CPU=true; tests/reliability_harness.py: start_world), one thread each.
+
+TOLERANCE: parameters (raw and EMA) agree within 1e-5 absolute. Measured on a 2-core machine: at most 4.8e-7
+(AdamW, fp32) and 1.5e-8 (SGD, bf16) apart, float rounding of the summation order only (the gradients of the
+same 32 images, summed in another order); a real change of recipe, BatchNorm over 16 images instead of 8 with
+the same global batch, moves them 1e-3 or more (the control below).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from reliability_harness import REPO, read_metrics, run_world
+
+pytestmark = pytest.mark.system  # real multi-process gloo worlds
+
+TOL = 1e-5
+SHAPES = (1, 2, 4)  # processes; global batch 32 / micro-batch 8 -> accumulation 4, 2, 1
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+BASE = ["train", "--config", str(REPO / "configs" / "quickstart.yaml"), "model.name=test_resnet", "data.image_size=32",
+        "data.num_workers=0", "train.progress=false", "tracking.backends=[]", "data.synth_n=200", "data.synth_seed=3",
+        "train.global_batch_size=32", "data.batch_size=8", "train.epochs=2", "train.max_steps=6",
+        "eval.calibrate=false", "train.log_every_steps=1"]
+RECIPES = {
+    "sgd-momentum-bf16": ["optim.name=sgd", "optim.momentum=0.9", "optim.lr=0.01", "train.mixed_precision=bf16",
+                          "train.channels_last=true", "train.mixup_alpha=0.4", "train.cutmix_alpha=1.0",
+                          "data.balanced_sampling=true", "model.drop_rate=0.2"],
+    "adamw-fp32-ema": ["optim.name=adamw", "optim.lr=0.002", "model.drop_path_rate=0.1", "train.ema_decay=0.9",
+                       "schedule.name=cosine", "schedule.warmup_epochs=1"],
+}
+
+
+def train(world: int, out: Path, cache: Path, *extra: str) -> Path:
+    results = run_world(world, [*BASE, f"train.output_dir={out}", f"data.cache_dir={cache}", *extra],
+                        env={"CHECKBOX_DIST_RANK_TRACE": "1"})
+    for rank, result in enumerate(results):
+        assert result.rc == 0, f"rank {rank} of {world}: exit {result.rc}\n{result.out[-2000:]}\n{result.err[-3000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("invariance")
+    return {(recipe, world): train(world, tmp / f"{recipe}-{world}", tmp / "cache", *extra)
+            for recipe, extra in RECIPES.items() for world in SHAPES} | {"tmp": tmp}
+
+
+def params(state: dict) -> dict:
+    return {k: v.float() for k, v in state.items() if not k.endswith(BUFFERS)}
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def checkpoint(run: Path) -> tuple[dict, dict]:
+    """(model.pt weights: the EMA ones when EMA is on, train_state.pt) of `last`."""
+    last = run / "checkpoints" / "last"
+    return (torch.load(last / "model.pt", weights_only=True)["model"],
+            torch.load(last / "train_state.pt", weights_only=True))
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_each_shape_derives_its_accumulation_from_the_global_batch(runs, recipe):
+    for world in SHAPES:
+        log = (runs[recipe, world] / "log.txt").read_text()
+        assert f"world size {world} (process 0)" in log
+        assert (f"batch: 32 global (train.global_batch_size) = 8/process x {world} processes x {4 // world} "
+                f"accumulation (derived)") in log
+        assert "5 optimizer steps/epoch, 6 planned" in log
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_shape_trains_the_same_images_in_each_optimizer_step(runs, recipe):
+    """One global order per epoch, dealt to the processes micro-batch by micro-batch (balanced sampling draws
+    with replacement: compared as multisets)."""
+    steps = {}
+    for world in SHAPES:
+        accum = 4 // world
+        ranks = [json.loads(p.read_text()) for p in sorted((runs[recipe, world] / "debug").glob("rank*.json"))]
+        assert len(ranks) == world
+        for epoch, n_steps in (("1", 5), ("2", 1)):
+            per_step = []
+            for k in range(n_steps):
+                images = [i for rank in ranks for i in rank["train"][epoch][8 * accum * k:8 * accum * (k + 1)]]
+                assert len(images) == 32
+                per_step.append(sorted(images))
+            steps.setdefault(epoch, []).append(per_step)
+    for epoch, by_shape in steps.items():
+        assert by_shape[0] == by_shape[1] == by_shape[2], epoch
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_final_weights_agree_across_shapes(runs, recipe):
+    weights, state = checkpoint(runs[recipe, 1])
+    for world in SHAPES[1:]:
+        other_weights, other_state = checkpoint(runs[recipe, world])
+        assert max_diff(params(state["raw_model"]), params(other_state["raw_model"])) < TOL, world
+        assert max_diff(params(weights), params(other_weights)) < TOL, world  # EMA weights when on
+        assert other_state["loop"]["global_step"] == state["loop"]["global_step"] == 6
+        assert other_state["scheduler"]["last_epoch"] == state["scheduler"]["last_epoch"] == 6
+        ours = [r for r in read_metrics(runs[recipe, world]) if r["kind"] == "epoch"]
+        theirs = [r for r in read_metrics(runs[recipe, 1]) if r["kind"] == "epoch"]
+        assert [r["step"] for r in ours] == [r["step"] for r in theirs] == [5, 6]
+        for a, b in zip(ours, theirs):
+            assert a["lr"] == pytest.approx(b["lr"], rel=1e-12)
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+            assert a["train_top1"] == b["train_top1"]
+
+
+def test_batchnorm_running_buffers_follow_process_0(runs):
+    """What differs, as docs/LAUNCH.md says: BatchNorm normalises each micro-batch with its own statistics in every
+    shape (so the weights agree), but the running buffers that evaluation uses are process 0's (DDP broadcasts them
+    from it): they count process 0's forwards, 6 steps x accumulation."""
+    for world in SHAPES:
+        _, state = checkpoint(runs["adamw-fp32-ema", world])
+        assert state["raw_model"]["bn1.num_batches_tracked"].item() == 6 * (4 // world)
+
+
+def test_the_tolerance_separates_rounding_from_a_change_of_recipe(runs):
+    """Control: the same global batch with micro-batch 16 (BatchNorm over 16 images) is a different model."""
+    control = train(1, runs["tmp"] / "control", runs["tmp"] / "cache", *RECIPES["sgd-momentum-bf16"],
+                    "data.batch_size=16")
+    _, state = checkpoint(runs["sgd-momentum-bf16", 1])
+    _, other = checkpoint(control)
+    assert max_diff(params(state["raw_model"]), params(other["raw_model"])) > 100 * TOL
+
+
+def test_a_world_size_that_cannot_divide_the_global_batch_is_one_line(runs):
+    out = runs["tmp"] / "three"
+    results = run_world(3, [*BASE, f"train.output_dir={out}", f"data.cache_dir={runs['tmp'] / 'cache'}"])
+    assert [r.rc for r in results] == [2, 2, 2]
+    errors = [line for r in results for line in r.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, [r.err[-2000:] for r in results]  # every process stops; process 0 says why
+    assert errors[0].startswith("error: train.global_batch_size=32 cannot be split over 3 processes")
+    assert not any("Traceback" in r.err for r in results)
+    assert not (out / "checkpoints").exists()
