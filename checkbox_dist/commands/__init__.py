@@ -52,6 +52,13 @@ class HelpFormatter(argparse.HelpFormatter):
             self._action_max_length = max(self._action_max_length, self._current_indent + 2 + longest)
 
 
+def add_config_args(p: argparse.ArgumentParser, default: str | None = None, note: str = "",
+                    overrides: str = "config overrides, as for train") -> None:
+    """--config (a packaged name or a file; `note` is added to its help) and the `section.key=value` overrides."""
+    p.add_argument("--config", default=default, help=CONFIG_HELP + (f"; {note}" if note else ""))
+    p.add_argument("overrides", nargs="*", metavar=OVERRIDES_METAVAR, help=overrides)
+
+
 def add_command(subparsers, name: str, summary: str, examples: str = "", details: str = "") -> argparse.ArgumentParser:
     """Register `name`: `summary` is its line in `checkbox-dist --help`; its own --help shows the summary,
     the examples (line by line) and the details."""

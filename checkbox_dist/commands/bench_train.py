@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from checkbox_dist.commands import CONFIG_HELP, OVERRIDES_METAVAR, add_command
+from checkbox_dist.commands import add_command, add_config_args
 
 EXAMPLES = """examples:
   checkbox-dist bench-train                                                   # quickstart: CPU, synthetic data
@@ -23,9 +23,7 @@ on the machine. --processes N adds the data-parallel figure: our loop as N proce
 def add_parser(subparsers) -> None:
     p = add_command(subparsers, "bench-train", "our training loop vs a plain PyTorch loop, same process",
                     EXAMPLES, DETAILS)
-    p.add_argument("--config", default="quickstart", help=CONFIG_HELP)
-    p.add_argument("overrides", nargs="*", metavar=OVERRIDES_METAVAR,
-                   help="config overrides (model, size, batch, precision, compile)")
+    add_config_args(p, "quickstart", overrides="config overrides (model, size, batch, precision, compile)")
     p.add_argument("--repeats", type=int, default=3, help="alternations of plain and ours (median reported)")
     p.add_argument("--epochs", type=int, default=4, help="epochs of our loop per repeat (the first is warm-up)")
     p.add_argument("--steps", type=int, default=20, help="timed steps of the plain loop per repeat")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from checkbox_dist.commands import CONFIG_HELP, OVERRIDES_METAVAR, add_command
+from checkbox_dist.commands import add_command, add_config_args
 from checkbox_dist.core.errors import UserError
 
 EXAMPLES = """examples:
@@ -16,10 +16,9 @@ as `train` checks it (a bad key or value is one `error:` line, exit 2). It loads
 def add_parser(subparsers) -> None:
     p = add_command(subparsers, "config", "print a resolved config (YAML), or every key's reference",
                     EXAMPLES, DETAILS)
-    p.add_argument("--config", default=None, help=CONFIG_HELP + "; defaults apply without one")
+    add_config_args(p, note="defaults apply without one")
     p.add_argument("--reference", action="store_true",
                    help="print the reference of every key (type, default, meaning) as Markdown instead")
-    p.add_argument("overrides", nargs="*", metavar=OVERRIDES_METAVAR, help="config overrides, as for train")
     p.set_defaults(handler=run)
 
 

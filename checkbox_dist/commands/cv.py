@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from checkbox_dist.commands import CONFIG_HELP, OVERRIDES_METAVAR, add_command
+from checkbox_dist.commands import add_command, add_config_args
 
 EXAMPLES = """examples:
   checkbox-dist cv --config checkbox_state_v2 data.root=/data/crops --folds 5 [--out DIR]
@@ -25,7 +25,7 @@ before the next fold with exit 75; remove it and rerun to continue."""
 def add_parser(subparsers) -> None:
     p = add_command(subparsers, "cv", "k-fold cross-validation: mean ± std, out-of-fold predictions",
                     EXAMPLES, DETAILS)
-    p.add_argument("--config", default=None, help=CONFIG_HELP + "; data.root is the pool ROOT/<class>/*")
+    add_config_args(p, note="data.root is the pool ROOT/<class>/*")
     p.add_argument("--folds", type=int, default=5, help="number of folds (at least 2)")
     p.add_argument("--seed", type=int, default=None, help="fold assignment seed (default: data.split_seed)")
     p.add_argument("--out", default="", help="CV folder (default runs/cv-<config>-<time>)")
@@ -36,7 +36,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tta", action="store_true", help="out-of-fold predictions averaged with the mirror image")
     p.add_argument("--train-exclude", default="", metavar="FILE",
                    help="paths (audit's flagged.txt) left out of training but still scored in their fold")
-    p.add_argument("overrides", nargs="*", metavar=OVERRIDES_METAVAR, help="config overrides, as for train")
     p.set_defaults(handler=run)
 
 

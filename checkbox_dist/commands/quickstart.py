@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from checkbox_dist.commands import CONFIG_HELP, OVERRIDES_METAVAR, add_command
+from checkbox_dist.commands import add_command, add_config_args
 
 EXAMPLES = """examples:
   checkbox-dist quickstart                              # a few minutes on a laptop CPU
@@ -18,9 +18,8 @@ classifies one generated image with the best checkpoint."""
 def add_parser(subparsers) -> None:
     p = add_command(subparsers, "quickstart", "synthetic data -> CPU training -> predict, end to end",
                     EXAMPLES, DETAILS)
-    p.add_argument("--config", default="quickstart", help=CONFIG_HELP)
-    p.add_argument("overrides", nargs="*", metavar=OVERRIDES_METAVAR,
-                   help="config overrides, e.g. train.epochs=3 model.name=resnet18 (values are YAML)")
+    add_config_args(p, "quickstart",
+                    overrides="config overrides, e.g. train.epochs=3 model.name=resnet18 (values are YAML)")
     p.set_defaults(handler=run)
 
 

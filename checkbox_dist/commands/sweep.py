@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from checkbox_dist.commands import CONFIG_HELP, OVERRIDES_METAVAR, add_command
+from checkbox_dist.commands import add_command, add_config_args
 
 EXAMPLES = """examples:
   checkbox-dist sweep --space SPACE.yaml --config checkbox_state_v2 --folds 5 --trials 12 --mode random \\
@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
     p = add_command(subparsers, "sweep", "hyperparameter search, each trial a cv run; a sorted table",
                     EXAMPLES, DETAILS)
     p.add_argument("--space", help="YAML: section.key -> [values] or {low, high, log, int}")
-    p.add_argument("--config", default=None, help=CONFIG_HELP)
+    add_config_args(p, overrides="config overrides applied to every trial")
     p.add_argument("--folds", type=int, default=5, help="CV folds of every trial")
     p.add_argument("--trials", type=int, default=None, help="random: number of trials (default 10); grid: cap")
     p.add_argument("--mode", choices=["random", "grid"], default="random",
@@ -36,7 +36,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--gather", metavar="OUT", help="only gather OUT/trial_*/cv_summary.json into one table")
     p.add_argument("--run-trial", type=int, metavar="I", help="run line I of OUT/trials.txt (a Slurm array task)")
     p.add_argument("--wandb", metavar="FILE", help="write a W&B sweep config for --space instead of running")
-    p.add_argument("overrides", nargs="*", metavar=OVERRIDES_METAVAR, help="config overrides applied to every trial")
     p.set_defaults(handler=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from checkbox_dist.commands import CONFIG_HELP, OVERRIDES_METAVAR, add_command
+from checkbox_dist.commands import add_command, add_config_args
 
 EXAMPLES = """examples:
   checkbox-dist train --config quickstart                                   # CPU, synthetic data
@@ -23,9 +23,8 @@ train.resume=auto to continue), 130 interrupted."""
 def add_parser(subparsers) -> None:
     p = add_command(subparsers, "train", "train a model (any launcher: plain, accelerate launch, srun)",
                     EXAMPLES, DETAILS)
-    p.add_argument("--config", default=None, help=CONFIG_HELP + "; defaults apply without one")
-    p.add_argument("overrides", nargs="*", metavar=OVERRIDES_METAVAR,
-                   help="config overrides, e.g. train.epochs=3 model.name=resnet18")
+    add_config_args(p, note="defaults apply without one",
+                    overrides="config overrides, e.g. train.epochs=3 model.name=resnet18")
     p.set_defaults(handler=run)
 
 

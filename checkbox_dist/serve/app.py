@@ -1,20 +1,9 @@
 """`checkbox-dist serve`: the model behind HTTP, micro-batched (FastAPI + uvicorn: pip install 'checkbox_dist[serve]').
 
     checkbox-dist serve --checkpoint RUN --host 127.0.0.1 --port 8000
-    curl -F file=@crop.png http://127.0.0.1:8000/predict
-    curl -H 'content-type: application/json' -d '{"url": "https://example.com/crop.png"}' http://127.0.0.1:8000/predict
-    curl -F files=@a.png -F files=@b.png http://127.0.0.1:8000/predict/batch      # or JSON {"urls": [...]}
-    curl http://127.0.0.1:8000/health           # liveness + batching stats
-    curl http://127.0.0.1:8000/model            # classes, preprocessing, temperature, training config, versions
 
-POST /predict answers {"class", "score", "confidence": {class: p}, "input", "batch_size"}; batch_size is
-how many images shared that model call. /predict/batch answers {"results": [...], "predicted", "failed"}
-with one result or {"input", "error"} per image, in order. Errors are JSON {"detail": "one line"}:
-400 malformed request or a URL that is not http(s), 403 URL fetching disabled, 413 body or image over
-the limit, 415 wrong content type, 422 not an image / URL download failed, 503 queue full.
-Request data never names a file: uploads are bytes, URLs must be http(s) (file://, paths and redirects to
-them are refused). URL fetching reaches whatever this server can reach: turn it off with --no-url-fetch
-where that matters (the server then only accepts uploads).
+The routes, their answers and error codes are in `checkbox-dist serve --help` (commands/serve.py) and
+docs/INFERENCE.md.
 
 This module runs the command (checks, uvicorn start; its flags are in commands/serve.py); the app itself
 is serve/api.py (create_app, routes), what a request may carry is serve/requests.py (body limit, images
