@@ -32,22 +32,12 @@ usage="usage: sbatch --array=0-<N-1> slurm/sweep.sh TRIALS OUT [--config C] [sec
 
 REPO=${CHECKBOX_DIST_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
 cd "$REPO"
-if [ -f "$REPO/.venv/bin/activate" ] && [ -z "${CHECKBOX_DIST_NO_VENV:-}" ]; then
-    # shellcheck disable=SC1091
-    source "$REPO/.venv/bin/activate"
-fi
+# shellcheck source=slurm/common.sh
+source "$REPO/slurm/common.sh"
 TRIALS=${1:?$usage}
 OUT=${2:?$usage}
 shift 2
-CONFIG=configs/checkbox_state_v2.yaml
-EXTRA=()
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --config) CONFIG=$2; shift 2 ;;
-        --config=*) CONFIG=${1#--config=}; shift ;;
-        *) EXTRA+=("$1"); shift ;;
-    esac
-done
+parse_config_args "$@"
 I=${SLURM_ARRAY_TASK_ID:?not an array task: sbatch --array=0-<N-1> ..., or set SLURM_ARRAY_TASK_ID}
 [ -f "$TRIALS" ] || { echo "error: trials file not found: $TRIALS" >&2; exit 2; }
 N=$(wc -l <"$TRIALS")
@@ -60,7 +50,7 @@ rm -f "$RUN_DIR/STOP"
 if [ -f "$OUT/sweep.json" ]; then
     CMD=(checkbox-dist sweep --run-trial "$I" --out "$OUT")
 else
-    CMD=(checkbox-dist train --config "$CONFIG" "${WORDS[@]+"${WORDS[@]}"}" "${EXTRA[@]+"${EXTRA[@]}"}"
+    CMD=(checkbox-dist train --config "$CONFIG" "${WORDS[@]+"${WORDS[@]}"}" "${OVERRIDES[@]+"${OVERRIDES[@]}"}"
          "train.output_dir=$RUN_DIR" "train.resume=auto")
 fi
 say "task $I (restart ${SLURM_RESTART_COUNT:-0}): ${WORDS[*]:-(base config)} -> $RUN_DIR"

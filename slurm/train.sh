@@ -43,20 +43,10 @@ say() { echo "$(date '+%F %T') slurm/train.sh: $*"; }
 
 REPO=${CHECKBOX_DIST_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
 cd "$REPO"
-if [ -f "$REPO/.venv/bin/activate" ] && [ -z "${CHECKBOX_DIST_NO_VENV:-}" ]; then
-    # shellcheck disable=SC1091
-    source "$REPO/.venv/bin/activate"
-fi
+# shellcheck source=slurm/common.sh
+source "$REPO/slurm/common.sh"
 
-CONFIG=configs/checkbox_state_v2.yaml
-OVERRIDES=()
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --config) CONFIG=$2; shift 2 ;;
-        --config=*) CONFIG=${1#--config=}; shift ;;
-        *) OVERRIDES+=("$1"); shift ;;
-    esac
-done
+parse_config_args "$@"
 RUN_DIR=runs/slurm-${SLURM_JOB_ID:?not inside a Slurm job: submit with sbatch}
 for o in "${OVERRIDES[@]+"${OVERRIDES[@]}"}"; do
     case "$o" in train.output_dir=*) RUN_DIR=${o#train.output_dir=} ;; esac
