@@ -11,8 +11,8 @@ EXAMPLES = """examples:
   checkbox-dist quickstart train.epochs=3               # shorter
   checkbox-dist quickstart --config my.yaml             # the same steps with your own config"""
 DETAILS = """Generates the synthetic UI-widget dataset (cached in data.cache_dir), trains the packaged `quickstart`
-config (resnet18 at 64 px) into runs/quickstart-<time>/ in the current folder, prints the metrics, and
-classifies one generated image with the best checkpoint."""
+config (resnet10t at 64 px, 4,000 generated images, 10 epochs) into runs/quickstart-<time>/ in the current
+folder, prints the metrics, and classifies one generated image with the best checkpoint."""
 
 
 def add_parser(subparsers) -> None:
