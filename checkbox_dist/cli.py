@@ -61,11 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         if err.errno not in _DISK_ERRNOS:
             raise
         if os.environ.get("RANK", "0") == "0" or os.environ.get("CHECKBOX_DIST_ALL_RANKS_ERRORS"):
-            print(f"error: {err.filename or 'write'}: {err.strerror}", file=sys.stderr, flush=True)
+            print(f"error: {err.filename or 'write'}: {err.strerror}{_refused_user(err)}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _refused_user(err: OSError) -> str:
+    """Names the user a permission error refused: in a container (uid 1000) it is often not the folder's owner."""
+    if err.errno in (errno.EACCES, errno.EPERM) and hasattr(os, "getuid"):
+        return f" (as uid {os.getuid()})"
+    return ""
 
 
 if __name__ == "__main__":

@@ -150,3 +150,18 @@ def test_config_prints_the_resolved_config_that_loads_back(tmp_path):
     assert code == 2 and "unknown key 'train.epoch'" in err
     code, _, err = run_main("config", "--reference", "--config", "quickstart")
     assert code == 2 and err.startswith("error: ")
+
+
+def test_a_refused_write_names_the_user(monkeypatch, capsys):
+    """An unwritable run folder (in a container: mounted, owned by another uid) is one line naming the user."""
+    import errno
+
+    from checkbox_dist import cli
+    from checkbox_dist.commands import configs
+
+    def refuse(args):
+        raise PermissionError(errno.EACCES, "Permission denied", "runs/x")
+
+    monkeypatch.setattr(configs, "run", refuse)
+    assert cli.main(["configs"]) == 2
+    assert capsys.readouterr().err == f"error: runs/x: Permission denied (as uid {os.getuid()})\n"
