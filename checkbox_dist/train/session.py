@@ -191,14 +191,14 @@ def setup(cfg: Config, config_path: str | None) -> Session:
     accelerator.wait_for_everyone()
     out = RunOutput(accelerator, run_dir, cfg)
     try:
-        return _build(cfg, accelerator, run_dir, out, trace, resume_from)
+        return _build(cfg, accelerator, shape, run_dir, out, trace, resume_from)
     except BaseException as err:
         _discard(out, run_dir, fresh, err)
         raise
 
 
-def _build(cfg: Config, accelerator: Accelerator, run_dir: Path, out: RunOutput, trace: RankTrace | None,
-           resume_from: Path | None) -> Session:
+def _build(cfg: Config, accelerator: Accelerator, shape: BatchShape, run_dir: Path, out: RunOutput,
+           trace: RankTrace | None, resume_from: Path | None) -> Session:
     set_seed(cfg.train.seed)  # same seed on every process: identical initial weights
     configure_backends(accelerator)
     if shape.note:
