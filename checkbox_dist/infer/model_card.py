@@ -155,7 +155,7 @@ def scores_section(payload: dict, cv: dict | None, cv_command: str, cv_notes: li
     refit = m.get("refit")
     if refit:
         lines += [f"**This model has no held-out figure**: it is a refit, trained on every labelled image with a fixed "
-                  f"schedule and its final weights kept. {_sentence(refit.get("calibration", ""))}.", ""]
+                  f"schedule and its final weights kept. {_sentence(refit.get('calibration', ''))}.", ""]
         if refit.get("cv_estimate") and not cv:
             lines += [f"The estimate of its recipe: {estimate_line(refit['cv_estimate'])}.", ""]
     if cv:
