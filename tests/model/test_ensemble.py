@@ -109,3 +109,16 @@ def test_members_that_disagree_are_refused_with_one_line(ens, tmp_path):
         assert "cannot be averaged" in proc.stderr
     with pytest.raises(checkpoint.CheckpointError, match="cannot make an ensemble"):
         ensemble.write(tmp_path / "new", [ens["folder"] / "member_0", bad / "member_1"])
+
+
+def test_members_share_the_stage_one_a_single_run_of_the_recipe_uses(tmp_path):
+    from checkbox_dist.core.config import load_config
+    from checkbox_dist.train.members import member_configs
+    from checkbox_dist.train.pretrain import stage_config
+
+    cfg = load_config(None, ["pretrain.synth_n=48", "train.ensemble_members=3", "data.val_fraction=0"])
+    single = load_config(None, ["pretrain.synth_n=48", "data.val_fraction=0"])
+    members = member_configs(cfg, tmp_path)
+    assert [m.train.seed for m in members] == [42, 43, 44] and {m.train.ensemble_members for m in members} == {1}
+    assert {m.pretrain.output_dir for m in members} == {stage_config(single).train.output_dir}
+    assert members[1].train.output_dir == str(tmp_path / "members" / "seed_43")
