@@ -14,6 +14,10 @@ milliseconds say little about any other machine. Rows:
     ONNX Runtime      model.onnx (same graph as the Predictor: normalisation + temperature inside)
     ONNX int8 static  model.int8.onnx (`export --int8`); --extra-onnx adds rows (e.g. int8 dynamic)
 
+An ensemble folder (model/ensemble.py) gets one eager row per member count, `eager, k of N members` (the
+first k members averaged: what an ensemble of k costs) and `ONNX Runtime (N members)`, its one-graph export;
+every ratio stays relative to one member's model(x) loop, so the cost of each extra member reads directly.
+
 Latency: p50 / p99 of single-image calls (batch 1). Throughput: images/s at batch 64. With a labelled
 folder (ROOT/<class>/*) it also reports top-1 accuracy and agreement with the eager Predictor.
 """
@@ -36,9 +40,9 @@ from checkbox_dist.data.images import list_images, normalize
 from checkbox_dist.infer import export, quantize
 from checkbox_dist.infer.onnx_meta import read_metadata
 from checkbox_dist.infer.predictor import OnnxMember, Predictor
-from checkbox_dist.model import checkpoint
+from checkbox_dist.model import checkpoint, ensemble
 
-WIDTH = 22  # row label column
+WIDTH = 26  # row label column
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -112,6 +116,36 @@ def measure(variants: dict, images: torch.Tensor, repeats: int, iters: int, batc
     return {name: {k: statistics.median(v) for k, v in b.items()} for name, b in blocks.items()}
 
 
+def ensemble_variants(eager, folder: Path, threads: int, exporter: str) -> dict:
+    """An ensemble's rows: eager with the first k of its N members (k = 1..N), and its one-graph ONNX export."""
+    members = eager.members
+    variants = {f"eager, {k} of {len(members)} members":
+                (lambda x, m=members[:k]: sum(member.probs(x, False) for member in m) / len(m))
+                for k in range(1, len(members) + 1)}
+    with tempfile.TemporaryDirectory() as work:
+        _, graph, payload = export.load_for_export(folder)
+        onnx_path = Path(work) / "model.onnx"
+        export.export_onnx(graph, export.describe(folder, payload, "onnx"), onnx_path, exporter)
+        onnx_member = OnnxMember(onnx_path, threads)
+    variants[f"ONNX Runtime ({len(members)} members)"] = lambda x: onnx_member.probs(x, False)
+    return variants
+
+
+def single_variants(eager, folder: Path, threads: int, args) -> dict:
+    """One checkpoint's rows: the eager Predictor, its ONNX export, int8, and any --extra-onnx."""
+    member = eager.members[0]
+    sha = json.loads((folder / checkpoint.META_FILE).read_text())["files"][checkpoint.MODEL_FILE]
+    with tempfile.TemporaryDirectory() as work:
+        fp32, int8 = onnx_files(folder, Path(work), sha, args.onnx_exporter)
+        onnx_members = [OnnxMember(p, threads) for p in [fp32, int8, *args.extra_onnx]]
+    variants = {"eager Predictor": lambda x: member.probs(x, False)}
+    for i, onnx_member in enumerate(onnx_members):
+        quant = onnx_member.meta.get("quantization")
+        name = "ONNX Runtime" if i == 0 else f"ONNX int8 {quant['mode']}" if quant else Path(onnx_member.source).name
+        variants[name if name not in variants else f"{name} ({i})"] = lambda x, m=onnx_member: m.probs(x, False)
+    return variants
+
+
 def run(args) -> int:
     import onnxruntime as ort
 
@@ -120,11 +154,13 @@ def run(args) -> int:
     eager = Predictor([args.checkpoint], device="cpu")
     member = eager.members[0]
     folder = checkpoint.resolve(args.checkpoint)
-    sha = json.loads((folder / checkpoint.META_FILE).read_text())["files"][checkpoint.MODEL_FILE]
     images, labels, desc = load_images(eager, args.data, args.n, args.seed)
-    with tempfile.TemporaryDirectory() as work:
-        fp32, int8 = onnx_files(folder, Path(work), sha, args.onnx_exporter)
-        onnx_members = [OnnxMember(p, threads) for p in [fp32, int8, *args.extra_onnx]]
+    if ensemble.is_ensemble(folder):
+        if args.extra_onnx:
+            raise UserError("--extra-onnx: not with an ensemble (its rows are the member counts)")
+        extra = ensemble_variants(eager, folder, threads, args.onnx_exporter)
+    else:
+        extra = single_variants(eager, folder, threads, args)
     model, spec = member.model, member.spec
 
     @torch.inference_mode()
@@ -139,19 +175,18 @@ def run(args) -> int:
             normalized[key] = normalize(x, spec).contiguous()
         return baseline(normalized[key])
 
-    variants = {"model(x) loop": reference, "eager Predictor": lambda x: member.probs(x, False)}
-    for i, onnx_member in enumerate(onnx_members):
-        quant = onnx_member.meta.get("quantization")
-        name = "ONNX Runtime" if i == 0 else f"ONNX int8 {quant['mode']}" if quant else Path(onnx_member.source).name
-        variants[name if name not in variants else f"{name} ({i})"] = lambda x, m=onnx_member: m.probs(x, False)
+    variants = {"model(x) loop": reference, **extra}
+    eager_name = next(name for name in extra if name.startswith("eager"))  # one member: agreement is against it
     results = measure(variants, images, args.repeats, args.iters, args.batch)
     base = results["model(x) loop"]
     probs = {name: torch.cat([fn(b) if name != "model(x) loop" else torch.softmax(fn(b), 1)
                               for b in images.split(args.batch)]) for name, fn in variants.items()}
-    ref_top1 = probs["eager Predictor"].argmax(1)
+    ref_top1 = probs[eager_name].argmax(1)
     print(f"bench-infer: {member.payload['model_name']} at {spec.size_text}, {desc}; {threads} threads, "
           f"{args.repeats} repeats alternated, {args.iters} batch-1 calls each; torch {torch.__version__}, "
           f"onnxruntime {ort.__version__}, {platform.processor() or platform.machine()}")
+    if len(eager.members) > 1:
+        print(f"ensemble of {len(eager.members)} members ({folder}); '= eager' is agreement with one member")
     head = f"{'':<{WIDTH}}{'p50 (b=1)':>11}{'p99 (b=1)':>11}{f'img/s (b={args.batch})':>16}{'top-1':>9}{'= eager':>9}"
     print(head)
     for name, r in results.items():

@@ -36,6 +36,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tta", action="store_true", help="out-of-fold predictions averaged with the mirror image")
     p.add_argument("--train-exclude", default="", metavar="FILE",
                    help="paths (audit's flagged.txt) left out of training but still scored in their fold")
+    p.add_argument("--inner-val", type=float, default=0.0, metavar="F",
+                   help="hold out F of each fold's training part as the run's val set (nested: with --selection "
+                        "best, the epoch is chosen there and the outer fold only scores)")
     p.set_defaults(handler=run)
 
 

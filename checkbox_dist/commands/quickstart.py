@@ -37,28 +37,30 @@ def run(args) -> int:
     summary = train.run(cfg, args.config)
     if not summary:  # not the main process of a multi-process launch
         return 0
-    run_dir = Path(summary["run_dir"])
+    model = summary.get("ensemble") or summary["best_checkpoint"]  # train.ensemble_members > 1: the ensemble
+    run_dir = Path(summary.get("run_dir") or Path(model).parent)
     # A widget the model has never seen: a new seed, not a file of its training or validation split.
     image, label = render_index(cfg.data.synth_seed + 1_000_003, 0)
     sample = run_dir / f"sample_{label}.png"
     image.save(sample)
-    result = Predictor([summary["best_checkpoint"]], device="cpu").predict_files([sample])[0]
+    result = Predictor([model], device="cpu").predict_files([sample])[0]
     confidences = ", ".join(f"{c} {p:.3f}" for c, p in result["confidence"].items())
     print(f"predict {sample} (drawn as {label}): {result['class']} ({confidences})")
-    for line in closing_lines(cfg, summary):
+    for line in closing_lines(cfg, summary, model):
         print(line)
     return 0
 
 
-def closing_lines(cfg, summary: dict) -> list[str]:
+def closing_lines(cfg, summary: dict, model: str) -> list[str]:
     """What the model is and what to run next (the run itself has printed where its plots are)."""
     synthetic = not cfg.data.root
     what = ("a demo trained on generated widgets, not meant for real screenshots"
             if synthetic else f"trained on {cfg.data.root}")
-    return [f"model: {summary['best_checkpoint']} ({what}); val top-1 {summary['val_top1']:.3f} on its "
-            f"{'synthetic ' if synthetic else ''}validation split",
+    score = (f"val top-1 {summary['val_top1']:.3f} on its {'synthetic ' if synthetic else ''}validation split"
+             if summary.get("val_top1") is not None else "no held-out figure (a refit or an ensemble: see above)")
+    return [f"model: {model} ({what}); {score}",
             "next:",
-            f"  checkbox-dist predict --checkpoint {summary['best_checkpoint']} YOUR_IMAGE.png",
+            f"  checkbox-dist predict --checkpoint {model} YOUR_IMAGE.png",
             "  checkbox-dist train --config checkbox_state_v2 data.root=YOUR_CROPS      # ROOT/<class>/*.png",
             "  accelerate launch --config_file $(checkbox-dist configs --path multi_gpu) -m checkbox_dist.train "
             "--config checkbox_state_v2 data.root=YOUR_CROPS      # every GPU of this machine"]

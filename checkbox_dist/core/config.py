@@ -75,7 +75,9 @@ class DataConfig:
                                          "(23: checked-radio, other-slider, ...)")
     cache_dir: str = setting("~/.cache/checkbox_dist", "synthetic datasets and decoded-image caches")
     split_file: str = setting("", 'index written by `checkbox-dist split`; "" = split on the fly')
-    val_fraction: float = setting(0.2, "share of the images held out for validation (seed: 80/20, stratified)")
+    val_fraction: float = setting(0.2, "share of the images held out for validation (seed: 80/20, stratified); 0 = "
+                                       "a refit: train on every image, fixed schedule, final weights "
+                                       "(eval.cv_dir gives its estimate and temperature)")
     split_seed: int = setting(42, "seed of the train/val split")
     exclude_file: str = setting("", "text file of relative paths to leave out (label audit)")
     image_size: int = setting(224, "input height (and width, unless image_width says otherwise)")
@@ -170,6 +172,8 @@ class TrainConfig:
     log_every_steps: int = setting(10, "a metrics.jsonl row (and a progress update) every N optimizer steps")
     nan_policy: str = setting("stop", "stop | skip: what a non-finite loss does")
     progress: bool = setting(True, "tqdm bars on the main process")
+    ensemble_members: int = setting(1, "train N members, seeds train.seed + 0..N-1, one after the other, into "
+                                       "RUN/members/seed_<S>, and RUN/ensemble: one model averaging them")
     collective_timeout_s: float = setting(0.0, "how long a process waits for a hung peer; 0 = Accelerate's "
                                                "(gloo 30 min)")
 
@@ -183,6 +187,8 @@ class EvalConfig:
     best_rule: str = setting("seed", "seed (val_loss < best and top1 >= best) | val_loss | val_top1 | val_f1")
     confusion_every_epochs: int = setting(1, "write confusion_matrix_epoch_<N>.png every N epochs")
     calibrate: bool = setting(True, "fit temperature scaling on val at the end of training")
+    cv_dir: str = setting("", "a `checkbox-dist cv --out` folder of this recipe: a refit (data.val_fraction=0) "
+                              "quotes its estimate and fits its temperature on its out-of-fold probabilities")
     ece_bins: int = setting(15, "bins of the expected calibration error")
 
 

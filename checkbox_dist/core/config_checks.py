@@ -59,9 +59,16 @@ def check_values(cfg: Any, flat: dict[str, Any]) -> None:
     for key in NON_NEGATIVE:
         if flat[key] < 0:
             raise ConfigError(f"{key}: must be >= 0, got {flat[key]!r}")
-    for key in ("data.val_fraction", "pretrain.val_fraction"):
-        if not 0.0 < flat[key] < 1.0:
-            raise ConfigError(f"{key}: must be between 0 and 1, got {flat[key]}")
+    if not 0.0 < cfg.pretrain.val_fraction < 1.0:
+        raise ConfigError(f"pretrain.val_fraction: must be between 0 and 1, got {cfg.pretrain.val_fraction}")
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction: must be in [0, 1) (0 = refit on every image), "
+                          f"got {cfg.data.val_fraction}")
+    if cfg.data.val_fraction == 0 and cfg.schedule.name == "plateau":
+        raise ConfigError("schedule.name=plateau steps on the val loss; a refit (data.val_fraction=0) has none: "
+                          "use a fixed schedule (cosine, step, constant)")
+    if cfg.train.ensemble_members < 1:
+        raise ConfigError(f"train.ensemble_members: must be >= 1, got {cfg.train.ensemble_members}")
     if cfg.train.global_batch_size and cfg.train.grad_accum_steps != 1:
         raise ConfigError(f"train.grad_accum_steps={cfg.train.grad_accum_steps} and train.global_batch_size="
                           f"{cfg.train.global_batch_size} are both set: with a global batch the accumulation is "

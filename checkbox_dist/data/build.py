@@ -28,17 +28,23 @@ class Data:
     spec: PreprocessSpec
     split: Split
     train_set: TensorImages | FileImages
-    val_set: TensorImages | FileImages
+    val_set: TensorImages | FileImages | None  # None: a refit (data.val_fraction=0), nothing held out
     train_loader: DataLoader
-    val_loader: DataLoader
+    val_loader: DataLoader | None
     on_device: bool
+
+    @property
+    def refit(self) -> bool:
+        return self.val_set is None
 
     def summary(self) -> str:
         n = len(self.classes)
         counts = lambda s: "/".join(str(c) for c in torch.bincount(s.labels, minlength=n).tolist())  # noqa: E731
         where = "decoded once, held on the device" if self.on_device else "decoded per step by DataLoader workers"
         return (f"data: {self.split.root} | classes {', '.join(self.classes)} | train {len(self.train_set)} "
-                f"({counts(self.train_set)}) | val {len(self.val_set)} ({counts(self.val_set)}) | "
+                f"({counts(self.train_set)}) | "
+                + (f"val {len(self.val_set)} ({counts(self.val_set)})" if self.val_set is not None else
+                   "no val (refit: every image trains)") + " | "
                 f"{self.spec.size_text} {self.spec.resize} on {self.spec.background} | {where}")
 
 
@@ -84,10 +90,11 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
     micro_batch = micro_batch or data_cfg.batch_size
     root = data_root(data_cfg, accelerator)
     split = build_split(root, data_cfg.split_file, data_cfg.val_fraction, data_cfg.split_seed, data_cfg.exclude_file)
-    if not split.val:
+    refit = not split.val and data_cfg.val_fraction == 0 and not data_cfg.split_file
+    if not split.val and not refit:
         raise UserError(f"{root}: the validation split is empty")
     missing = [c for i, c in enumerate(split.classes) if all(y != i for _, y in split.val)]
-    if missing:  # allowed (a rare class, a partial val folder), but every val figure then ignores it
+    if missing and not refit:  # allowed (a rare class, a partial val folder), but every val figure then ignores it
         say(f"note: no val images of class {', '.join(map(repr, missing))}: its recall is not measured")
     mixed = synthetic_mix(cfg, split.classes, accelerator)
     if mixed:
@@ -96,7 +103,7 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
     spec = PreprocessSpec.from_data_config(data_cfg)
     on_device = fits_on_device(len(split.train) + len(split.val), spec, data_cfg)
     sets = []
-    for items in (split.train, split.val):
+    for items in (split.train, split.val) if not refit else (split.train,):
         if on_device:
             cache = Path(data_cfg.cache_dir).expanduser()
             if not accelerator.is_main_process:
@@ -114,13 +121,13 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
         say(f"data.on_bad_image=skip: left out {len(split.skipped)} file(s):")
         for line in sorted(set(split.skipped)):
             say(f"  skipped {line}")
-    train_set, val_set = sets
+    train_set, val_set = sets if not refit else (sets[0], None)
     if len(train_set) < micro_batch:
         say(f"note: train split ({len(train_set)}) is smaller than the micro-batch ({micro_batch})")
     train_labels = train_set.labels.cpu()
     train_loader = make_loader(train_set, train_labels, micro_batch, train=True, seed=cfg.train.seed,
                                balanced=data_cfg.balanced_sampling, num_workers=data_cfg.num_workers,
                                epoch_multiple=epoch_multiple)
-    val_loader = make_loader(val_set, val_set.labels.cpu(), data_cfg.eval_batch_size, train=False,
-                             seed=cfg.train.seed, balanced=False, num_workers=data_cfg.num_workers)
+    val_loader = None if refit else make_loader(val_set, val_set.labels.cpu(), data_cfg.eval_batch_size, train=False,
+                                                seed=cfg.train.seed, balanced=False, num_workers=data_cfg.num_workers)
     return Data(split.classes, spec, split, train_set, val_set, train_loader, val_loader, on_device)

@@ -47,13 +47,13 @@ def scan_classes(folder: Path) -> dict[str, list[Path]]:
 
 
 def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Per class: shuffle with `seed`, send round(n * val_fraction) (at least 1) to val."""
+    """Per class: shuffle with `seed`, send round(n * val_fraction) (at least 1) to val; 0 = none (a refit)."""
     gen = torch.Generator().manual_seed(seed)
     train, val = [], []
     for label in sorted(set(labels)):
         members = [i for i, y in enumerate(labels) if y == label]
         order = [members[j] for j in torch.randperm(len(members), generator=gen).tolist()]
-        n_val = min(len(members) - 1, max(1, round(len(members) * val_fraction)))
+        n_val = min(len(members) - 1, max(1, round(len(members) * val_fraction))) if val_fraction > 0 else 0
         val += order[:n_val]
         train += order[n_val:]
     return sorted(train), sorted(val)

@@ -6,6 +6,9 @@
                                                                     # rerun without --fold to summarise
     checkbox-dist cv --config C --folds 5 --train-exclude runs/audit/flagged.txt
                                     # suspected label errors out of training, still scored: comparable
+    checkbox-dist cv --config C --folds 5 --inner-val 0.2 --selection best
+                                    # nested: what `train` ships by default (best epoch on 20 % of the
+                                    # fold's training part), scored on the outer fold
 
 Each fold is the normal training loop (`train.run`, in this process, so `accelerate launch` and Slurm work
 exactly as for `train`) on a split index file whose val part is exactly the fold's held-out images.
@@ -14,7 +17,10 @@ exactly as for `train`) on a split index file whose val part is exactly the fold
 the held-out fold never chooses anything, so the mean is an honest estimate of a fixed recipe. (It also
 skips every per-epoch eval, plot and checkpoint: on a GPU those cost more than the 330-image epoch.)
 `--selection best` keeps the config's best-epoch rule, which picks the epoch on the held-out fold itself
-(optimistic).
+(optimistic), unless `--inner-val F` holds out a stratified share F of each fold's training part as the
+run's validation set: the epoch (and the temperature) is then chosen on that inner set and the outer fold
+only scores, a nested estimate of a model trained like `train` with data.val_fraction=F. Without it, `final`
+estimates a refit (data.val_fraction=0): all of the training part, the fixed schedule, the final weights.
 
 OUT/
     cv.json                 settings of this CV run; a rerun into OUT must match (completed folds are kept)
@@ -46,13 +52,14 @@ from accelerate.utils import broadcast_object_list
 from checkbox_dist import train
 from checkbox_dist.core import plots
 from checkbox_dist.core.config import RUN_ONLY_KEYS, load_config, to_dict, to_flat_dict
+from checkbox_dist.core.cv_results import read_oof
 from checkbox_dist.core.distributed import process_state
 from checkbox_dist.core.errors import Preempted, UserError
 from checkbox_dist.core.files import atomic_write_csv, atomic_write_json
 from checkbox_dist.core.runs import agreed_name, config_stem, timestamped
 from checkbox_dist.data.build import data_root
 from checkbox_dist.data.cache import load_decoded
-from checkbox_dist.data.split import read_exclusions, scan_classes, write_split_lists
+from checkbox_dist.data.split import read_exclusions, scan_classes, stratified_split, write_split_lists
 from checkbox_dist.experiments.sweep import report_to_wandb
 from checkbox_dist.infer.predictor import Predictor
 
@@ -87,7 +94,7 @@ def list_items(root: Path, exclude_file: str, k: int) -> tuple[list[str], list[t
 
 
 # cv.json keys newer than some CV folders on disk, with the value those runs had
-_NEWER_SETTINGS = {"train_exclude": []}
+_NEWER_SETTINGS = {"train_exclude": [], "inner_val": 0.0}
 
 
 def _train_exclusions(root: Path, items: list[tuple[Path, int]], path: str) -> set[str]:
@@ -101,21 +108,6 @@ def _train_exclusions(root: Path, items: list[tuple[Path, int]], path: str) -> s
 
 def _comparable(cfg_dict: dict) -> dict:
     return {k: v for k, v in to_flat_dict(cfg_dict).items() if not k.startswith(RUN_ONLY_KEYS)}
-
-
-def read_oof(path: Path) -> tuple[list[str], list[dict]]:
-    """(classes, rows) of an OOF CSV; each row: path, given, predicted, fold (int), probs (list)."""
-    if not path.is_file():
-        raise UserError(f"out-of-fold predictions not found: {path}")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields = reader.fieldnames or []
-        classes = [f[2:] for f in fields if f.startswith("p_")]
-        if not {"path", "given", "predicted"} <= set(fields) or not classes:
-            raise UserError(f"{path}: not an out-of-fold CSV (need path, given, predicted, p_<class> columns)")
-        rows = [{"path": r["path"], "given": r["given"], "predicted": r["predicted"],
-                 "fold": int(r.get("fold") or 0), "probs": [float(r[f"p_{c}"]) for c in classes]} for r in reader]
-    return classes, rows
 
 
 def scores(given: list[str], predicted: list[str], classes: list[str]) -> dict:
@@ -173,20 +165,24 @@ class _Pool:
 
 
 def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selection: str = "final",
-           tta: bool = False, only: list[int] | None = None, say=print, train_exclude: str = "") -> dict | None:
+           tta: bool = False, only: list[int] | None = None, say=print, train_exclude: str = "",
+           inner_val: float = 0.0) -> dict | None:
     """Train the folds not done yet (all, or `only`), then summarise if every fold is done.
 
     `train_exclude`: a file of paths (the data.exclude_file format, e.g. audit's flagged.txt) left out of
     every fold's training part but still in its held-out part, so the score counts all images and stays
     comparable with a run without it; data.exclude_file instead removes images from both.
+    `inner_val`: share of each fold's training part held out (stratified, seeded) as the run's validation set.
     Raises Preempted when OUT/STOP exists before a fold (or a fold's training is preempted)."""
     state = process_state()
+    if not 0.0 <= inner_val < 1.0:
+        raise UserError(f"--inner-val must be in [0, 1), got {inner_val}")
     cfg = _cv_config(cfg, selection)
     pool = _pool(cfg, state, folds, seed, train_exclude)
     only = _folds_to_run(only, folds)
     settings = {"config": config_path, "folds": folds, "seed": seed, "selection": selection, "tta": tta,
                 "root": str(pool.root.resolve()), "exclude_file": cfg.data.exclude_file, "n_images": len(pool.items),
-                "train_exclude": sorted(pool.untrained),
+                "train_exclude": sorted(pool.untrained), "inner_val": inner_val,
                 "classes": pool.classes, "resolved_config": to_dict(cfg)}
     _check_rerun(out, settings)
     if state.is_main_process:
@@ -239,7 +235,7 @@ def _check_rerun(out: Path, settings: dict) -> None:
     if not cv_file.is_file():
         return
     old = json.loads(cv_file.read_text())
-    for key in ("folds", "seed", "selection", "tta", "root", "n_images", "train_exclude"):
+    for key in ("folds", "seed", "selection", "tta", "root", "n_images", "train_exclude", "inner_val"):
         was = old.get(key, _NEWER_SETTINGS.get(key))
         if was != settings[key]:
             shown = lambda v: f"{len(v)} paths" if isinstance(v, list) else v  # noqa: E731
@@ -258,14 +254,25 @@ def _write_fold_files(out: Path, settings: dict, pool: _Pool, only: list[int]) -
     atomic_write_json(out / "cv.json", settings)
     for i in only:
         meta = {"fold": i, "folds": folds, "seed": settings["seed"], "val_fraction": round(1 / folds, 6)}
-        write_split_lists(out / "folds" / f"fold_{i}.json", pool.root, pool.classes, pool.training(i),
-                          pool.held_out(i), meta)
+        training, val = pool.training(i), pool.held_out(i)
+        if settings["inner_val"]:
+            training, val = _inner_split(training, settings["inner_val"], settings["seed"] + i)
+            meta["inner_val"] = settings["inner_val"]
+        write_split_lists(out / "folds" / f"fold_{i}.json", pool.root, pool.classes, training, val, meta)
+
+
+def _inner_split(training: list[tuple[Path, int]], fraction: float, seed: int):
+    """(inner training, inner validation) of a fold's training part; the outer fold stays out of both."""
+    train_idx, val_idx = stratified_split([y for _, y in training], fraction, seed)
+    return [training[j] for j in train_idx], [training[j] for j in val_idx]
 
 
 def _say_plan(say, pool: _Pool, settings: dict, out: Path, train_exclude: str) -> None:
     counts = ", ".join(f"{c} {sum(1 for _, y in pool.items if y == i)}" for i, c in enumerate(pool.classes))
     say(f"cv: {len(pool.items)} images in {pool.root} ({counts}) "
-        f"| {settings['folds']} folds, seed {settings['seed']}, selection {settings['selection']} | out {out}")
+        f"| {settings['folds']} folds, seed {settings['seed']}, selection {settings['selection']}"
+        + (f" on an inner {settings['inner_val']:.0%} of each training part" if settings["inner_val"] else "")
+        + f" | out {out}")
     if pool.untrained:
         say(f"cv: {len(pool.untrained)} images left out of every fold's training ({train_exclude}), still scored")
 
@@ -349,6 +356,7 @@ def summarise(out: Path, folds: int) -> dict:
     summary = {
         "folds": folds, "n_images": len(rows), "classes": classes, "selection": settings["selection"],
         "config": settings["config"], "root": settings["root"], "seed": settings["seed"],
+        "inner_val": settings.get("inner_val", 0.0),
         "std_kind": "sample std over folds (n-1)", "train_excluded": len(settings.get("train_exclude", [])),
         "top1": _mean_std([f["top1"] for f in per_fold]),
         "macro_f1": _mean_std([f["macro_f1"] for f in per_fold]),
@@ -395,7 +403,7 @@ def run(args) -> int:
     seed = cfg.data.split_seed if args.seed is None else args.seed
     say = print if state.is_main_process else (lambda *_: None)
     summary = run_cv(cfg, args.config, args.folds, out, seed, args.selection, args.tta, args.fold, say,
-                     args.train_exclude)
+                     args.train_exclude, args.inner_val)
     if summary is None:
         return 0
     say(format_table(summary))

@@ -2,6 +2,7 @@
 
     checkbox-dist eval --checkpoint RUN/checkpoints/best --data /data/checkbox_state_v2/val
     checkbox-dist eval --checkpoint A --checkpoint B --data D --tta     # ensemble of two, with flips
+    checkbox-dist eval --checkpoint RUN/ensemble --data D               # an ensemble folder: its members
 
 `eval` preprocesses exactly as the checkpoint's training did, prints a classification report, reports
 ECE before and after the checkpoint's temperature, and writes a confusion-matrix PNG and a JSON file.
@@ -21,12 +22,14 @@ from checkbox_dist.core.metrics import classification_metrics, classification_re
 from checkbox_dist.data.datasets import FileImages
 from checkbox_dist.data.split import scan_classes
 from checkbox_dist.data.images import PreprocessSpec
-from checkbox_dist.model import checkpoint
+from checkbox_dist.model import checkpoint, ensemble
 from checkbox_dist.model.logits import collect_logits
 
 
 def default_out(folder: Path) -> Path:
-    """RUN/eval for RUN/checkpoints/<name>; beside an exported timm folder, which may live anywhere."""
+    """RUN/eval for RUN/checkpoints/<name>; ENSEMBLE/eval for an ensemble; beside an exported timm folder."""
+    if ensemble.is_ensemble(folder):
+        return folder / "eval"
     if checkpoint.is_timm_folder(folder) and not (folder / checkpoint.MODEL_FILE).is_file():
         return folder.parent / "eval"
     return folder.parent.parent / "eval"
@@ -35,7 +38,7 @@ def default_out(folder: Path) -> Path:
 def run(args) -> int:
     """`checkbox-dist eval` (flags: commands/evaluate.py); --device defaults to cuda when there is one."""
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = [checkpoint.load_model(c, args.device) for c in args.checkpoint]
+    loaded = [m for c in args.checkpoint for m in ensemble.load_models(c, args.device)]  # an ensemble: its members
     classes = loaded[0][1]["classes"]
     if any(p["classes"] != classes for _, p in loaded):
         raise UserError("--checkpoint: the checkpoints were trained on different classes")

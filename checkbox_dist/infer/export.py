@@ -5,6 +5,7 @@
     checkbox-dist export --checkpoint RUN --format torchscript     # -> model.torchscript.pt
     checkbox-dist export --checkpoint RUN --format safetensors     # -> model.safetensors
     checkbox-dist export --checkpoint RUN --format timm            # -> timm/ (infer/timm_export.py)
+    checkbox-dist export --checkpoint RUN/ensemble --format onnx   # -> RUN/ensemble/model.onnx, one graph
     checkbox-dist predict --checkpoint RUN --backend onnx crop.png
 
 ONNX and TorchScript files hold the whole inference graph: uint8 images (N, C, H, W), already resized /
@@ -17,7 +18,10 @@ name, source checkpoint + sha256, metrics, versions. safetensors holds the timm 
 card: see infer/timm_export.py.
 
 Every ONNX export is checked before it is kept: ONNX Runtime must agree with PyTorch to < 1e-4 in
-probability on a batch of images, at batch sizes 1 and 3. Files are written to a temporary name and
+probability on a batch of images, at batch sizes 1 and 3.
+An ensemble folder (model/ensemble.py) exports as one graph (ONNX or TorchScript) that runs every member on the
+same uint8 input and averages their calibrated probabilities; its `logits` output is the log of that mean
+(so its metadata's temperature is 1), and the same parity check applies to the whole graph. Files are written to a temporary name and
 renamed, so a failed export never leaves a half-written file.
 """
 
@@ -36,7 +40,7 @@ from checkbox_dist.core.files import atomic_path
 from checkbox_dist.data.images import PreprocessSpec
 from checkbox_dist.infer import quantize, timm_export
 from checkbox_dist.infer.onnx_meta import ONNX_FILE, ONNX_META_KEY, quiet, set_metadata
-from checkbox_dist.model import checkpoint
+from checkbox_dist.model import checkpoint, ensemble
 
 FORMATS = ("onnx", "torchscript", "safetensors", "timm")
 DEFAULT_NAMES = {"onnx": ONNX_FILE, "torchscript": "model.torchscript.pt", "safetensors": "model.safetensors",
@@ -62,11 +66,33 @@ class InferenceGraph(torch.nn.Module):
         return logits, F.softmax(logits / self.temperature, dim=1)
 
 
-def load_for_export(path: str | Path) -> tuple[Path, InferenceGraph, dict]:
+class EnsembleGraph(torch.nn.Module):
+    """uint8 (N, C, H, W) -> (log of the mean probability, mean of the members' calibrated probabilities)."""
+
+    def __init__(self, members: list[InferenceGraph]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.spec = members[0].spec  # the members agree on it (ensemble.load_models checks)
+
+    def forward(self, image: torch.Tensor):
+        probs = torch.stack([member(image)[1] for member in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log(), probs
+
+
+def load_for_export(path: str | Path) -> tuple[Path, InferenceGraph | EnsembleGraph, dict]:
+    """(folder, graph in eval mode, payload); for an ensemble the first member's payload, temperature 1 (the
+    members' temperatures are inside the graph) and an `ensemble` block."""
     folder = checkpoint.resolve(path)
-    model, payload = checkpoint.load_model(folder, "cpu")
-    graph = InferenceGraph(model, PreprocessSpec.from_dict(payload["preprocess"]), payload.get("temperature", 1.0))
-    return folder, graph.eval(), payload
+    loaded = ensemble.load_models(folder, "cpu")
+    graphs = [InferenceGraph(model, PreprocessSpec.from_dict(p["preprocess"]), p.get("temperature", 1.0))
+              for model, p in loaded]
+    payload = loaded[0][1]
+    if not ensemble.is_ensemble(folder):
+        return folder, graphs[0].eval(), payload
+    manifest = ensemble.read_manifest(folder)
+    payload = dict(payload, temperature=1.0, ensemble={"members": len(graphs), "seeds": manifest.get("seeds"),
+                                                       "temperatures": [g.temperature for g in graphs]})
+    return folder, EnsembleGraph(graphs).eval(), payload
 
 
 def describe(folder: Path, payload: dict, fmt: str) -> dict:
@@ -81,6 +107,7 @@ def describe(folder: Path, payload: dict, fmt: str) -> dict:
             "outputs": "logits (N, classes); probabilities (N, classes) = softmax(logits / temperature)",
             "checkpoint": str(folder), "checkpoint_sha256": _model_sha256(folder),
             "epoch": payload.get("epoch"), "metrics": payload.get("metrics", {}), "config": payload.get("config", {}),
+            "ensemble": payload.get("ensemble"),
             "versions": dict(payload.get("versions", {}), exported_with=__version__,
                              torch_export=str(torch.__version__))}
 
@@ -170,6 +197,9 @@ def run(args) -> int:
     if args.format == "onnx":
         _require("onnx", "onnxruntime")
     folder, graph, payload = load_for_export(args.checkpoint)
+    if "ensemble" in payload and (args.format in ("safetensors", "timm") or args.int8):
+        raise UserError(f"{folder} is an ensemble: it exports as one graph, --format onnx (without --int8) or "
+                        f"torchscript; export a member (e.g. {folder}/member_0) for {args.format}")
     out = Path(args.out).expanduser() if args.out else folder / DEFAULT_NAMES[args.format]
     meta = describe(folder, payload, args.format)
     if args.format == "onnx":

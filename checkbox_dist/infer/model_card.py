@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import yaml
 
+from checkbox_dist.core.cv_results import estimate_line
 from checkbox_dist.data.images import PreprocessSpec, parse_color
 
 USAGE_HEADING = "## How to get the same probabilities with timm"
@@ -93,7 +94,10 @@ def data_name(config: dict) -> str:
 
 def data_section(config: dict) -> list[str]:
     data, pre, train = config.get("data", {}), config.get("pretrain", {}), config.get("train", {})
-    if data.get("root"):
+    if data.get("root") and data.get("val_fraction", 0.2) == 0 and not data.get("split_file"):
+        lines = [f"Labelled crops from `{data['root']}` (one folder per class), **all of them** trained on: a refit, "
+                 f"with no validation split."]
+    elif data.get("root"):
         split = (f"the split in `{data['split_file']}`" if data.get("split_file") else
                  f"a stratified {1 - data.get('val_fraction', 0.2):.0%}/{data.get('val_fraction', 0.2):.0%} "
                  f"train/val split (seed {data.get('split_seed')})")
@@ -119,6 +123,7 @@ def data_section(config: dict) -> list[str]:
 def recipe_section(config: dict, spec: PreprocessSpec) -> list[str]:
     model, optim, sched = config.get("model", {}), config.get("optim", {}), config.get("schedule", {})
     train, data, ev = config.get("train", {}), config.get("data", {}), config.get("eval", {})
+    refit = data.get("val_fraction", 0.2) == 0 and not data.get("split_file")
     pretrained = model.get("pretrained")
     start = ("ImageNet weights from timm" if pretrained is True or pretrained == "true" else
              f"weights from `{pretrained}`" if pretrained else "random initialisation")
@@ -130,15 +135,29 @@ def recipe_section(config: dict, spec: PreprocessSpec) -> list[str]:
             f"{', alpha as a 4th channel' if spec.alpha_channel else ''})",
             f"- optimizer: {optim.get('name')} lr {optim.get('lr')} weight decay {optim.get('weight_decay')}, "
             f"{sched.get('name')} schedule (warm-up {sched.get('warmup_epochs')} epochs)",
-            f"- {train.get('epochs')} epoch(s) at batch {data.get('batch_size')} per process, best epoch by "
-            f"`{ev.get('best_rule')}`" + (", " + ", ".join(extras) if extras else ""),
+            f"- {train.get('epochs')} epoch(s) at batch {data.get('batch_size')} per process, "
+            + ("the final weights (refit: nothing held out to choose an epoch on)" if refit else
+               f"best epoch by `{ev.get('best_rule')}`") + (", " + ", ".join(extras) if extras else ""),
             f"- augmentation: {', '.join(f'{k} {v}' for k, v in augment.items()) or 'none'}",
-            f"- temperature scaling fitted on the val split: {'yes' if ev.get('calibrate', True) else 'no'}"]
+            f"- temperature scaling: {calibration_text(config, ev)}"]
+
+
+def calibration_text(config: dict, ev: dict, refit_block: dict | None = None) -> str:
+    if config.get("data", {}).get("val_fraction", 0.2) == 0:
+        return (refit_block or {}).get("calibration") or (f"from the CV run `{ev.get('cv_dir')}`'s out-of-fold "
+                                                          f"predictions" if ev.get("cv_dir") else "none (uncalibrated)")
+    return f"fitted on the val split: {'yes' if ev.get('calibrate', True) else 'no'}"
 
 
 def scores_section(payload: dict, cv: dict | None, cv_command: str, cv_notes: list[str]) -> list[str]:
     m = payload.get("metrics", {})
     lines = []
+    refit = m.get("refit")
+    if refit:
+        lines += [f"**This model has no held-out figure**: it is a refit, trained on every labelled image with a fixed "
+                  f"schedule and its final weights kept. {_sentence(refit.get('calibration', ''))}.", ""]
+        if refit.get("cv_estimate") and not cv:
+            lines += [f"The estimate of its recipe: {estimate_line(refit['cv_estimate'])}.", ""]
     if cv:
         lines += [f"**Cross-validation** ({cv['folds']} folds, {cv['n_images']} images, selection `{cv['selection']}`, "
                   f"{cv.get('std_kind', 'std over folds')}): "
@@ -146,7 +165,7 @@ def scores_section(payload: dict, cv: dict | None, cv_command: str, cv_notes: li
                   f"macro-F1 {cv['macro_f1']['mean']:.4f} ± {cv['macro_f1']['std']:.4f}. Command:", "",
                   "```bash", cv_command, "```", ""]
         lines += cv_notes
-    else:
+    elif not (refit and refit.get("cv_estimate")):
         lines.append("No cross-validation score was attached to this export (`export --cv-summary "
                      "OUT/cv_summary.json` adds one); the numbers below come from one val split.")
     if "val_top1" in m:
@@ -159,7 +178,7 @@ def scores_section(payload: dict, cv: dict | None, cv_command: str, cv_notes: li
     return lines
 
 
-def preprocessing_section(spec: PreprocessSpec, temperature: float) -> list[str]:
+def preprocessing_section(spec: PreprocessSpec, temperature: float, fitted_on: str = "the val split") -> list[str]:
     height, width = spec.height_width
     mean, std = spec.normalization
     resize = (f"**letterbox**: scale by min({width}/w, {height}/h), size rounded to whole pixels (at least 1), "
@@ -175,9 +194,18 @@ def preprocessing_section(spec: PreprocessSpec, temperature: float) -> list[str]
             + (" The alpha channel itself is kept as a 4th input channel." if spec.alpha_channel else ""),
             f"4. Scale to [0, 1] and normalise per channel: mean {list(mean)}, std {list(std)} "
             f"(config.json `pretrained_cfg`).",
-            f"5. Probabilities are softmax(logits / T) with the temperature T = {temperature:.6g} fitted on the val "
-            f"split (config.json `checkbox_dist.temperature`). timm returns logits: apply T yourself, or the "
+            f"5. Probabilities are softmax(logits / T) with the temperature T = {temperature:.6g} ({fitted_on}; "
+            f"config.json `checkbox_dist.temperature`). timm returns logits: apply T yourself, or the "
             f"confidences are not calibrated (argmax is the same either way)."]
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _fitted_on(payload: dict) -> str:
+    refit = payload.get("metrics", {}).get("refit")
+    return refit["calibration"] if refit else "fitted on the val split"
 
 
 def limitations_section(spec: PreprocessSpec, classes: list[str]) -> list[str]:
@@ -211,7 +239,7 @@ def card(payload: dict, name: str, license_id: str, cv: dict | None = None, cv_c
             f"To train it again: `checkbox-dist train --config {CONFIG_FILE}` ({CONFIG_FILE} is in this folder; "
             f"point `data.root` at your copy of the data).", "",
             *scores_section(payload, cv, cv_command, cv_notes or []), "",
-            "## Preprocessing (exact)", "", *preprocessing_section(spec, temperature), "",
+            "## Preprocessing (exact)", "", *preprocessing_section(spec, temperature, _fitted_on(payload)), "",
             USAGE_HEADING, "",
             "With timm, torch, numpy and PIL only (no checkbox-dist), this gives the probabilities "
             "`checkbox-dist predict` gives (measured difference below 1e-6):", "",

@@ -6,6 +6,8 @@
     Predictor(["RUN/checkpoints/best/model.onnx"])            # ONNX Runtime (`export` wrote it)
     Predictor(["RUN"], backend="onnx")                        # the same, found in the folder
     Predictor(["RUN/checkpoints/best/timm"])                  # an `export --format timm` folder
+    Predictor(["RUN/ensemble"])                               # an ensemble folder (model/ensemble.py): N members
+    Predictor(["RUN/ensemble"], backend="onnx")               # its model.onnx: one graph averaging them
 
 Preprocessing comes from the checkpoint (never re-specified), and probabilities use the temperature
 fitted on the val set at the end of training, so a confidence of 0.9 means right about 9 times in 10.
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec, decode, normalize
 from checkbox_dist.infer.onnx_meta import ONNX_FILE, ONNX_META_KEY
-from checkbox_dist.model import checkpoint
+from checkbox_dist.model import checkpoint, ensemble
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -37,9 +39,9 @@ class TorchMember:
 
     backend = "torch"
 
-    def __init__(self, path: str | Path, device: torch.device):
+    def __init__(self, path: str | Path, device: torch.device, loaded: tuple | None = None):
         self.source = str(checkpoint.resolve(path))
-        self.model, self.payload = checkpoint.load_model(path, device)
+        self.model, self.payload = loaded or checkpoint.load_model(path, device)
         self.device = device
         self.classes: list[str] = self.payload["classes"]
         self.spec = PreprocessSpec.from_dict(self.payload["preprocess"])
@@ -106,14 +108,18 @@ class OnnxMember:
                 "preprocess": self.spec.to_dict(), **{k: self.meta.get(k) for k in keep}}
 
 
-def _member(path: str | Path, backend: str, device: torch.device, threads: int, spinning: bool):
+def _members(path: str | Path, backend: str, device: torch.device, threads: int, spinning: bool) -> list:
+    """The members one checkpoint argument stands for: an ensemble folder's (checked to agree), or one."""
     path = Path(path).expanduser()
     if backend == "auto":
         backend = "onnx" if path.suffix == ".onnx" else "torch"
     if backend == "torch":
         if path.suffix == ".onnx":
             raise UserError(f"{path}: an ONNX file needs --backend onnx (or auto)")
-        return TorchMember(path, device)
+        if ensemble.is_ensemble(path):
+            folders = ensemble.member_folders(path)
+            return [TorchMember(f, device, loaded) for f, loaded in zip(folders, ensemble.load_models(path, device))]
+        return [TorchMember(path, device)]
     if backend != "onnx":
         raise UserError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
     if path.suffix != ".onnx":
@@ -124,7 +130,7 @@ def _member(path: str | Path, backend: str, device: torch.device, threads: int, 
                             f"--format onnx` first, or pass the .onnx file")
     if not path.is_file():
         raise UserError(f"ONNX model not found: {path}")
-    return OnnxMember(path, threads, spinning)
+    return [OnnxMember(path, threads, spinning)]
 
 
 class Predictor:
@@ -133,7 +139,7 @@ class Predictor:
         if not checkpoints:
             raise UserError("no checkpoint given")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.members = [_member(c, backend, self.device, threads, onnx_spinning) for c in checkpoints]
+        self.members = [m for c in checkpoints for m in _members(c, backend, self.device, threads, onnx_spinning)]
         self.classes: list[str] = self.members[0].classes
         if any(m.classes != self.classes for m in self.members):
             raise UserError("the checkpoints were trained on different classes: they cannot be ensembled")

@@ -51,6 +51,7 @@ MODEL_FILE, STATE_FILE, META_FILE = "model.pt", "train_state.pt", "meta.json"
 # A timm folder (`export --format timm`): what timm.models.save_for_hf writes, plus our block in config.json.
 TIMM_CONFIG, TIMM_WEIGHTS = "config.json", "model.safetensors"
 TIMM_BLOCK, TIMM_FORMAT = "checkbox_dist", "checkbox_dist.timm/1"
+ENSEMBLE_FILE = "ensemble.json"  # an ensemble folder (model/ensemble.py): resolves to itself
 
 
 class CheckpointError(UserError):
@@ -192,12 +193,14 @@ def is_timm_folder(path: Path) -> bool:
 
 def resolve(path: str | Path) -> Path:
     """A run folder, a checkpoint folder or its model.pt, or a timm export folder (or its config.json) ->
-    the checkpoint folder (run -> best)."""
+    the checkpoint folder (run -> best); an ensemble folder -> itself (model/ensemble.py loads its members)."""
     path = Path(path).expanduser()
     if path.is_file() and path.name in (MODEL_FILE, TIMM_CONFIG, TIMM_WEIGHTS):
         path = path.parent
     if (path / "checkpoints" / "best").is_dir():
         path = path / "checkpoints" / "best"
+    if (path / ENSEMBLE_FILE).is_file():
+        return path
     if not path.is_dir():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not (path / MODEL_FILE).is_file() and not (path / META_FILE).is_file() and not is_timm_folder(path):
@@ -364,6 +367,8 @@ def model_from_payload(payload: dict, source: str, device: str | torch.device = 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """For inference: (model in eval mode, payload) from any checkpoint path, strictly loaded."""
     folder = resolve(path)
+    if (folder / ENSEMBLE_FILE).is_file():
+        raise CheckpointError(f"{folder}: an ensemble folder; load its members with model.ensemble.load_models")
     payload, _ = load(folder)
     return model_from_payload(payload, str(folder), device), payload
 

@@ -78,7 +78,11 @@ def fit(s: Session) -> Outcome:
         resumed_sums = None
         done = bool(s.cfg.train.max_steps and state.global_step >= s.cfg.train.max_steps)
         row = epoch_row(s, state, sums)
-        if epoch % s.cfg.eval.every_epochs == 0 or epoch == s.cfg.train.epochs or done:
+        if s.data.refit:  # nothing held out: no evaluation, no selection; `best` is the final epoch's weights
+            report_trained(s, state, row)
+            outcome.last_metrics = dict(row)
+            row["is_best"] = epoch == s.cfg.train.epochs or done
+        elif epoch % s.cfg.eval.every_epochs == 0 or epoch == s.cfg.train.epochs or done:
             metrics = evaluate(s)
             add_evaluation(s, state, row, metrics)
             outcome.last_metrics = {k: v for k, v in row.items() if k not in ("val_per_class", "val_confusion")}
@@ -87,7 +91,7 @@ def fit(s: Session) -> Outcome:
             report_trained(s, state, row)
         state.epoch, state.micro_step, state.epoch_samples = epoch + 1, 0, 0
         save_epoch_end(s, state, outcome.last_metrics, sums.as_list(), bool(row.get("is_best")), done)
-        if row.get("is_best"):
+        if row.get("is_best") and not s.data.refit:
             s.out.summary({"best/epoch": epoch, "best/val_top1": row["val_top1"], "best/val_loss": row["val_loss"]})
         if should_stop_early(s, state):
             outcome.stopped_early = True

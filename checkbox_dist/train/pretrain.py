@@ -60,6 +60,7 @@ def stage_config(cfg: Config) -> Config:
     pre.schedule.warmup_epochs = p.warmup_epochs
     pre.train.epochs, pre.train.max_steps = p.epochs, 0
     pre.train.init_from, pre.train.resume = "", "auto"  # an interrupted pretraining continues
+    pre.train.ensemble_members = 1  # one stage one, shared by every member (and by single runs of the recipe)
     pre.train.early_stopping_patience = 0  # fixed length: `last` is the model every fine-tune starts from
     pre.eval.every_epochs, pre.eval.calibrate = p.epochs, False
     pre.checkpoint.keep_last = 0

@@ -7,6 +7,7 @@ from checkbox_dist.core.files import atomic_write_json
 from checkbox_dist.model import checkpoint
 from checkbox_dist.train.evaluation import calibrate_best
 from checkbox_dist.train.loop import Outcome, fit
+from checkbox_dist.train.refit import finish_refit
 from checkbox_dist.train.session import Session, setup
 
 
@@ -23,11 +24,15 @@ def train_stage(cfg: Config, config_path: str | None = None) -> dict:
 
 
 def finish(s: Session, outcome: Outcome) -> dict:
-    """Temperature scaling on the best checkpoint, the end-of-run review (confusion matrix; trackers: final metrics,
+    """A refit: train/refit.py. Otherwise temperature scaling on the best checkpoint, the end-of-run review (confusion matrix; trackers: final metrics,
     W&B model artifact and table of val errors), then summary.json, written last: "this run finished"."""
     best_dir = s.ckpt_dir / "best"
     if not (s.accelerator.is_main_process and (best_dir / checkpoint.MODEL_FILE).is_file()):
         return {}
+    if s.data.refit:
+        summary = finish_refit(s, best_dir, outcome.stopped_early)
+        atomic_write_json(s.run_dir / "summary.json", summary)
+        return summary
     summary, val = calibrate_best(s, best_dir)
     plots = s.run_dir / "plots"
     summary.update(stopped_early=outcome.stopped_early, run_dir=str(s.run_dir),

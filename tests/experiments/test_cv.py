@@ -218,3 +218,18 @@ def test_a_stop_file_in_the_cv_folder_stops_before_the_next_fold(synth_root, tmp
     (out / "STOP").touch()
     assert cli_main(["cv", "--folds", "3", "--out", str(out), f"data.root={synth_root}"]) == 75  # Preempted
     assert (out / "folds" / "fold_0.json").is_file() and not (out / "fold_0").exists()
+
+
+def test_inner_val_holds_out_part_of_the_training_part_and_scores_the_outer_fold(synth_root, cache_dir, tmp_path):
+    """--inner-val 0.2 (the nested estimate of `train`'s 80/20 model): fold 0's run validates on a stratified 20 %
+    of its training part, never on the outer fold, and the OOF file scores exactly the outer fold. Fold 0 only."""
+    out = tmp_path / "out"
+    assert cli_main(_cv_args(synth_root, out, cache_dir, "--inner-val", "0.2", "--selection", "best",
+                             "--fold", "0")) == 0
+    fold = json.loads((out / "folds" / "fold_0.json").read_text())
+    train, inner = {p for p, _ in fold["train"]}, {p for p, _ in fold["val"]}
+    scored = {r["path"] for r in _read_csv(out / "fold_0" / "oof.csv")}
+    assert fold["inner_val"] == 0.2 and len(inner) == 9 and len(train) == 31  # 40 training images: 3 per class out
+    assert not (train | inner) & scored and len(train | inner | scored) == 60
+    assert json.loads((out / "cv.json").read_text())["inner_val"] == 0.2
+    assert cli_main(_cv_args(synth_root, out, cache_dir, "--selection", "best", "--fold", "0")) == 2  # other setting
