@@ -23,6 +23,7 @@ from timm.utils import ModelEmaV3
 from checkbox_dist.core import runs
 from checkbox_dist.core.batching import BatchShape, derive
 from checkbox_dist.core.config import Config
+from checkbox_dist.core.cv_results import cv_estimate
 from checkbox_dist.core.distributed import RankTrace, check_launch
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.build import Data, build_data
@@ -205,6 +206,8 @@ def _build(cfg: Config, accelerator: Accelerator, shape: BatchShape, run_dir: Pa
         out.print(shape.note)
     data = build_data(cfg, accelerator, say=out.print, micro_batch=shape.micro,
                       epoch_multiple=shape.global_batch if shape.fixed else 0)
+    if cfg.eval.cv_dir:  # a refit quotes this CV run at the end: a wrong folder fails now, not after training
+        cv_estimate(cfg.eval.cv_dir, data.classes)
     model = build_train_model(cfg, data, accelerator.device, say=out.print)
     lr = effective_lr(cfg.optim, shape.global_batch)
     optimizer = build_optimizer(cfg.optim, model, lr)

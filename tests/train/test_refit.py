@@ -71,3 +71,11 @@ def test_a_refit_refuses_a_schedule_that_needs_a_val_loss(tmp_path, cache_dir):
     proc = run_cli(*tiny_train_args(tmp_path / "r", cache_dir, "data.val_fraction=0", "schedule.name=plateau"),
                    check=False)
     assert proc.returncode == 2 and "plateau" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_refit_naming_a_missing_cv_run_fails_before_training_and_leaves_no_folder(tmp_path, cache_dir):
+    out = tmp_path / "r"
+    proc = run_cli(*tiny_train_args(out, cache_dir, *REFIT, f"eval.cv_dir={tmp_path / 'no_cv'}"), check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "eval.cv_dir=" in proc.stderr and "no cv_summary.json" in proc.stderr
+    assert "epoch 1" not in proc.stdout and not out.exists()
