@@ -158,6 +158,10 @@ class TrainConfig:
                                         "accumulation is derived from the world size; docs/LAUNCH.md); 0 = "
                                         "data.batch_size * processes * grad_accum_steps")
     grad_accum_steps: int = setting(1, "batches per optimizer step; only without global_batch_size")
+    exact_gradient_sum: bool = setting(False, "sum each step's micro-batch gradients in float64 and round once: "
+                                              "bit-identical weights on every launch shape, for a float64 copy "
+                                              "of the gradients and an all-reduce after backward (not on XLA; "
+                                              "docs/LAUNCH.md)")
     label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy")
     ema_decay: float = setting(0.0, "0 = off; EMA weights are evaluated and saved when on")
     mixup_alpha: float = setting(0.0, "0 = off; else lambda ~ Beta(alpha, alpha) per batch")

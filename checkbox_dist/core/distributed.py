@@ -1,7 +1,8 @@
 """Launch checks for multi-process runs, and a per-rank debug trace that tests (and people) can read.
 
     check_launch(accelerator, cfg)        called right after the Accelerator is created, on every process
-    RankTrace.from_env(run_dir, accel)    CHECKBOX_DIST_RANK_TRACE=1: each rank writes RUN/debug/rank<N>.json
+    RankTrace.from_env(run_dir, accel)    CHECKBOX_DIST_RANK_TRACE=1: each rank writes RUN/debug/rank<N>.json;
+                                          =weights: process 0 also keeps RUN/debug/steps/<step>.pt
 
 Why the check exists (accelerate 1.15, torch 2.14, a machine without a GPU, measured):
   * `accelerate launch --multi_gpu --num_processes 2 train.py`, a MULTI_GPU config with `use_cpu: true`
@@ -176,6 +177,17 @@ class RankTrace:
             return images, labels, indices
 
         return wrapped
+
+    def optimizer_step(self, step: int, model) -> None:
+        """With CHECKBOX_DIST_RANK_TRACE=weights, process 0 keeps the weights after every optimizer step
+        (RUN/debug/steps/<step>.pt): where two launch shapes first diverge, and in which parameter."""
+        if self.record["rank"] != 0 or os.environ.get(TRACE_ENV) != "weights":
+            return
+        import torch
+
+        folder = self.file.parent / "steps"
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, folder / f"{step}.pt")
 
     def finish(self, model) -> None:
         self.record["weights_sha256"] = weights_sha256(model)

@@ -122,6 +122,8 @@ def train_epoch(s: Session, state: LoopState, resumed_sums: list[float] | None, 
         if s.ema is not None:
             s.ema.update(acc.unwrap_model(s.model), step=state.global_step)
         state.global_step += 1
+        if s.trace:
+            s.trace.optimizer_step(state.global_step, acc.unwrap_model(s.model))
         state.micro_step = micro + 1
         state.epoch_samples = state.micro_step * s.plan.world * s.plan.micro  # images of the global order done
         if state.global_step % s.cfg.train.log_every_steps == 0 or state.micro_step == s.plan.micro_per_epoch:
@@ -166,6 +168,10 @@ def train_step(s: Session, state: LoopState, batch, micro: int, sums: EpochSums,
             loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0  # every process still runs backward (DDP)
             window_skipped = True  # 0 x NaN is NaN: the window's gradients are unusable
         acc.backward(loss * (accum / (window_len * s.plan.loss_divisor)))
+        if s.exact_sum is not None:  # train.exact_gradient_sum: the window's sum in float64 (train/reduction.py)
+            s.exact_sum.add()
+            if acc.sync_gradients:
+                s.exact_sum.finish()
         if acc.sync_gradients and cfg.optim.clip_grad_norm:
             acc.clip_grad_norm_(s.model.parameters(), cfg.optim.clip_grad_norm)
         if not window_skipped:

@@ -32,6 +32,7 @@ from checkbox_dist.model import checkpoint, norm
 from checkbox_dist.model.build import build_model
 from checkbox_dist.model.optim import build_optimizer, build_scheduler, effective_lr
 from checkbox_dist.train.output import RunOutput
+from checkbox_dist.train.reduction import ExactGradientSum, build_gradient_sum, keep_local
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Session:
     plan: Plan
     trace: RankTrace | None
     resume_from: Path | None
+    exact_sum: ExactGradientSum | None = None  # train.exact_gradient_sum: the loop hands it every micro-batch
 
     @property
     def ckpt_dir(self) -> Path:
@@ -168,13 +170,14 @@ def _sum_hook(_state, bucket):
     return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda fut: fut.value()[0])
 
 
-def sum_gradients(model: torch.nn.Module, world: int) -> int:
+def sum_gradients(model: torch.nn.Module, world: int, exact: bool = False) -> int:
     """Make DDP sum gradients instead of averaging them, so the loop can divide each micro-batch's loss by the
     micro-batches of the whole step (accumulation x world) BEFORE backward. Every backward pass then sees the
     same loss scale on every launch shape: with fp16, the same gradients overflow (or not) under the GradScaler
-    whether a step is 1 process x 4 micro-batches or 4 x 1. Returns the loss divisor (1 when not DDP)."""
+    whether a step is 1 process x 4 micro-batches or 4 x 1. Returns the loss divisor (1 when not DDP).
+    With `exact` (train.exact_gradient_sum) DDP communicates nothing: train/reduction.py sums in float64."""
     if world > 1 and isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model.register_comm_hook(None, _sum_hook)
+        model.register_comm_hook(None, keep_local if exact else _sum_hook)
         return world
     return 1
 
@@ -214,7 +217,9 @@ def _build(cfg: Config, accelerator: Accelerator, shape: BatchShape, run_dir: Pa
     model, optimizer, train_loader, val_loader = accelerator.prepare(
         model, optimizer, data.train_loader, data.val_loader)
     plan = make_plan(cfg, accelerator, shape, len(train_loader), len(data.train_set), lr,
-                     sum_gradients(model, accelerator.num_processes))
+                     sum_gradients(model, accelerator.num_processes, cfg.train.exact_gradient_sum))
+    exact_sum = build_gradient_sum(cfg.train.exact_gradient_sum, model, accelerator.num_processes,
+                                   accelerator.distributed_type.value)
     scheduler = accelerator.prepare(build_scheduler(cfg.schedule, optimizer, plan.total_steps, plan.steps_per_epoch, lr))
     # Only the training forward is compiled: checkpoints, EMA and evaluation use the plain module, so
     # state_dict keys stay clean and eval mode does not trigger a second compile.
@@ -223,7 +228,8 @@ def _build(cfg: Config, accelerator: Accelerator, shape: BatchShape, run_dir: Pa
            if cfg.train.ema_decay else None)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     session = Session(cfg, accelerator, run_dir, out, data, model, forward, optimizer, scheduler, train_loader,
-                      val_loader, ema, criterion, parse_color(cfg.data.background), plan, trace, resume_from)
+                      val_loader, ema, criterion, parse_color(cfg.data.background), plan, trace, resume_from,
+                      exact_sum)
     out.print(*describe(session))
     return session
 
