@@ -32,8 +32,10 @@ BASE = ["train", "--config", str(REPO / "configs" / "quickstart.yaml"), "model.n
         "data.num_workers=0", "train.progress=false", "tracking.backends=[]", "data.synth_n=200", "data.synth_seed=3",
         "train.global_batch_size=32", "data.batch_size=8", "train.epochs=2", "train.max_steps=7",
         "eval.calibrate=false", "train.log_every_steps=1"]
+# AdamW turns a last-bit difference of a float32 gradient sum into steps of about lr now and then, on some
+# processors (docs/LAUNCH.md, "Tolerance, measured"): the world sizes sum exactly (train.exact_gradient_sum).
 ELASTIC = ["optim.name=adamw", "optim.lr=0.002", "train.ema_decay=0.9", "schedule.name=cosine",
-           "schedule.warmup_epochs=1", "train.channels_last=true"]
+           "schedule.warmup_epochs=1", "train.channels_last=true", "train.exact_gradient_sum=true"]
 FP16 = ["optim.name=sgd", "optim.momentum=0.9", "optim.lr=0.01", "train.mixed_precision=fp16",
         "checkpoint.every_steps=2"]
 
@@ -98,8 +100,8 @@ def test_resume_on_another_world_size_rederives_the_accumulation(runs, world, ac
 def test_elastic_resume_ends_where_the_uninterrupted_run_ends(runs, world):
     ema, state = last(runs[world])
     ref_ema, ref_state = last(runs["reference"])
-    assert params_diff(state["raw_model"], ref_state["raw_model"]) < TOL
-    assert params_diff(ema, ref_ema) < TOL  # model.pt holds the EMA weights, restored across the resume
+    assert params_diff(state["raw_model"], ref_state["raw_model"]) == 0.0  # exact sums: bit-identical
+    assert params_diff(ema, ref_ema) == 0.0  # model.pt holds the EMA weights, restored across the resume
     assert state["loop"]["global_step"] == ref_state["loop"]["global_step"] == 7
     assert state["scheduler"]["last_epoch"] == ref_state["scheduler"]["last_epoch"] == 7
     # The schedule's value at and after the resume, step by step; the interrupted epoch's train loss and top-1
