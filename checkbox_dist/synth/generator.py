@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -109,6 +110,21 @@ def _plan_control(rng, th: W.Theme, checked: bool):
                         "halo": halo}
 
 
+class _Draw(ImageDraw.ImageDraw):
+    """ImageDraw whose rounded rectangles always draw. Pillow raises "x1 must be greater than or equal to x0" for
+    some boxes whose radius is (almost) half a side, after its own rounding; such a box is drawn with the radius
+    1 px short of half its shorter side instead. Every box Pillow draws is drawn as before, so the samples of
+    a (seed, index) that rendered stay bit-identical."""
+
+    def rounded_rectangle(self, xy, radius=0, fill=None, outline=None, width=1, **kwargs):
+        try:
+            return super().rounded_rectangle(xy, radius, fill, outline, width, **kwargs)
+        except ValueError:
+            (x0, y0), (x1, y1) = (xy[0], xy[1]) if isinstance(xy[0], (tuple, list)) else (xy[:2], xy[2:])
+            short = min(abs(x1 - x0), abs(y1 - y0))
+            return super().rounded_rectangle(xy, max(0.0, short / 2 - 1), fill, outline, width, **kwargs)
+
+
 def render_sample_meta(rng: np.random.Generator, label: str | None = None) -> tuple[Image.Image, str, dict]:
     """Like render_sample, plus what was drawn: kind, transparent, dark, knob_right (toggles)."""
     if label is None:
@@ -129,7 +145,7 @@ def render_sample_meta(rng: np.random.Generator, label: str | None = None) -> tu
     u = 4 if max(w, h) <= 64 else 3 if max(w, h) <= 128 else 2
     page = (*th.bg, 0 if th.transparent else 255)
     canvas = Image.new("RGBA", (w * u, h * u), page)
-    draw(ImageDraw.Draw(canvas), u, page)
+    draw(_Draw(canvas), u, page)
     img = W.capture_effects(canvas.resize((w, h), Image.Resampling.LANCZOS), rng)
     meta.update(transparent=th.transparent, dark=th.dark, size=(w, h))
     return img, label, meta
@@ -156,9 +172,17 @@ def folder_of(label: str, meta: dict, labels: str) -> str:
     return label if labels == "class" else f"{label}-{meta['kind']}"
 
 
+class RenderError(UserError):
+    """A sample the generator could not draw; names its seed and index."""
+
+
 def _write_one(job: tuple[str, int, int, str]) -> str:
     out, seed, index, labels = job
-    img, label, meta = render_sample_meta(_rng(seed, index), CLASSES[index % 3])  # = render_index(seed, index)
+    try:
+        img, label, meta = render_sample_meta(_rng(seed, index), CLASSES[index % 3])  # = render_index(seed, index)
+    except Exception as e:  # a drawing bug must name the sample that shows it, in one line
+        raise RenderError(f"synth: sample {index} of seed {seed} could not be drawn "
+                          f"({type(e).__name__}: {e})") from None
     folder = Path(out) / folder_of(label, meta, labels)
     with atomic_path(folder / f"{label}_{index:06d}.png") as tmp:  # never a truncated .png
         img.save(tmp, format="PNG", compress_level=3)  # level 3: about the size of 6, faster
@@ -197,6 +221,7 @@ def _generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1,
             return stamp["counts"], True
     except (OSError, ValueError):
         pass
+    created = not out.exists()
     try:
         stamp_path.unlink(missing_ok=True)  # an interrupted regeneration must not look cached
         out.mkdir(parents=True, exist_ok=True)
@@ -204,16 +229,12 @@ def _generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1,
             (out / c).mkdir(exist_ok=True)
     except OSError as e:
         raise UserError(f"synth: cannot write to {out}: {e.strerror or e}") from None
-    jobs = [(str(out), int(seed), i, labels) for i in range(int(n))]
-    if workers == 1:
-        labels_written = [_write_one(j) for j in jobs]
-    else:
-        import multiprocessing
-
-        # spawn, not Linux's default fork: `train` calls this with torch loaded (its thread pools and locks
-        # do not survive a fork), e.g. for the pretrain stage; a spawned worker imports only this module.
-        with multiprocessing.get_context("spawn").Pool(int(workers)) as pool:
-            labels_written = list(pool.imap(_write_one, jobs, chunksize=64))
+    try:
+        labels_written = _write_all(out, int(n), int(seed), int(workers), labels)
+    except RenderError:
+        if created:  # nothing half-written stays behind; a folder that held a dataset keeps no stamp (above)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     names = CLASSES if labels == "class" else sorted(set(labels_written))
     for folder in (p for p in out.iterdir() if p.is_dir()):  # drop leftovers: of an earlier, larger n or other
         stale_folder = folder.name not in names                 # labels, and .tmp files of interrupted runs
@@ -228,6 +249,18 @@ def _generate(out_dir: str | Path, n: int, seed: int = 0, workers: int = 1,
     counts = {c: labels_written.count(c) for c in names}
     atomic_write_text(stamp_path, json.dumps({**want, "counts": counts}, indent=1) + "\n")
     return counts, False
+
+
+def _write_all(out: Path, n: int, seed: int, workers: int, labels: str) -> list[str]:
+    jobs = [(str(out), seed, i, labels) for i in range(n)]
+    if workers == 1:
+        return [_write_one(j) for j in jobs]
+    import multiprocessing
+
+    # spawn, not Linux's default fork: `train` calls this with torch loaded (its thread pools and locks
+    # do not survive a fork), e.g. for the pretrain stage; a spawned worker imports only this module.
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return list(pool.imap(_write_one, jobs, chunksize=64))
 
 
 def _make_dataset_class():
