@@ -202,26 +202,29 @@ def _transform(batch: torch.Tensor, packed: torch.Tensor, fill: torch.Tensor, lo
 def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Bilinear resampling of float (N, C, H, W) images through (N, 2, 3) affine maps, zeros outside: the
     function of `F.grid_sample(x, F.affine_grid(theta, x.shape, align_corners=False), padding_mode="zeros",
-    align_corners=False)`, written as index arithmetic and four `gather`s. torch_xla lowers every op here;
-    grid_sample it runs on the CPU (an aten fallback: a device-host round trip per batch)."""
+    align_corners=False)`, written as index arithmetic and four `gather`s from the image with a 1 px zero
+    border. torch_xla lowers every op here; grid_sample it runs on the CPU (an aten fallback: a device-host
+    round trip per batch)."""
     n, c, h, w = x.shape
-    # Output pixel centres in grid units ([-1, 1] across the image), mapped by theta, then to input pixels.
+    # Output pixel centres in grid units ([-1, 1] across the image), mapped by theta, then to input pixels,
+    # clamped to the border: a point beyond it has only zeros around it.
     xs = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1
     ys = ((torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1).unsqueeze(1)
     t = theta.to(x.dtype).reshape(n, 6, 1, 1)
-    ix = ((t[:, 0] * xs + t[:, 1] * ys + t[:, 2] + 1) * w - 1) / 2
-    iy = ((t[:, 3] * xs + t[:, 4] * ys + t[:, 5] + 1) * h - 1) / 2
-    x0, y0 = ix.floor(), iy.floor()
-    fx, fy = ix - x0, iy - y0
-    flat = x.reshape(n, c, h * w)
-    out = None
-    for yi, wy in ((y0, 1 - fy), (y0 + 1, fy)):
-        for xi, wx in ((x0, 1 - fx), (x0 + 1, fx)):  # the four neighbours; one outside the image weighs 0
-            inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
-            index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long().reshape(n, 1, h * w)
-            term = flat.gather(2, index.expand(n, c, h * w)) * (wx * wy * inside).reshape(n, 1, h * w)
-            out = term if out is None else out + term
-    return out.reshape(n, c, h, w)
+    ix = (((t[:, 0] * xs + t[:, 1] * ys + t[:, 2] + 1) * w - 1) / 2).clamp(-1, w)
+    iy = (((t[:, 3] * xs + t[:, 4] * ys + t[:, 5] + 1) * h - 1) / 2).clamp(-1, h)
+    x0, y0 = ix.floor().clamp(max=w - 1), iy.floor().clamp(max=h - 1)  # top-left neighbour, in [-1, size - 1]
+    fx, fy = (ix - x0).reshape(n, 1, h * w), (iy - y0).reshape(n, 1, h * w)
+    row = w + 2
+    flat = F.pad(x, (1, 1, 1, 1)).reshape(n, c, (h + 2) * row)
+    corner = ((y0 + 1) * row + (x0 + 1)).long().reshape(n, 1, h * w)
+
+    def pick(offset: int) -> torch.Tensor:
+        return flat.gather(2, (corner + offset).expand(n, c, h * w))
+
+    top = pick(0) * (1 - fx) + pick(1) * fx
+    bottom = pick(row) * (1 - fx) + pick(row + 1) * fx
+    return (top * (1 - fy) + bottom * fy).reshape(n, c, h, w)
 
 
 @functools.lru_cache(maxsize=1)
