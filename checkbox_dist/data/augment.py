@@ -222,9 +222,8 @@ def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     def pick(offset: int) -> torch.Tensor:
         return flat.gather(2, (corner + offset).expand(n, c, h * w))
 
-    top = pick(0) * (1 - fx) + pick(1) * fx
-    bottom = pick(row) * (1 - fx) + pick(row + 1) * fx
-    return (top * (1 - fy) + bottom * fy).reshape(n, c, h, w)
+    top, bottom = torch.lerp(pick(0), pick(1), fx), torch.lerp(pick(row), pick(row + 1), fx)
+    return torch.lerp(top, bottom, fy).reshape(n, c, h, w)
 
 
 @functools.lru_cache(maxsize=1)
