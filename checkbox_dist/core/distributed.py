@@ -116,6 +116,16 @@ def _xla_counts() -> list[int] | None:
     return [(met.metric_data(name) or (0,))[0] for name in ("CompileTime", "TransferFromDeviceTime")]
 
 
+def _xla_fallbacks() -> dict[str, int] | None:
+    """torch_xla's CPU fallbacks so far in this process: {"aten::op": calls} (ops XLA does not lower, run on the
+    CPU with a device-host round trip each); None without torch_xla."""
+    if "torch_xla" not in sys.modules:
+        return None
+    import torch_xla.debug.metrics as met
+
+    return {name: met.counter_value(name) for name in met.counter_names() if name.startswith("aten::")}
+
+
 # Audit events that change the file system; os.replace raises "os.rename" (src, dst, ...).
 _WRITE_EVENTS = ("os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtree", "os.truncate")
 
@@ -123,7 +133,7 @@ _WRITE_EVENTS = ("os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtre
 class RankTrace:
     """RUN/debug/rank<N>.json: world size, device, the sample indices this rank trained on per epoch and
     evaluated per pass, the files it wrote inside RUN (debug/ excluded), the hash of its final weights,
-    and on XLA the compile/transfer counters at each train batch."""
+    and on XLA the compile/transfer and CPU-fallback counters at each train batch."""
 
     def __init__(self, run_dir: Path, accelerator):
         self.run_dir = os.path.abspath(run_dir)
@@ -163,6 +173,9 @@ class RankTrace:
         counts = _xla_counts()  # before our own .tolist(), which is one device-to-host transfer on XLA
         if counts is not None:
             self.record.setdefault("xla", {}).setdefault(str(epoch), []).append(counts)
+            fallbacks = _xla_fallbacks()
+            self.record["xla_fallbacks"] = fallbacks  # the totals so far, by op
+            self.record.setdefault("xla_fallback_calls", {}).setdefault(str(epoch), []).append(sum(fallbacks.values()))
         self.record["train"].setdefault(str(epoch), []).extend(int(i) for i in indices.tolist())
 
     def eval_lookup(self, lookup):

@@ -142,12 +142,13 @@ def apply(batch: torch.Tensor, params: dict[str, torch.Tensor], background: tupl
     """uint8 (N, C, H, W) -> augmented float; in [0, 1], or normalised `(x - mean) / std` when given (one
     value per channel, alpha included). Padding from the affine is the background colour.
 
-    On the device this is ~7 kernels whatever the config: uint8 -> float minus the background, one
-    grid_sample for flips + rotation + scale + translation, one channel mean (contrast), one batched 3x3
+    On the device this is a few kernels whatever the config: uint8 -> float minus the background, one
+    bilinear warp (`warp`, ops every backend lowers natively, XLA included) for flips + rotation + scale +
+    translation, one channel mean (contrast), one batched 3x3
     matmul that applies the whole colour chain, /255 and the normalisation, and one clamp. The per-sample
     numbers are composed on the CPU and sent in one pinned, non-blocking copy: no host sync.
     `compiled` (train.compile) runs those kernels through torch.compile, which can fuse the elementwise
-    ones around grid_sample and the matmul; the CPU-side composition stays eager.
+    ones of the warp and around the matmul; the CPU-side composition stays eager.
     """
     n, channels = batch.shape[:2]
     device = batch.device
@@ -158,7 +159,7 @@ def apply(batch: torch.Tensor, params: dict[str, torch.Tensor], background: tupl
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
     fill = np.array(tuple(background[:3]) + (0,) * (channels - 3), dtype=np.float64)
     A, K, a = _colour_maps(params, cfg)
-    # Everything after the grid_sample as z = M x1 + offset + Kd mean_rgb(x1), x1 = sampled (pixel - fill),
+    # Everything after the warp as z = M x1 + offset + Kd mean_rgb(x1), x1 = sampled (pixel - fill),
     # in 0..255 units; D = 1/std folds the normalisation in, and the clamp to [0, 1] becomes a clamp to
     # [(0 - mean) / std, (1 - mean) / std].
     inv_std, mean_v = 1.0 / np.array(std, dtype=np.float64), np.array(mean, dtype=np.float64)
@@ -186,8 +187,7 @@ def _transform(batch: torch.Tensor, packed: torch.Tensor, fill: torch.Tensor, lo
     Kd = packed[:, channels**2 + channels:channels**2 + channels + 9].view(n, 3, 3)
     x = batch - fill  # uint8 - float: the float conversion in the same pass
     if geometry:
-        grid = F.affine_grid(packed[:, -6:].view(n, 2, 3), list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = warp(x, packed[:, -6:].view(n, 2, 3))
     if contrast:  # offset is a view of this call's own copy: safe to add to in place
         offset[:, :3] += (Kd @ x[:, :3].mean(dim=(2, 3)).unsqueeze(2)).squeeze(2)
     flat = x.reshape(n, channels, -1)
@@ -197,6 +197,33 @@ def _transform(batch: torch.Tensor, packed: torch.Tensor, fill: torch.Tensor, lo
     else:
         z = torch.baddbmm(offset.unsqueeze(2), M, flat).view(x.shape)
     return z.clamp_(low, high)
+
+
+def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Bilinear resampling of float (N, C, H, W) images through (N, 2, 3) affine maps, zeros outside: the
+    function of `F.grid_sample(x, F.affine_grid(theta, x.shape, align_corners=False), padding_mode="zeros",
+    align_corners=False)`, written as index arithmetic and four `gather`s from the image with a 1 px zero
+    border. torch_xla lowers every op here; grid_sample it runs on the CPU (an aten fallback: a device-host
+    round trip per batch)."""
+    n, c, h, w = x.shape
+    # Output pixel centres in grid units ([-1, 1] across the image), mapped by theta, then to input pixels,
+    # clamped to the border: a point beyond it has only zeros around it.
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1
+    ys = ((torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1).unsqueeze(1)
+    t = theta.to(x.dtype).reshape(n, 6, 1, 1)
+    ix = (((t[:, 0] * xs + t[:, 1] * ys + t[:, 2] + 1) * w - 1) / 2).clamp(-1, w)
+    iy = (((t[:, 3] * xs + t[:, 4] * ys + t[:, 5] + 1) * h - 1) / 2).clamp(-1, h)
+    x0, y0 = ix.floor().clamp(max=w - 1), iy.floor().clamp(max=h - 1)  # top-left neighbour, in [-1, size - 1]
+    fx, fy = (ix - x0).reshape(n, 1, h * w), (iy - y0).reshape(n, 1, h * w)
+    row = w + 2
+    flat = F.pad(x, (1, 1, 1, 1)).reshape(n, c, (h + 2) * row)
+    corner = ((y0 + 1) * row + (x0 + 1)).long().reshape(n, 1, h * w)
+
+    def pick(offset: int) -> torch.Tensor:
+        return flat.gather(2, (corner + offset).expand(n, c, h * w))
+
+    top, bottom = torch.lerp(pick(0), pick(1), fx), torch.lerp(pick(row), pick(row + 1), fx)
+    return torch.lerp(top, bottom, fy).reshape(n, c, h, w)
 
 
 @functools.lru_cache(maxsize=1)

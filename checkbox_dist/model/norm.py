@@ -1,8 +1,10 @@
-"""model.sync_batchnorm: BatchNorm statistics over the micro-batches of every process, on any backend.
+"""model.sync_batchnorm: BatchNorm statistics over the micro-batches of every process, over torch.distributed
+(gloo, NCCL). XLA has no torch.distributed group: train/backend.py refuses the setting there.
 
-torch.nn.SyncBatchNorm refuses CPU tensors (gloo); this one is plain all-reduces: in the forward the sum and
-count of the activations, then the sum of squared deviations from the global mean; in the backward batch
-norm's two per-channel gradient sums. Processes that each hold B images then normalise exactly as one process
+torch.nn.SyncBatchNorm refuses CPU tensors (gloo); this one is plain all-reduces: in the forward the sum of
+the activations, then the sum of squared deviations from the global mean; in the backward batch norm's two
+per-channel gradient sums. The element count is static (every process holds a micro-batch of the same shape),
+so it stays a host number: no layer adds a host-device round trip to a step. Processes that each hold B images then normalise exactly as one process
 holding all W x B would, in the forward and in the backward, and keep identical running statistics.
 
 `convert(model)` swaps the class of every BatchNorm layer (torch's and timm's BatchNormAct2d) in place for
@@ -24,14 +26,15 @@ def _distributed() -> bool:
 
 
 def _update_running(bn: _BatchNorm, mean: torch.Tensor, var: torch.Tensor, count: float) -> None:
+    """Running statistics from the global batch's; `count` is a host number, no step reads the device."""
     if not bn.track_running_stats or bn.running_mean is None:
         return
     with torch.no_grad():
         bn.num_batches_tracked.add_(1)
-        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        factor = 1.0 / bn.num_batches_tracked if bn.momentum is None else bn.momentum  # momentum=None: a tensor
         unbiased = var * (count / max(count - 1.0, 1.0))
-        bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
-        bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)
+        bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype) * factor)
+        bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype) * factor)
 
 
 def _sum_over_processes(*tensors: torch.Tensor) -> list[torch.Tensor]:
@@ -52,10 +55,9 @@ class _GlobalBatchNorm(torch.autograd.Function):
     what torch's SyncBatchNorm computes, with plain all-reduces that gloo runs on the CPU."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps):
+    def forward(ctx, x, weight, bias, eps, total):
         dims, shape, acc = [0] + list(range(2, x.ndim)), [1, -1] + [1] * (x.ndim - 2), _acc(x)
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=acc, device=x.device)
-        total_sum, total = _sum_over_processes(x.sum(dims, dtype=acc), count)
+        (total_sum,) = _sum_over_processes(x.sum(dims, dtype=acc))
         mean = total_sum / total
         (var_sum,) = _sum_over_processes((x.to(acc) - mean.view(shape)).square().sum(dims))
         var = var_sum / total
@@ -63,13 +65,14 @@ class _GlobalBatchNorm(torch.autograd.Function):
         scale = invstd * weight.to(acc) if weight is not None else invstd
         shift = (bias.to(acc) if bias is not None else 0) - mean * scale
         y = x * scale.to(x.dtype).view(shape) + shift.to(x.dtype).view(shape)  # one multiply-add per element
-        ctx.save_for_backward(x, mean, invstd, weight, total)
-        ctx.has_affine = weight is not None
-        return y, mean.to(x.dtype), var.to(x.dtype), total
+        ctx.save_for_backward(x, mean, invstd, weight)
+        ctx.has_affine, ctx.total = weight is not None, total
+        return y, mean.to(x.dtype), var.to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad_y, _grad_mean, _grad_var, _grad_total):
-        x, mean, invstd, weight, total = ctx.saved_tensors
+    def backward(ctx, grad_y, _grad_mean, _grad_var):
+        x, mean, invstd, weight = ctx.saved_tensors
+        total = ctx.total
         dims, shape, acc = [0] + list(range(2, x.ndim)), [1, -1] + [1] * (x.ndim - 2), _acc(x)
         sum_dy = grad_y.sum(dims, dtype=acc)
         sum_dy_xmu = (grad_y.to(acc) * (x.to(acc) - mean.view(shape))).sum(dims)
@@ -81,17 +84,20 @@ class _GlobalBatchNorm(torch.autograd.Function):
         k, mean_dy = all_dy_xmu * invstd.square() / total, all_dy / total
         offset = (mean.view(shape) * k.view(shape) - mean_dy.view(shape)) * gain.view(shape)
         grad_x = grad_y * gain.to(x.dtype).view(shape) - x * (k * gain).to(x.dtype).view(shape) + offset.to(x.dtype)
-        return grad_x, grad_weight, grad_bias, None
+        return grad_x, grad_weight, grad_bias, None, None
 
 
 def global_batch_norm(bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """Training-mode batch norm of `x` with the statistics of every process's batch (at least float32 inside)."""
+    """Training-mode batch norm of `x` with the statistics of every process's batch (at least float32 inside).
+    Every process holds a micro-batch of the same shape (the training loader drops the last, short one), so
+    the element count per channel over all processes is a host number: no tensor from Python, no read-back."""
     compute = torch.promote_types(x.dtype, torch.float32)  # half precision in, float32 statistics
     weight = bn.weight.to(compute) if bn.affine else None
     bias = bn.bias.to(compute) if bn.affine else None
+    total = x.numel() // x.shape[1] * (dist.get_world_size() if _distributed() else 1)
     with torch.autocast(x.device.type, enabled=False):
-        y, mean, var, total = _GlobalBatchNorm.apply(x.to(compute), weight, bias, bn.eps)
-    _update_running(bn, mean.detach(), var.detach(), float(total.detach()))
+        y, mean, var = _GlobalBatchNorm.apply(x.to(compute), weight, bias, bn.eps, total)
+    _update_running(bn, mean.detach(), var.detach(), float(total))
     return y.to(x.dtype)
 
 

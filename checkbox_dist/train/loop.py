@@ -23,6 +23,7 @@ from checkbox_dist.core import faults
 from checkbox_dist.core.errors import Interrupted, Preempted
 from checkbox_dist.data import augment
 import checkbox_dist.train.guards as guards
+from checkbox_dist.train import backend
 from checkbox_dist.train.checkpointing import LoopState, resume, save, save_epoch_end
 from checkbox_dist.train.evaluation import evaluate, is_better
 from checkbox_dist.train.session import Session
@@ -151,7 +152,7 @@ def train_step(s: Session, state: LoopState, batch, micro: int, sums: EpochSums,
         s.trace.train_batch(state.epoch, indices)
     g = micro * s.plan.world + s.plan.rank  # this micro-batch's index in the epoch's global order
     x, target = augment_batch(s, images, labels, state.epoch, g)
-    torch.manual_seed(augment.batch_seed(cfg.train.seed + 2, state.epoch, g))  # dropout / drop-path masks
+    backend.seed_step(augment.batch_seed(cfg.train.seed + 2, state.epoch, g), acc.device)  # dropout, drop-path
     # A short last window (e.g. 10 micro-batches with accumulation 4 -> 4, 4, 2) must average over
     # its real length; Accelerate divides every micro-batch by A, so rescale by A / window_len. DDP sums the
     # processes' gradients (session.sum_gradients): divide by their number here, before backward.

@@ -1,9 +1,10 @@
 """Setting up one training run: everything `fit` needs, built in a fixed order, as one `Session`.
 
-Order: Accelerator -> launch check -> run folder -> what to resume -> run output -> seed -> data ->
-model -> optimizer -> accelerator.prepare -> plan (steps per epoch) -> schedule -> compile, EMA, loss.
+Order: Accelerator (precision fixed per backend) -> launch and backend checks -> run folder -> what to resume ->
+run output -> seed -> data -> model (seeded again, as one step: train/backend.py build_seeded) -> optimizer ->
+accelerator.prepare -> plan (steps per epoch) -> schedule -> compile, EMA, loss.
 The order is part of the contract: the seed is set before the data and the model are built, so every
-process starts from identical weights and a resumed run rebuilds exactly what it saved.
+process (and every thread replica) starts from identical weights and a resumed run rebuilds exactly what it saved.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from checkbox_dist.data.images import parse_color
 from checkbox_dist.model import checkpoint, norm
 from checkbox_dist.model.build import build_model
 from checkbox_dist.model.optim import build_optimizer, build_scheduler, effective_lr
+from checkbox_dist.train import backend
 from checkbox_dist.train.output import RunOutput
 from checkbox_dist.train.reduction import ExactGradientSum, build_gradient_sum, keep_local
 
@@ -83,7 +85,9 @@ class Session:
 
 
 def build_accelerator(cfg: Config) -> Accelerator:
-    """The Accelerator, with accumulation 1 until the world size is known (`set_batch_shape`)."""
+    """The Accelerator, with accumulation 1 until the world size is known (`set_batch_shape`), and its
+    precision as train/backend.py fixes it per backend."""
+    backend.clear_xla_downcast()  # `accelerate launch --mixed_precision bf16` exports it on a TPU
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         log_with=cfg.tracking.backends or None, step_scheduler_with_optimizer=False,
@@ -93,11 +97,7 @@ def build_accelerator(cfg: Config) -> Accelerator:
         # a dead one is seen at once (connection reset). Either way cli.py turns it into one line.
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.collective_timeout_s))]
         if cfg.train.collective_timeout_s else None)
-    if cfg.train.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.scaler is None:
-        # Accelerate runs fp16 on a CPU as plain fp32; torch has CPU float16 autocast and a CPU GradScaler, so
-        # the run takes the same fp16 path as on a GPU (loss scaling, skipped overflow steps, scaler state).
-        accelerator.native_amp = True
-        accelerator.scaler = torch.amp.GradScaler("cpu")
+    backend.fix_precision(accelerator, cfg)
     return accelerator
 
 
@@ -185,6 +185,7 @@ def sum_gradients(model: torch.nn.Module, world: int, exact: bool = False) -> in
 def setup(cfg: Config, config_path: str | None) -> Session:
     accelerator = build_accelerator(cfg)
     check_launch(accelerator, cfg)  # N processes that each see world size 1: one clear error
+    backend.check_supported(accelerator, cfg)  # a setting this backend cannot honour: one clear error
     shape = set_batch_shape(cfg, accelerator)  # a global batch this world size cannot hold: one clear error
     run_dir = resolve_run_dir(cfg, config_path, accelerator)
     trace = RankTrace.from_env(run_dir, accelerator)  # only with CHECKBOX_DIST_RANK_TRACE=1 (tests, debugging)
@@ -211,7 +212,8 @@ def _build(cfg: Config, accelerator: Accelerator, shape: BatchShape, run_dir: Pa
                       epoch_multiple=shape.global_batch if shape.fixed else 0)
     if cfg.eval.cv_dir:  # a refit quotes this CV run at the end: a wrong folder fails now, not after training
         cv_estimate(cfg.eval.cv_dir, data.classes)
-    model = build_train_model(cfg, data, accelerator.device, say=out.print)
+    # Seeded again right before the weights are drawn, as one step: thread replicas (TPU v2/v3) share the generator
+    model = backend.build_seeded(cfg.train.seed, lambda: build_train_model(cfg, data, accelerator.device, out.print))
     lr = effective_lr(cfg.optim, shape.global_batch)
     optimizer = build_optimizer(cfg.optim, model, lr)
     model, optimizer, train_loader, val_loader = accelerator.prepare(

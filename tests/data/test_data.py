@@ -315,3 +315,22 @@ def test_mixup_and_cutmix_together_take_one_of_the_two_per_batch():
         kept = (out == x).flatten(1).float().mean(1)
         kinds.add("cutmix" if ((kept > 0) & (kept < 1)).any() else "mixup" if (kept == 0).any() else "none")
     assert kinds == {"cutmix", "mixup"}
+
+
+@pytest.mark.parametrize("shape", [(16, 3, 24, 24), (6, 4, 20, 52)])
+def test_warp_equals_grid_sample(shape):
+    # augment.warp replaces F.grid_sample (a CPU fallback under torch_xla, issue 38): the same bilinear function,
+    # zeros outside, on square and wide images, under rotation, zoom in and out, shift and flips.
+    gen = torch.Generator().manual_seed(7)
+    n = shape[0]
+    x = torch.rand(shape, generator=gen) * 255 - 128  # pixel minus background, as apply() samples it
+    angle, inv = (torch.rand(n, generator=gen) - 0.5) * 1.2, 1 / (0.6 + 0.8 * torch.rand(n, generator=gen))
+    flip = torch.where(torch.rand(n, 2, generator=gen) < 0.5, -1.0, 1.0)
+    shift = (torch.rand(n, 2, generator=gen) - 0.5) * 0.6
+    theta = torch.stack([torch.stack([angle.cos() * inv, -angle.sin() * inv, shift[:, 0]], 1),
+                         torch.stack([angle.sin() * inv, angle.cos() * inv, shift[:, 1]], 1)], 1) * flip[:, :, None]
+    grid = torch.nn.functional.affine_grid(theta, list(shape), align_corners=False)
+    want = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    got = augment.warp(x, theta)
+    assert (want == 0).float().mean() > 0.05  # some pixels come from outside the image
+    assert torch.allclose(got, want, atol=0.02, rtol=0), (got - want).abs().max()  # 0..255 units: float32 rounding

@@ -5,8 +5,8 @@
 
 torch_xla 2.9.0 needs torch 2.9.x, so it runs from a second environment that tests/xla_venv.sh builds
 on first use (.venv-xla, or CHECKBOX_DIST_XLA_VENV; ~3.5 min and ~7 GB cold, ~30 s from uv's cache).
-One training run (test_resnet, 32 px, bf16, gradient accumulation 2, 3 epochs of 6 optimizer steps)
-feeds every test: about 60-90 s on an idle 2-core machine, nearly all of it XLA compiling the first
+One training run (test_resnet, 32 px, bf16, the quickstart's augmentation, gradient accumulation 2, 3 epochs
+of 6 optimizer steps) feeds the run's tests: about 60-90 s on an idle 2-core machine, nearly all of it XLA compiling the first
 epoch's graphs. Several XLA processes cannot run on a CPU (xmp.spawn refuses nprocs > 1), so this is
 the single-process path; data parallelism is tested with gloo in tests/train/test_distributed.py.
 """
@@ -48,10 +48,7 @@ def xla_run(xla_python, tmp_path_factory) -> dict:
            str(REPO / "train.py"), "--config", str(REPO / "configs" / "quickstart.yaml"),
            "model.name=test_resnet", "data.image_size=32", "data.synth_n=150", f"data.cache_dir={tmp / 'cache'}",
            "data.batch_size=10", "data.eval_batch_size=30",  # 120 train = 12 micro-batches; val 30 = 1 batch
-           # The affine augmentation (translate/scale/degrees) uses F.grid_sample, which torch_xla 2.9 runs
-           # as a CPU fallback: one device-to-host round trip per batch (measured). Off here, so that the
-           # sync test below measures the loop itself; colour augmentation stays on.
-           "data.augment.translate=0", "data.augment.scale=[1.0, 1.0]",
+           # the quickstart's augmentation as shipped (affine and colour): it must run on the device
            "data.num_workers=0", "train.mixed_precision=bf16", "train.grad_accum_steps=2", "train.epochs=3",
            "train.log_every_steps=1000", "schedule.name=constant", "train.progress=false", "tracking.backends=[]",
            f"train.output_dir={run_dir}"]
@@ -89,6 +86,64 @@ def test_no_recompile_and_no_host_sync_in_steady_state(xla_run):
     for epoch in ("2", "3"):
         transfers = [t for _, t in counts[epoch]]
         assert [b - a for a, b in zip(transfers, transfers[1:])] == [1] * (len(transfers) - 1), transfers
+
+
+def test_augmentation_runs_on_the_device_no_cpu_fallback(xla_run):
+    """No op of a training step falls back to the CPU (torch_xla's `aten::` counters, totals at each train
+    batch): the shipped affine augmentation (data/augment.py warp, not grid_sample) included. The run's host
+    reads (`aten::_local_scalar_dense`, once per log interval and epoch) and evaluation's metrics come between
+    epochs, not within one."""
+    trace = xla_run["trace"]
+    for epoch in ("2", "3"):
+        calls = trace["xla_fallback_calls"][epoch]
+        assert len(calls) == 12 and len(set(calls)) == 1, (epoch, calls, trace["xla_fallbacks"])
+    assert not any("grid_sampler" in name for name in trace["xla_fallbacks"]), trace["xla_fallbacks"]
+
+
+@pytest.fixture(scope="module")
+def backend_checks(xla_python) -> dict:
+    env = dict(os.environ, PJRT_DEVICE="CPU", PYTHONPATH=str(REPO))
+    proc = subprocess.run([str(xla_python), str(REPO / "tests" / "train" / "xla_backend_checks.py")],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_bf16_on_xla_autocasts_and_never_sets_xla_use_bf16(backend_checks):
+    """With Accelerate's TPU branch taken (the only place it exports XLA_USE_BF16=1 and turns its autocast off),
+    the Accelerator that session.build_accelerator returns leaves no whole-program downcast: float32 stays
+    float32 on the device, weights included, and the training forward's convolutions run in bf16 (autocast)."""
+    bf16 = backend_checks["bf16"]
+    assert bf16["took_tpu_branch"] and bf16["distributed_type"] == "XLA"
+    assert bf16["env"] == {"XLA_USE_BF16": None, "XLA_DOWNCAST_BF16": None}
+    assert "f32[2,2]" in bf16["probe_ir"] and "bf16" not in bf16["probe_ir"], bf16["probe_ir"]
+    assert "f32[16,3,3,3]" in bf16["weight_ir"], bf16["weight_ir"]
+    assert bf16["convolutions"] and set(bf16["convolutions"]) == {"bf16"}, bf16["convolutions"]
+
+
+def test_dropout_masks_are_keyed_by_the_step_seed_on_the_device_generator(backend_checks):
+    """backend.seed_step seeds the XLA device's own generator: the same seed gives the same mask after other
+    draws, and a second thread reseeding torch and drawing meanwhile (another thread replica) changes nothing.
+    The control: torch.manual_seed, the loop's call before, does not reach XLA's generator at all."""
+    rng = backend_checks["rng"]
+    reference = rng["reference"]
+    assert reference[0] == reference[3] and reference[0] != reference[1] != reference[2]
+    assert all(run == reference for run in rng["concurrent"])
+    assert rng["control"][0] != rng["control"][3]
+
+
+def test_sync_batchnorm_is_refused_on_xla_with_one_line(xla_python, tmp_path):
+    env = dict(os.environ, PJRT_DEVICE="CPU", PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    proc = subprocess.run([str(xla_python), "-m", "checkbox_dist", "train", "--config",
+                           str(REPO / "configs" / "quickstart.yaml"), "model.name=test_resnet", "data.image_size=32",
+                           "model.sync_batchnorm=true", f"data.cache_dir={tmp_path / 'cache'}", "tracking.backends=[]",
+                           f"train.output_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=300)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: model.sync_batchnorm is not supported on XLA (TPU): its statistics are all-reduced "
+                      "over torch.distributed, which XLA runs without; set model.sync_batchnorm=false"], proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
 
 
 def test_checkpoint_saved_on_cpu_loads_in_the_main_environment(xla_run):
