@@ -11,9 +11,10 @@ Precision
     set: torch_xla reads them once, at the first tensor a process puts on a device, which comes after the
     Accelerator is built.
 
-model.sync_batchnorm
+model.sync_batchnorm, train.exact_gradient_sum
     model/norm.py all-reduces over torch.distributed; XLA runs without a torch.distributed group, so the
-    setting would silently do nothing there: refused with one line.
+    setting would silently do nothing there: refused with one line. The exact gradient sum (train/reduction.py)
+    all-reduces float64, which TPUs do not offer: refused the same way.
 
 Random generators of replicas
     TPU v2/v3 (and torch_xla on several CPU devices) run one thread per device in one process: the replicas
@@ -64,9 +65,14 @@ def fix_precision(accelerator: Accelerator, cfg: Config) -> None:
 
 def check_supported(accelerator: Accelerator, cfg: Config) -> None:
     """Settings a backend cannot honour: one UserError, before anything is built."""
-    if cfg.model.sync_batchnorm and accelerator.distributed_type == DistributedType.XLA:
+    if accelerator.distributed_type != DistributedType.XLA:
+        return
+    if cfg.model.sync_batchnorm:
         raise UserError("model.sync_batchnorm is not supported on XLA (TPU): its statistics are all-reduced "
                         "over torch.distributed, which XLA runs without; set model.sync_batchnorm=false")
+    if cfg.train.exact_gradient_sum:
+        raise UserError("train.exact_gradient_sum is not supported on XLA (TPU): no float64 all-reduce there; "
+                        "set train.exact_gradient_sum=false")
 
 
 def build_seeded(seed: int, build: Callable[[], T]) -> T:

@@ -15,7 +15,7 @@ rounded to float32 once. Float64 holds the sum of a few float32 numbers exactly 
 unless their exponents lie ~29 binades apart), so the result does not depend on the order, and every
 launch shape steps with the same gradient. The cost: a float64 copy of the gradients per process, twice the
 bytes per all-reduce, and no overlap of the all-reduce with backward (DDP's buckets are bypassed). Not on
-XLA (TPUs have no float64 all-reduce worth the name); refused there with one line.
+XLA (TPUs have no float64 all-reduce): train/backend.py refuses it there with one line.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from checkbox_dist.core.errors import UserError
 
 
 def keep_local(_state, bucket):
@@ -65,13 +64,7 @@ class ExactGradientSum:
         self.total.zero_()
 
 
-def build_gradient_sum(enabled: bool, model: torch.nn.Module, world: int,
-                       distributed_type: str) -> ExactGradientSum | None:
+def build_gradient_sum(enabled: bool, model: torch.nn.Module, world: int) -> ExactGradientSum | None:
     """The exact summation when `train.exact_gradient_sum` is on (after accelerator.prepare and
     session.sum_gradients, which gives DDP the `keep_local` hook), else None."""
-    if not enabled:
-        return None
-    if distributed_type == "XLA":
-        raise UserError("train.exact_gradient_sum: not available on XLA (no float64 all-reduce on TPUs); "
-                        "set it to false")
-    return ExactGradientSum(model, world)
+    return ExactGradientSum(model, world) if enabled else None

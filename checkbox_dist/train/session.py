@@ -220,8 +220,7 @@ def _build(cfg: Config, accelerator: Accelerator, shape: BatchShape, run_dir: Pa
         model, optimizer, data.train_loader, data.val_loader)
     plan = make_plan(cfg, accelerator, shape, len(train_loader), len(data.train_set), lr,
                      sum_gradients(model, accelerator.num_processes, cfg.train.exact_gradient_sum))
-    exact_sum = build_gradient_sum(cfg.train.exact_gradient_sum, model, accelerator.num_processes,
-                                   accelerator.distributed_type.value)
+    exact_sum = build_gradient_sum(cfg.train.exact_gradient_sum, model, accelerator.num_processes)
     scheduler = accelerator.prepare(build_scheduler(cfg.schedule, optimizer, plan.total_steps, plan.steps_per_epoch, lr))
     # Only the training forward is compiled: checkpoints, EMA and evaluation use the plain module, so
     # state_dict keys stay clean and eval mode does not trigger a second compile.

@@ -52,8 +52,18 @@ def test_the_buffer_starts_empty_for_the_next_window():
 
 
 def test_off_builds_nothing_and_xla_is_refused_with_one_line():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from checkbox_dist.core.config import Config
+    from checkbox_dist.train.backend import check_supported
+
     layer = torch.nn.Linear(2, 1)
-    assert build_gradient_sum(False, layer, 1, "XLA") is None
-    with pytest.raises(UserError, match=r"^train.exact_gradient_sum: not available on XLA"):
-        build_gradient_sum(True, layer, 1, "XLA")
-    assert isinstance(build_gradient_sum(True, layer, 1, "NO"), ExactGradientSum)
+    assert build_gradient_sum(False, layer, 1) is None
+    assert isinstance(build_gradient_sum(True, layer, 1), ExactGradientSum)
+    cfg = Config()
+    cfg.train.exact_gradient_sum = True
+    check_supported(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU), cfg)  # fine off XLA
+    with pytest.raises(UserError, match=r"^train.exact_gradient_sum is not supported on XLA"):
+        check_supported(SimpleNamespace(distributed_type=DistributedType.XLA), cfg)
