@@ -37,8 +37,10 @@ if [ -z "${RUNTIME:-}" ]; then
     esac
 fi
 PINS="torch==2.9.1 torchvision==0.24.1 torch_xla[tpu]==2.9.0"
-PINS_STAMP=$(printf '%s' "$PINS" | sha256sum | cut -c1-16)
+PINS_STAMP=$(printf '%s' "$PINS" | git hash-object --stdin | cut -c1-16)  # git: on every workstation
 cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"  # the checkout root, via launch/ or its target
+work=$(mktemp -d)  # mode 700: what is copied to the workers, the W&B key included
+trap 'rm -rf "$work"' EXIT
 gc=(gcloud compute tpus tpu-vm --zone "$ZONE" ${PROJECT:+--project "$PROJECT"})
 on_all() { "${gc[@]}" ssh "$TPU_NAME" --worker=all --command "$1"; }
 
@@ -49,27 +51,25 @@ else
     echo "reusing TPU VM $TPU_NAME"
 fi
 
-grep -v -i -E '^(torch|torchvision|triton|nvidia-|cuda-)' constraints.txt | grep -v '^#' > /tmp/constraints-xla.txt
-"${gc[@]}" scp /tmp/constraints-xla.txt "$TPU_NAME":constraints-xla.txt --worker=all
+grep -v -i -E '^(torch|torchvision|triton|nvidia-|cuda-)' constraints.txt | grep -v '^#' > "$work/constraints-xla.txt"
+"${gc[@]}" scp "$work/constraints-xla.txt" "$TPU_NAME":constraints-xla.txt --worker=all
 # The torch/torch_xla pair is (re)installed when the stamp in the venv differs from these pins.
 on_all "set -e; python3 -m venv ~/venv-xla; . ~/venv-xla/bin/activate; pip -q install --upgrade pip;
     if [ \"\$(cat ~/venv-xla/.checkbox_dist-pins 2>/dev/null)\" != $PINS_STAMP ]; then
         pip -q install$(printf ' %q' $PINS) && echo $PINS_STAMP > ~/venv-xla/.checkbox_dist-pins; fi;
     pip -q install -c ~/constraints-xla.txt accelerate timm pyyaml pillow numpy matplotlib tqdm safetensors wandb tensorboard"
 
-git archive --format=tar.gz -o /tmp/checkbox_dist.tar.gz HEAD
-"${gc[@]}" scp /tmp/checkbox_dist.tar.gz "$TPU_NAME":checkbox_dist.tar.gz --worker=all
+git archive --format=tar.gz -o "$work/checkbox_dist.tar.gz" HEAD
+"${gc[@]}" scp "$work/checkbox_dist.tar.gz" "$TPU_NAME":checkbox_dist.tar.gz --worker=all
 on_all "set -e; mkdir -p ~/checkbox_dist && tar -xzf ~/checkbox_dist.tar.gz -C ~/checkbox_dist;
     . ~/venv-xla/bin/activate && pip -q install --no-deps -e ~/checkbox_dist"
 
-# The W&B key travels in a file (mktemp: mode 600; scp keeps the mode) and is read on the worker, so it is
-# on no command line, here or there.
+# The W&B key travels in a file (mode 600; scp keeps the mode) and is read on the worker, so it is on no
+# command line, here or there (printf is a shell builtin).
 wandb_env=""
 if [ -n "${WANDB_API_KEY:-}" ]; then
-    key_file=$(mktemp)
-    trap 'rm -f "$key_file"' EXIT
-    printf '%s' "$WANDB_API_KEY" >"$key_file"
-    "${gc[@]}" scp "$key_file" "$TPU_NAME":.checkbox_dist_wandb_key --worker=all
+    (umask 077 && printf '%s' "$WANDB_API_KEY" >"$work/wandb_key")
+    "${gc[@]}" scp "$work/wandb_key" "$TPU_NAME":.checkbox_dist_wandb_key --worker=all
     wandb_env='chmod 600 ~/.checkbox_dist_wandb_key && export WANDB_API_KEY="$(cat ~/.checkbox_dist_wandb_key)" &&'
 fi
 args=$(printf ' %q' "$@")
