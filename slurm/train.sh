@@ -20,7 +20,7 @@
 # shell): the ranks take it as the same stop request (torchrun's agent gives them 30 s for it:
 # TORCH_ELASTIC_SHUTDOWN_TIMEOUT), each node's step shell notes it in RUN/.step_sigterm, and this script
 # requeues as for USR1. A SIGTERM to this shell too (`scancel --full`, the time limit itself) cannot be
-# saved: srun answers it with SIGKILL to its step (the job still requeues, from the last `last`).
+# saved: srun answers it with SIGKILL to its step (the job still requeues, from an older `last` if any).
 #
 # Elastic requeue: with train.global_batch_size in the config (configs/checkbox_state_v2.yaml has it), a
 # restart may run on another number of nodes and continues the same recipe from the same image of the
