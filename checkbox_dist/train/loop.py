@@ -119,8 +119,7 @@ def train_epoch(s: Session, state: LoopState, resumed_sums: list[float] | None, 
         if not acc.sync_gradients:
             continue
         window_skipped = False
-        if s.ema is not None:
-            s.ema.update(acc.unwrap_model(s.model), step=state.global_step)
+        s.update_averages(state.global_step)  # BatchNorm statistics over the processes, then the EMA
         state.global_step += 1
         state.micro_step = micro + 1
         state.epoch_samples = state.micro_step * s.plan.world * s.plan.micro  # images of the global order done
