@@ -208,7 +208,8 @@ def ranks_without(ok: bool) -> list[int]:
     return [rank for rank, flag in enumerate(reduce(flags, reduction="sum").tolist()) if flag]
 
 
-def _processes(ranks: list[int]) -> str:
+def processes_named(ranks: list[int]) -> str:
+    """[1] -> 'process 1'; [2, 3] -> 'processes 2, 3'."""
     return f"process{'es' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
 
 
@@ -217,7 +218,7 @@ def check_shared_folder(folder: Path, key: str) -> None:
     hosts it must be on a filesystem they share. One UserError on every process when a process cannot see it."""
     blind = blind_processes(folder, key)
     if blind:
-        raise UserError(f"{key}={folder}: {_processes(blind)} of {process_state().num_processes} cannot see the "
+        raise UserError(f"{key}={folder}: {processes_named(blind)} of {process_state().num_processes} cannot see the "
                         f"file process 0 wrote there: {key} must be on a filesystem every host shares, at the same "
                         f"path on every host")
 

@@ -25,7 +25,8 @@ from checkbox_dist.core import runs
 from checkbox_dist.core.batching import BatchShape, derive
 from checkbox_dist.core.config import Config
 from checkbox_dist.core.cv_results import cv_estimate
-from checkbox_dist.core.distributed import RankTrace, check_launch, check_shared_folder, ranks_without
+from checkbox_dist.core.distributed import (RankTrace, check_launch, check_shared_folder, processes_named,
+                                           ranks_without)
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.build import Data, build_data
 from checkbox_dist.data.images import parse_color
@@ -137,8 +138,8 @@ def find_resume(cfg: Config, run_dir: Path, accelerator: Accelerator) -> Path | 
     chosen = Path(choice[0]) if choice[0] else None
     blind = ranks_without(chosen.is_dir()) if chosen and accelerator.num_processes > 1 else []
     if blind:
-        raise UserError(f"train.resume: {chosen} (chosen by process 0) is not visible to process(es) "
-                        f"{', '.join(map(str, blind))}: it must be on a filesystem every host shares")
+        raise UserError(f"train.resume: {processes_named(blind)} of {accelerator.num_processes} cannot see {chosen}, "
+                        f"the checkpoint process 0 chose: it must be on a filesystem every host shares")
     return chosen
 
 
@@ -205,7 +206,9 @@ def running_stats(cfg: Config, model: torch.nn.Module, world: int) -> list[torch
 def average_running_stats(buffers: list[torch.Tensor]) -> None:
     """Each process updates its BatchNorm running statistics with its own micro-batches (DDP then broadcasts process
     0's at the next forward): replace them, in place, by their average over the processes. One all-reduce of a
-    flat tensor (a few thousand numbers); every process receives the same sum, so the buffers stay identical."""
+    flat tensor (a few thousand numbers); every process receives the same sum, so the buffers stay identical.
+    Accelerate's `reduce` works on every backend (gloo, NCCL; on XLA an xm.all_reduce between two xm.mark_step);
+    timm's `distribute_bn` would do one torch.distributed collective per buffer, and has no group on XLA."""
     if not buffers:
         return
     mean = reduce(torch.cat([b.reshape(-1).float() for b in buffers]), reduction="mean")
