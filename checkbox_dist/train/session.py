@@ -206,7 +206,7 @@ def running_stats(cfg: Config, model: torch.nn.Module, world: int) -> list[torch
 def average_running_stats(buffers: list[torch.Tensor]) -> None:
     """Each process updates its BatchNorm running statistics with its own micro-batches (DDP then broadcasts process
     0's at the next forward): replace them, in place, by their average over the processes. One all-reduce of a
-    flat tensor (a few thousand numbers); every process receives the same sum, so the buffers stay identical.
+    flat tensor, a small fraction of the gradients' size; every process receives the same sum, so the buffers stay identical.
     Accelerate's `reduce` works on every backend (gloo, NCCL; on XLA an xm.all_reduce between two xm.mark_step);
     timm's `distribute_bn` would do one torch.distributed collective per buffer, and has no group on XLA."""
     if not buffers:
