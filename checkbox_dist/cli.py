@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as err:  # the run said where it saved and how to resume; slurm/*.sh requeue on 75
         return err.exit_code
     except UserError as err:
-        # In a multi-process run every process hits the same error: let one of them say it.
-        if os.environ.get("RANK", "0") == "0" or os.environ.get("CHECKBOX_DIST_ALL_RANKS_ERRORS"):
+        # In a multi-process run every process hits the same error: let one of them per host say it.
+        if _says_errors():
             print(f"error: {err}", file=sys.stderr, flush=True)
         return err.exit_code
     except OSError as err:
@@ -60,12 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         # Checkpoints have their own message (checkpoint.save); anything else stays a traceback (a bug).
         if err.errno not in _DISK_ERRNOS:
             raise
-        if os.environ.get("RANK", "0") == "0" or os.environ.get("CHECKBOX_DIST_ALL_RANKS_ERRORS"):
+        if _says_errors():
             print(f"error: {err.filename or 'write'}: {err.strerror}{_refused_user(err)}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _says_errors() -> bool:
+    """The process that prints a run's error: the first of each host (LOCAL_RANK 0; every host's log says why)."""
+    return os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) == "0" or \
+        bool(os.environ.get("CHECKBOX_DIST_ALL_RANKS_ERRORS"))
 
 
 def _refused_user(err: OSError) -> str:

@@ -147,6 +147,19 @@ def start_world(world: int, argv: list[str], env: dict | None = None, cwd: Path 
             for rank in range(world)]
 
 
+def start_hosts(argv: list[str], envs: list[dict], cwd: Path = REPO) -> list[Child]:
+    """One process per "host", `len(envs)` hosts on this machine: what `ACCELERATE_USE_CPU=true torchrun --nnodes N
+    --node_rank r --nproc_per_node 1 --master_addr 127.0.0.1 ...` starts on each of N machines (RANK r, LOCAL_RANK 0,
+    GROUP_RANK r, LOCAL_WORLD_SIZE 1): every process is its host's local main process. `envs[r]` is host r's own
+    environment on top (its HOME, so `~` and the default data.cache_dir are per host, as on machines with their
+    own disks)."""
+    port = str(free_port())
+    base = {"ACCELERATE_USE_CPU": "true", "WORLD_SIZE": str(len(envs)), "LOCAL_WORLD_SIZE": "1", "LOCAL_RANK": "0",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
+    return [start(argv, {**base, "RANK": str(rank), "GROUP_RANK": str(rank), **env}, cwd)
+            for rank, env in enumerate(envs)]
+
+
 def run_world(world: int, argv: list[str], env: dict | None = None, cwd: Path = REPO,
               timeout: float = 600) -> list[Result]:
     """start_world, then every process's Result (rank order)."""

@@ -22,11 +22,14 @@ audit hook that lists every file the rank creates, renames or opens for writing 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import yaml
@@ -132,8 +135,9 @@ _WRITE_EVENTS = ("os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtre
 
 class RankTrace:
     """RUN/debug/rank<N>.json: world size, device, the sample indices this rank trained on per epoch and
-    evaluated per pass, the files it wrote inside RUN (debug/ excluded), the hash of its final weights,
-    and on XLA the compile/transfer and CPU-fallback counters at each train batch."""
+    evaluated per pass, the files it wrote inside RUN (debug/ excluded), the checkpoint it resumed from, the
+    hashes of the weights at each save and of its final weights, and on XLA the compile/transfer and
+    CPU-fallback counters at each train batch."""
 
     def __init__(self, run_dir: Path, accelerator):
         self.run_dir = os.path.abspath(run_dir)
@@ -202,9 +206,86 @@ class RankTrace:
         folder.mkdir(parents=True, exist_ok=True)
         torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, folder / f"{step}.pt")
 
+    def resumed(self, folder, epoch: int, global_step: int) -> None:
+        self.record["resumed"] = {"from": str(folder), "epoch": epoch, "global_step": global_step}
+
+    def saved(self, name: str, global_step: int, weights, raw) -> None:
+        """A checkpoint save: the hashes of the weights it holds (EMA when on) and of the raw model, on this rank."""
+        self.record.setdefault("saves", []).append({"name": name, "step": global_step,
+                                                    "weights_sha256": weights_sha256(weights),
+                                                    "raw_sha256": weights_sha256(raw)})
+
     def finish(self, model) -> None:
         self.record["weights_sha256"] = weights_sha256(model)
         atomic_write_json(self.file, self.record, indent=None)
+
+
+def ranks_without(ok: bool) -> list[int]:
+    """The processes for which `ok` is False, known to every process (a collective: every process calls it)."""
+    import torch
+    from accelerate.utils import reduce
+
+    state = process_state()
+    if state.num_processes == 1:
+        return [] if ok else [0]
+    flags = torch.zeros(state.num_processes, device=state.device)
+    flags[state.process_index] = float(not ok)
+    return [rank for rank, flag in enumerate(reduce(flags, reduction="sum").tolist()) if flag]
+
+
+def processes_named(ranks: list[int]) -> str:
+    """[1] -> 'process 1'; [2, 3] -> 'processes 2, 3'."""
+    return f"process{'es' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+
+
+def check_shared_folder(folder: Path, key: str) -> None:
+    """Every process must see the files process 0 writes in `folder` (the setting `key` names it): on several
+    hosts it must be on a filesystem they share. One UserError on every process when a process cannot see it."""
+    blind = blind_processes(folder, key)
+    if blind:
+        raise UserError(f"{key}={folder}: {processes_named(blind)} of {process_state().num_processes} cannot see the "
+                        f"file process 0 wrote there: {key} must be on a filesystem every host shares, at the same "
+                        f"path on every host")
+
+
+def blind_processes(folder: Path, key: str) -> list[int]:
+    """The processes that cannot see a file process 0 writes in `folder` ([] in a single process; a collective).
+    Process 0 creates the folder if needed and a marker file in it; every process looks for the marker; then the
+    marker, and the folder if it was created here, are removed. A folder process 0 cannot write: one UserError."""
+    from accelerate.utils import broadcast_object_list
+
+    state = process_state()
+    if state.num_processes == 1:
+        return []
+    folder = Path(folder)
+    shared = [None, ""]  # process 0's marker name, or its error
+    created = False
+    if state.is_main_process:
+        try:
+            created = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
+            marker = folder / f".shared-check-{uuid.uuid4().hex}"
+            marker.touch()
+            shared[0] = marker.name
+        except OSError as err:
+            shared[1] = f"{key}={folder}: cannot write there ({err.strerror or err})"
+    broadcast_object_list(shared)
+    if shared[1]:
+        raise UserError(shared[1])
+    marker = folder / shared[0]
+    visible = marker.is_file()
+    for _ in range(10):  # a network filesystem can take a moment to show a new file on another host
+        if visible:
+            break
+        time.sleep(0.2)
+        visible = marker.is_file()
+    blind = ranks_without(visible)
+    if state.is_main_process:
+        marker.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # empty again: the run creates it for real
+    return blind
 
 
 def process_state():

@@ -1,7 +1,9 @@
 """build_data: from the config to train/val datasets and (unprepared) loaders, on every process.
 
-The main process generates the synthetic default dataset and writes the decoded-image cache; the others
-wait for it, then read the same files, so all processes hold identical data.
+Files under data.cache_dir (the synthetic default dataset, the decoded-image cache) are per host: each host's
+local main process writes them into its own cache (a machine's own disk, or one shared with other hosts; the
+writes are atomic and locked), the other processes of the host wait for it, then read the same files, so all
+processes hold identical data. Nothing here writes into the run folder.
 """
 
 from __future__ import annotations
@@ -49,13 +51,13 @@ class Data:
 
 
 def data_root(cfg_data, accelerator) -> Path:
-    """The folder to train on; the synthetic default is generated once, by the main process."""
+    """The folder to train on; the synthetic default is generated once per host, by its local main process."""
     if cfg_data.root:
         root = Path(cfg_data.root).expanduser()
         if not root.is_dir():
             raise UserError(f"data.root: folder not found: {root}")
         return root
-    if accelerator.is_main_process:
+    if accelerator.is_local_main_process:
         synthetic_set(cfg_data.cache_dir, cfg_data.synth_n, cfg_data.synth_seed, cfg_data.synth_labels)
     accelerator.wait_for_everyone()
     return synthetic_root(cfg_data)
@@ -69,7 +71,7 @@ def synthetic_mix(cfg, classes: list[str], accelerator) -> list[tuple[Path, int]
     if sorted(classes) != list(synth.CLASSES):
         raise UserError(f"pretrain.mix_n: synthetic images have the classes {', '.join(synth.CLASSES)}; "
                         f"{cfg.data.root} has {', '.join(classes)}")
-    if accelerator.is_main_process:
+    if accelerator.is_local_main_process:
         synthetic_set(cfg.data.cache_dir, n, seed, workers=synth.all_cores())
     accelerator.wait_for_everyone()
     root = synthetic_folder(cfg.data.cache_dir, n, seed)
@@ -106,11 +108,11 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
     for items in (split.train, split.val) if not refit else (split.train,):
         if on_device:
             cache = Path(data_cfg.cache_dir).expanduser()
-            if not accelerator.is_main_process:
-                accelerator.wait_for_everyone()  # the main process writes the cache first
-            decoded = load_decoded(items, spec, data_cfg.on_bad_image, cache, accelerator.is_main_process,
+            if not accelerator.is_local_main_process:
+                accelerator.wait_for_everyone()  # each host's local main process writes its cache first
+            decoded = load_decoded(items, spec, data_cfg.on_bad_image, cache, accelerator.is_local_main_process,
                                    split.skipped)
-            if accelerator.is_main_process:
+            if accelerator.is_local_main_process:
                 accelerator.wait_for_everyone()
             names = [str(items[i][0]) for i in decoded["kept"]]
             sets.append(TensorImages(decoded["images"].to(accelerator.device), decoded["labels"].to(accelerator.device),

@@ -44,6 +44,8 @@ def save(s: Session, state: LoopState, name: str, metrics: dict, epoch_sums: lis
     the processes, let a run resumed mid-epoch, on any world size, report the whole epoch's train loss and top-1
     as an uninterrupted one does."""
     acc = s.accelerator
+    if s.trace:
+        s.trace.saved(name, state.global_step, s.weights_module(), acc.unwrap_model(s.model))
     rngs, totals = [], None
     if with_state:
         mine = rng_state()
@@ -82,6 +84,8 @@ def resume(s: Session) -> tuple[LoopState, list[float] | None]:
                         f"of {per_step}); resume on {got.world_size} processes, or with a data.batch_size that "
                         f"divides it")
     state.micro_step = state.epoch_samples // per_step
+    if s.trace:
+        s.trace.resumed(s.resume_from, state.epoch, state.global_step)
     if got.world_size != s.plan.world:
         s.out.print(*elastic_notes(s, got))
     s.out.print(f"resumed from {s.resume_from}: epoch {state.epoch}, batch {state.micro_step} of "

@@ -120,8 +120,7 @@ def train_epoch(s: Session, state: LoopState, resumed_sums: list[float] | None, 
         if not acc.sync_gradients:
             continue
         window_skipped = False
-        if s.ema is not None:
-            s.ema.update(acc.unwrap_model(s.model), step=state.global_step)
+        s.update_averages(state.global_step)  # BatchNorm statistics over the processes, then the EMA
         state.global_step += 1
         if s.trace:
             s.trace.optimizer_step(state.global_step, acc.unwrap_model(s.model))

@@ -22,12 +22,13 @@ from checkbox_dist.core.distributed import process_state
 from checkbox_dist.core.files import atomic_write_json
 from checkbox_dist.core.runs import agreed_name, config_stem, timestamped
 from checkbox_dist.model import ensemble
-from checkbox_dist.train.pretrain import stage_config
+from checkbox_dist.train.pretrain import stage_config, stage_folder
 
 
 def member_configs(cfg: Config, run_dir: Path) -> list[Config]:
     """One config per member: its seed, its folder, the shared stage one, resume when it has checkpoints."""
-    shared_stage = stage_config(cfg).train.output_dir if cfg.pretrain.synth_n else cfg.pretrain.output_dir
+    # stage_folder: a folder every process sees (hosts with their own caches: under the ensemble's run folder)
+    shared_stage = str(stage_folder(cfg, stage_config(cfg), run_dir)) if cfg.pretrain.synth_n else cfg.pretrain.output_dir
     configs = []
     for k in range(cfg.train.ensemble_members):
         member = copy.deepcopy(cfg)

@@ -29,5 +29,5 @@ def run(cfg: Config, config_path: str | None = None) -> dict:
 
 def _run_one(cfg: Config, config_path: str | None) -> dict:
     with guards.stop_signals():  # first, so a preemption during stage one or data decoding is clean too
-        cfg = pretrain.ensure(cfg)  # pretrain.synth_n > 0: stage one (cached), then this run fine-tunes from it
+        cfg = pretrain.ensure(cfg, config_path)  # pretrain.synth_n > 0: stage one (cached), then this run fine-tunes from it
         return train_stage(cfg, config_path)

@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import (DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration,
+                               broadcast_object_list, reduce, set_seed)
 from timm.utils import ModelEmaV3
 
 from checkbox_dist.core import runs
 from checkbox_dist.core.batching import BatchShape, derive
 from checkbox_dist.core.config import Config
 from checkbox_dist.core.cv_results import cv_estimate
-from checkbox_dist.core.distributed import RankTrace, check_launch
+from checkbox_dist.core.distributed import (RankTrace, check_launch, check_shared_folder, processes_named,
+                                           ranks_without)
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.build import Data, build_data
 from checkbox_dist.data.images import parse_color
@@ -73,6 +75,7 @@ class Session:
     plan: Plan
     trace: RankTrace | None
     resume_from: Path | None
+    running_stats: list[torch.Tensor] = field(default_factory=list)  # BatchNorm buffers averaged after each step
     exact_sum: ExactGradientSum | None = None  # train.exact_gradient_sum: the loop hands it every micro-batch
 
     @property
@@ -82,6 +85,14 @@ class Session:
     def weights_module(self) -> torch.nn.Module:
         """What checkpoints and evaluation use: the EMA weights when on, else the unwrapped model."""
         return self.ema.module if self.ema is not None else self.accelerator.unwrap_model(self.model)
+
+    def update_averages(self, step: int) -> None:
+        """After each optimizer step: the BatchNorm running statistics averaged over the processes, then the EMA.
+        Every process then holds the same model and the same EMA (buffers included), at every step: evaluation
+        runs one model, every save holds what every process evaluated, and a resume continues bit for bit."""
+        average_running_stats(self.running_stats)
+        if self.ema is not None:
+            self.ema.update(self.accelerator.unwrap_model(self.model), step=step)
 
 
 def build_accelerator(cfg: Config) -> Accelerator:
@@ -114,15 +125,35 @@ def resolve_run_dir(cfg: Config, config_path: str | None, accelerator: Accelerat
 
 
 def find_resume(cfg: Config, run_dir: Path, accelerator: Accelerator) -> Path | None:
-    """The checkpoint to continue from (train.resume: auto or a path), or None for a fresh run."""
+    """The checkpoint to continue from (train.resume: auto or a path), or None for a fresh run. Process 0 chooses
+    and tells the others, so every process continues from the same checkpoint; each checks that it can read it."""
+    choice = [None, ""]  # (checkpoint folder or None, process 0's error)
+    if accelerator.is_main_process:
+        try:
+            choice[0] = _choose_resume(cfg, run_dir, accelerator.print)
+        except UserError as err:
+            choice[1] = str(err)
+    if accelerator.num_processes > 1:
+        broadcast_object_list(choice)
+    if choice[1]:
+        raise UserError(choice[1])
+    chosen = Path(choice[0]) if choice[0] else None
+    blind = ranks_without(chosen.is_dir()) if chosen and accelerator.num_processes > 1 else []
+    if blind:
+        raise UserError(f"train.resume: {processes_named(blind)} of {accelerator.num_processes} cannot see {chosen}, "
+                        f"the checkpoint process 0 chose: it must be on a filesystem every host shares")
+    return chosen
+
+
+def _choose_resume(cfg: Config, run_dir: Path, say) -> str | None:
     ckpt_dir = run_dir / "checkpoints"
     if cfg.train.resume == "auto":
-        if accelerator.is_main_process and ckpt_dir.is_dir():
-            checkpoint.recover(ckpt_dir, say=accelerator.print)  # a save killed half-way (kill -9, OOM)
-        accelerator.wait_for_everyone()
-        return checkpoint.find_resumable(ckpt_dir, say=accelerator.print)
+        if ckpt_dir.is_dir():
+            checkpoint.recover(ckpt_dir, say=say)  # a save killed half-way (kill -9, OOM)
+        found = checkpoint.find_resumable(ckpt_dir, say=say)
+        return str(found) if found else None
     if cfg.train.resume:
-        return checkpoint.resolve(cfg.train.resume)
+        return str(checkpoint.resolve(cfg.train.resume))
     if checkpoint.find_resumable(ckpt_dir, say=lambda _: None):
         raise UserError(f"{run_dir} already holds checkpoints: pass train.resume=auto to continue it, "
                         f"or another train.output_dir")
@@ -165,6 +196,30 @@ def make_plan(cfg: Config, accelerator: Accelerator, shape: BatchShape, micro_pe
                 loss_divisor, lr, micro_per_epoch, steps_per_epoch, total_steps)
 
 
+def running_stats(cfg: Config, model: torch.nn.Module, world: int) -> list[torch.Tensor]:
+    """The BatchNorm running mean/var buffers to average over the processes after each optimizer step: none in one
+    process, with model.sync_batchnorm (its statistics are already the world's) or without BatchNorm."""
+    if world == 1 or cfg.model.sync_batchnorm:
+        return []
+    return [b for name, b in model.named_buffers() if name.rsplit(".", 1)[-1] in ("running_mean", "running_var")]
+
+
+@torch.no_grad()
+def average_running_stats(buffers: list[torch.Tensor]) -> None:
+    """Each process updates its BatchNorm running statistics with its own micro-batches (DDP then broadcasts process
+    0's at the next forward): replace them, in place, by their average over the processes. One all-reduce of a
+    flat tensor, a small fraction of the gradients' size; every process receives the same sum, so the buffers stay identical.
+    Accelerate's `reduce` works on every backend (gloo, NCCL; on XLA an xm.all_reduce between two xm.mark_step);
+    timm's `distribute_bn` would do one torch.distributed collective per buffer, and has no group on XLA."""
+    if not buffers:
+        return
+    mean = reduce(torch.cat([b.reshape(-1).float() for b in buffers]), reduction="mean")
+    offset = 0
+    for b in buffers:
+        b.copy_(mean[offset:offset + b.numel()].view_as(b))
+        offset += b.numel()
+
+
 def _sum_hook(_state, bucket):
     """DDP communication hook: the plain sum of every process's gradient bucket (DDP's default averages)."""
     return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda fut: fut.value()[0])
@@ -189,8 +244,9 @@ def setup(cfg: Config, config_path: str | None) -> Session:
     shape = set_batch_shape(cfg, accelerator)  # a global batch this world size cannot hold: one clear error
     run_dir = resolve_run_dir(cfg, config_path, accelerator)
     trace = RankTrace.from_env(run_dir, accelerator)  # only with CHECKBOX_DIST_RANK_TRACE=1 (tests, debugging)
-    resume_from = find_resume(cfg, run_dir, accelerator)
     fresh = not run_dir.exists()
+    check_shared_folder(run_dir, "train.output_dir")  # several hosts: one run folder they all see, or one line
+    resume_from = find_resume(cfg, run_dir, accelerator)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
@@ -230,7 +286,7 @@ def _build(cfg: Config, accelerator: Accelerator, shape: BatchShape, run_dir: Pa
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     session = Session(cfg, accelerator, run_dir, out, data, model, forward, optimizer, scheduler, train_loader,
                       val_loader, ema, criterion, parse_color(cfg.data.background), plan, trace, resume_from,
-                      exact_sum)
+                      running_stats(cfg, accelerator.unwrap_model(model), accelerator.num_processes), exact_sum)
     out.print(*describe(session))
     return session
 

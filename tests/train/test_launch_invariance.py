@@ -161,13 +161,19 @@ def test_float32_sums_agree_within_the_tolerance(float32_runs):
     assert 0 < max_diff(params(state["raw_model"]), params(other["raw_model"])) < TOL  # summed in another order
 
 
-def test_batchnorm_running_buffers_follow_process_0(runs):
+def test_batchnorm_running_buffers_are_averaged_over_the_processes(runs):
     """What differs, as docs/LAUNCH.md says: BatchNorm normalises each micro-batch with its own statistics in every
-    shape (so the weights agree), but the running buffers that evaluation uses are process 0's (DDP broadcasts them
-    from it): they count process 0's forwards, 6 steps x accumulation."""
+    shape (so the weights agree); each process updates the running buffers with its own micro-batches, and after
+    every optimizer step they are averaged over the processes, so every process holds the same model and EMA,
+    buffers included, at every save (tests/train/test_ema_processes.py) and at the end. They count each process's
+    forwards, 6 steps x accumulation, so they differ between shapes."""
     for world in SHAPES:
-        _, state = checkpoint(runs["adamw-fp32-ema", world])
+        run = runs["adamw-fp32-ema", world]
+        _, state = checkpoint(run)
         assert state["raw_model"]["bn1.num_batches_tracked"].item() == 6 * (4 // world)
+        ranks = [json.loads(p.read_text()) for p in sorted((run / "debug").glob("rank*.json"))]
+        assert len(ranks) == world and len({r["weights_sha256"] for r in ranks}) == 1, world
+        assert len({r["saves"][-1]["weights_sha256"] for r in ranks}) == 1, world  # the EMA, as saved in `last`
 
 
 def test_the_tolerance_separates_rounding_from_a_change_of_recipe(runs, float32_runs):
