@@ -115,6 +115,16 @@ def _xla_counts() -> list[int] | None:
     return [(met.metric_data(name) or (0,))[0] for name in ("CompileTime", "TransferFromDeviceTime")]
 
 
+def _xla_all_reduces() -> int | None:
+    """In-place all-reduces traced so far in this process (gradients, `accelerator.reduce`); None without
+    torch_xla. On one device they are no-ops unless XLA_ALWAYS_ALLREDUCE=1."""
+    if "torch_xla" not in sys.modules:
+        return None
+    import torch_xla.debug.metrics as met
+
+    return met.counter_value("xla::AllReduceInPlace") or 0
+
+
 # Audit events that change the file system; os.replace raises "os.rename" (src, dst, ...).
 _WRITE_EVENTS = ("os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtree", "os.truncate")
 
@@ -122,14 +132,17 @@ _WRITE_EVENTS = ("os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtre
 class RankTrace:
     """RUN/debug/rank<N>.json: world size, device, the sample indices this rank trained on per epoch and
     evaluated per pass, the files it wrote inside RUN (debug/ excluded), the hash of its final weights,
-    and on XLA the compile/transfer counters at each train batch."""
+    the micro-batches that closed an accumulation window and the calls of `optimizer.step` per epoch, and on
+    XLA the compile/transfer and in-place all-reduce counters at each train batch."""
 
     def __init__(self, run_dir: Path, accelerator):
         self.run_dir = os.path.abspath(run_dir)
         self.file = Path(run_dir) / "debug" / f"rank{accelerator.process_index}.json"
         self.record = {"rank": accelerator.process_index, "world_size": accelerator.num_processes,
                        "distributed_type": str(accelerator.distributed_type.value), "device": str(accelerator.device),
-                       "pid": os.getpid(), "train": {}, "val": [], "writes": []}
+                       "pid": os.getpid(), "train": {}, "val": [], "writes": [], "windows": {},
+                       "optimizer_steps": {}}
+        self._epoch = "0"
         sys.addaudithook(self._audit)  # cannot be removed: the trace lives as long as the process
 
     @classmethod
@@ -159,10 +172,26 @@ class RankTrace:
             pass
 
     def train_batch(self, epoch: int, indices) -> None:
+        self._epoch = str(epoch)
         counts = _xla_counts()  # before our own .tolist(), which is one device-to-host transfer on XLA
         if counts is not None:
             self.record.setdefault("xla", {}).setdefault(str(epoch), []).append(counts)
+            self.record.setdefault("xla_all_reduces", {}).setdefault(str(epoch), []).append(_xla_all_reduces())
         self.record["train"].setdefault(str(epoch), []).extend(int(i) for i in indices.tolist())
+
+    def window_end(self, epoch: int, micro: int) -> None:
+        """Micro-batch `micro` of `epoch` closed an accumulation window (the optimizer's turn)."""
+        self.record["windows"].setdefault(str(epoch), []).append(micro)
+
+    def count_steps(self, optimizer) -> None:
+        """Count the calls of `optimizer.step` per epoch (the epoch of the last train batch seen)."""
+        step, steps = optimizer.step, self.record["optimizer_steps"]
+
+        def counted(*args, **kwargs):
+            steps[self._epoch] = steps.get(self._epoch, 0) + 1
+            return step(*args, **kwargs)
+
+        optimizer.step = counted
 
     def eval_lookup(self, lookup):
         """Wrap a dataset's lookup for one evaluation pass: records the indices this rank evaluated,
