@@ -195,7 +195,7 @@ class RankTrace:
 
     def eval_lookup(self, lookup):
         """Wrap a dataset's lookup for one evaluation pass: records the indices this rank evaluated,
-        including the duplicates Accelerate pads the last batch with (gather_for_metrics drops them)."""
+        including the duplicates Accelerate pads the last batch with (evaluation keeps one row per index)."""
         seen: list[int] = []
         self.record["val"].append(seen)
 
