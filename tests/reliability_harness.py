@@ -54,10 +54,11 @@ def _child(argv: list[str], env: dict, cwd: str, out_file: str, err_file: str, m
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the forkserver's handlers are not the CLI's
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-    from checkbox_dist.core import faults
+    from checkbox_dist.core import faults, prefetch
     from checkbox_dist.cli import main
 
     faults.reload()  # CHECKBOX_DIST_FAULT was read when the server imported the module
+    prefetch.reload()  # and CHECKBOX_DIST_PREFETCH
     import torch
 
     # One thread: on 2 shared cores, 2 OpenMP threads per tiny run cost 3x the CPU time (measured 9.8 s vs
@@ -88,7 +89,8 @@ class Child:
         log_dir.mkdir(parents=True, exist_ok=True)
         stamp = f"{time.monotonic_ns()}"
         self.out_file, self.err_file = log_dir / f"out-{stamp}.txt", log_dir / f"err-{stamp}.txt"
-        full_env = {"PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", "CHECKBOX_DIST_FAULT": None}
+        full_env = {"PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", "CHECKBOX_DIST_FAULT": None,
+                    "CHECKBOX_DIST_PREFETCH": None}
         full_env.update(env or {})
         self.process = _context().Process(target=_child, args=(list(argv), full_env, str(cwd), str(self.out_file),
                                                                str(self.err_file), max_file_bytes))

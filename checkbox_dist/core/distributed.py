@@ -109,24 +109,20 @@ def weights_sha256(module) -> str:
     return digest.hexdigest()
 
 
-def _xla_counts() -> list[int] | None:
-    """[graphs compiled, device-to-host transfers] so far in this process; None without torch_xla. Constant
-    over the steady-state steps of an epoch when shapes are static and the loop does not sync per step."""
+def _xla_metrics() -> dict | None:
+    """torch_xla's counters so far in this process, None without torch_xla:
+    counts      [graphs compiled, device-to-host transfers]: constant over the steady-state steps of an epoch when
+                shapes are static and the loop does not sync per step
+    fallbacks   {"aten::op": calls}: ops XLA does not lower, run on the CPU with a device-host round trip each
+    all_reduces in-place all-reduces traced (gradients, `accelerator.reduce`); on one device they are no-ops
+                unless XLA_ALWAYS_ALLREDUCE=1"""
     if "torch_xla" not in sys.modules:
         return None
     import torch_xla.debug.metrics as met
 
-    return [(met.metric_data(name) or (0,))[0] for name in ("CompileTime", "TransferFromDeviceTime")]
-
-
-def _xla_fallbacks() -> dict[str, int] | None:
-    """torch_xla's CPU fallbacks so far in this process: {"aten::op": calls} (ops XLA does not lower, run on the
-    CPU with a device-host round trip each); None without torch_xla."""
-    if "torch_xla" not in sys.modules:
-        return None
-    import torch_xla.debug.metrics as met
-
-    return {name: met.counter_value(name) for name in met.counter_names() if name.startswith("aten::")}
+    return {"counts": [(met.metric_data(name) or (0,))[0] for name in ("CompileTime", "TransferFromDeviceTime")],
+            "fallbacks": {name: met.counter_value(name) for name in met.counter_names() if name.startswith("aten::")},
+            "all_reduces": met.counter_value("xla::AllReduceInPlace") or 0}
 
 
 # Audit events that change the file system; os.replace raises "os.rename" (src, dst, ...).
@@ -136,15 +132,18 @@ _WRITE_EVENTS = ("os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtre
 class RankTrace:
     """RUN/debug/rank<N>.json: world size, device, the sample indices this rank trained on per epoch and
     evaluated per pass, the files it wrote inside RUN (debug/ excluded), the checkpoint it resumed from, the
-    hashes of the weights at each save and of its final weights, and on XLA the compile/transfer and
-    CPU-fallback counters at each train batch."""
+    hashes of the weights at each save and of its final weights, the micro-batches that closed an
+    accumulation window and the calls of `optimizer.step` per epoch, and on XLA the compile/transfer,
+    CPU-fallback and in-place all-reduce counters at each train batch."""
 
     def __init__(self, run_dir: Path, accelerator):
         self.run_dir = os.path.abspath(run_dir)
         self.file = Path(run_dir) / "debug" / f"rank{accelerator.process_index}.json"
         self.record = {"rank": accelerator.process_index, "world_size": accelerator.num_processes,
                        "distributed_type": str(accelerator.distributed_type.value), "device": str(accelerator.device),
-                       "pid": os.getpid(), "train": {}, "val": [], "writes": []}
+                       "pid": os.getpid(), "train": {}, "val": [], "writes": [], "windows": {},
+                       "optimizer_steps": {}}
+        self._epoch = "0"
         sys.addaudithook(self._audit)  # cannot be removed: the trace lives as long as the process
 
     @classmethod
@@ -174,17 +173,33 @@ class RankTrace:
             pass
 
     def train_batch(self, epoch: int, indices) -> None:
-        counts = _xla_counts()  # before our own .tolist(), which is one device-to-host transfer on XLA
-        if counts is not None:
-            self.record.setdefault("xla", {}).setdefault(str(epoch), []).append(counts)
-            fallbacks = _xla_fallbacks()
-            self.record["xla_fallbacks"] = fallbacks  # the totals so far, by op
-            self.record.setdefault("xla_fallback_calls", {}).setdefault(str(epoch), []).append(sum(fallbacks.values()))
+        self._epoch = str(epoch)
+        xla = _xla_metrics()  # before our own .tolist(), which is one device-to-host transfer on XLA
+        if xla is not None:
+            per_epoch = lambda key: self.record.setdefault(key, {}).setdefault(str(epoch), [])  # noqa: E731
+            per_epoch("xla").append(xla["counts"])
+            self.record["xla_fallbacks"] = xla["fallbacks"]  # the totals so far, by op
+            per_epoch("xla_fallback_calls").append(sum(xla["fallbacks"].values()))
+            per_epoch("xla_all_reduces").append(xla["all_reduces"])
         self.record["train"].setdefault(str(epoch), []).extend(int(i) for i in indices.tolist())
+
+    def window_end(self, epoch: int, micro: int) -> None:
+        """Micro-batch `micro` of `epoch` closed an accumulation window (the optimizer's turn)."""
+        self.record["windows"].setdefault(str(epoch), []).append(micro)
+
+    def count_steps(self, optimizer) -> None:
+        """Count the calls of `optimizer.step` per epoch (the epoch of the last train batch seen)."""
+        step, steps = optimizer.step, self.record["optimizer_steps"]
+
+        def counted(*args, **kwargs):
+            steps[self._epoch] = steps.get(self._epoch, 0) + 1
+            return step(*args, **kwargs)
+
+        optimizer.step = counted
 
     def eval_lookup(self, lookup):
         """Wrap a dataset's lookup for one evaluation pass: records the indices this rank evaluated,
-        including the duplicates Accelerate pads the last batch with (gather_for_metrics drops them)."""
+        including the duplicates Accelerate pads the last batch with (evaluation keeps one row per index)."""
         seen: list[int] = []
         self.record["val"].append(seen)
 

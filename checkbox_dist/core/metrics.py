@@ -1,7 +1,7 @@
 """Classification metrics from gathered logits: loss, top-1/top-k, per-class P/R/F1, confusion, ECE.
 
-Everything is computed once per evaluation on the full, de-duplicated val set (the loop gathers logits
-with `gather_for_metrics`), so the numbers do not depend on the number of processes.
+Everything is computed once per evaluation on the full, de-duplicated val set (model/logits.py gathers
+logits with their sample indices and keeps one row per index), so the numbers do not depend on the number of processes.
 """
 
 from __future__ import annotations

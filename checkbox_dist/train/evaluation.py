@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from checkbox_dist.core import prefetch
 from checkbox_dist.core.metrics import classification_metrics, fit_temperature
 from checkbox_dist.model import checkpoint
 from checkbox_dist.model.logits import collect_logits
@@ -19,7 +20,9 @@ def evaluate(s: Session) -> dict:
     """classification_metrics of the evaluated weights (EMA when on) on the val split, every sample once."""
     eval_model = s.ema.module if s.ema is not None else s.model
     lookup = s.trace.eval_lookup(s.data.val_set.lookup) if s.trace else s.data.val_set.lookup
-    logits, labels = collect_logits(eval_model, s.val_loader, lookup, s.data.spec, s.accelerator)
+    logits, labels = collect_logits(eval_model, prefetch.wrap(s.val_loader), lookup, s.data.spec, s.accelerator)
+    if len(labels) != len(s.data.val_set):  # collect_logits keeps each val index once, on every backend
+        raise RuntimeError(f"evaluation gathered {len(labels)} val rows for {len(s.data.val_set)} val images")
     return classification_metrics(logits, labels, s.data.classes, s.cfg.eval.top_k, s.cfg.eval.ece_bins)
 
 

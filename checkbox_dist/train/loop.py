@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from checkbox_dist.core import faults
+from checkbox_dist.core import faults, prefetch
 from checkbox_dist.core.errors import Interrupted, Preempted
 from checkbox_dist.data import augment
 import checkbox_dist.train.guards as guards
-from checkbox_dist.train import backend
+from checkbox_dist.train import backend, windows
 from checkbox_dist.train.checkpointing import LoopState, resume, save, save_epoch_end
 from checkbox_dist.train.evaluation import evaluate, is_better
 from checkbox_dist.train.session import Session
@@ -71,6 +71,8 @@ class Outcome:
 def fit(s: Session) -> Outcome:
     """Train until the last epoch, max_steps or early stopping; raises Preempted on a stop request."""
     state, resumed_sums = resume(s)
+    if s.trace:
+        s.trace.count_steps(s.optimizer)
     s.out.start_trackers()
     outcome = Outcome()
     while state.epoch <= s.cfg.train.epochs:
@@ -107,7 +109,7 @@ def train_epoch(s: Session, state: LoopState, resumed_sums: list[float] | None, 
     """One pass over this process's shard, from `state.micro_step` on; updates `state` as it goes."""
     epoch, skip, acc = state.epoch, state.micro_step, s.accelerator
     s.train_loader.set_epoch(epoch)
-    loader = acc.skip_first_batches(s.train_loader, skip) if skip else s.train_loader
+    loader = prefetch.wrap(acc.skip_first_batches(s.train_loader, skip) if skip else s.train_loader)
     s.model.train()
     sums = EpochSums.start(acc.device, resumed_sums)
     interval = [sums.started, float(sums.seen)]  # time and images at the last log: the steady-state rate
@@ -115,11 +117,14 @@ def train_epoch(s: Session, state: LoopState, resumed_sums: list[float] | None, 
                disable=not (acc.is_main_process and s.cfg.train.progress))
     window_skipped = False  # nan_policy=skip: a batch of this accumulation window had a non-finite loss
     for micro, batch in enumerate(loader, start=skip):
-        window_skipped = train_step(s, state, batch, micro, sums, window_skipped)
+        sync = windows.closes(micro, s.plan.accum, s.plan.micro_per_epoch)  # the loop's count, not the loader's
+        window_skipped = train_step(s, state, batch, micro, sync, sums, window_skipped)
         bar.update(1)
-        if not acc.sync_gradients:
+        if not sync:
             continue
         window_skipped = False
+        if s.trace:
+            s.trace.window_end(epoch, micro)
         s.update_averages(state.global_step)  # BatchNorm statistics over the processes, then the EMA
         state.global_step += 1
         if s.trace:
@@ -142,8 +147,9 @@ def train_epoch(s: Session, state: LoopState, resumed_sums: list[float] | None, 
     return sums
 
 
-def train_step(s: Session, state: LoopState, batch, micro: int, sums: EpochSums, window_skipped: bool) -> bool:
-    """Forward and backward of one micro-batch; the optimizer steps at the end of an accumulation window.
+def train_step(s: Session, state: LoopState, batch, micro: int, sync: bool, sums: EpochSums,
+               window_skipped: bool) -> bool:
+    """Forward and backward of one micro-batch; when it closes its accumulation window (`sync`), the update.
     Returns whether the current window's update is to be skipped (nan_policy=skip)."""
     acc, cfg, accum = s.accelerator, s.cfg, s.plan.accum
     images, labels, indices = s.data.train_set.lookup(batch)
@@ -155,8 +161,8 @@ def train_step(s: Session, state: LoopState, batch, micro: int, sums: EpochSums,
     # A short last window (e.g. 10 micro-batches with accumulation 4 -> 4, 4, 2) must average over
     # its real length; Accelerate divides every micro-batch by A, so rescale by A / window_len. DDP sums the
     # processes' gradients (session.sum_gradients): divide by their number here, before backward.
-    window_len = min(accum, s.plan.micro_per_epoch - (micro // accum) * accum)
-    with acc.accumulate(s.model):
+    window_len = windows.length(micro, accum, s.plan.micro_per_epoch)
+    with windows.window(acc, s.model, sync):
         with acc.autocast():
             logits = s.forward(x)
             loss = s.criterion(logits, target)
@@ -168,19 +174,29 @@ def train_step(s: Session, state: LoopState, batch, micro: int, sums: EpochSums,
             loss = loss.nan_to_num(0.0, 0.0, 0.0) * 0.0  # every process still runs backward (DDP)
             window_skipped = True  # 0 x NaN is NaN: the window's gradients are unusable
         acc.backward(loss * (accum / (window_len * s.plan.loss_divisor)))
-        if s.exact_sum is not None:  # train.exact_gradient_sum: the window's sum in float64 (train/reduction.py)
-            s.exact_sum.add()
-            if acc.sync_gradients:
-                s.exact_sum.finish()
-        if acc.sync_gradients and cfg.optim.clip_grad_norm:
-            acc.clip_grad_norm_(s.model.parameters(), cfg.optim.clip_grad_norm)
-        if not window_skipped:
-            s.optimizer.step()
-        if acc.sync_gradients and cfg.schedule.name != "plateau":
-            s.scheduler.step()
-        s.optimizer.zero_grad(set_to_none=True)
+    if s.exact_sum is not None:  # train.exact_gradient_sum: the window's sum in float64 (train/reduction.py)
+        s.exact_sum.add()
+        if sync:
+            s.exact_sum.finish()
+    if sync:
+        update(s, window_skipped)
     sums.add(loss, logits, labels, state.global_step + 1)
     return window_skipped
+
+
+def update(s: Session, skipped: bool) -> None:
+    """The end of an accumulation window: clip and step the optimizer (on XLA the window's one gradient
+    all-reduce), advance the schedule, zero the gradients. A window nan_policy=skip dropped leaves the weights,
+    the optimizer state and fp16's GradScaler untouched: no clipping either, which would unscale the gradients
+    (and, on XLA, all-reduce them) for a step and a scaler update that never come."""
+    acc, cfg = s.accelerator, s.cfg
+    if not skipped:
+        if cfg.optim.clip_grad_norm:
+            acc.clip_grad_norm_(s.model.parameters(), cfg.optim.clip_grad_norm)
+        s.optimizer.step()
+    if cfg.schedule.name != "plateau":
+        s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
 
 
 def augment_batch(s: Session, images, labels, epoch: int, g: int):

@@ -143,7 +143,7 @@ def test_eval_counts_every_val_image_exactly_once(runs):
     for passes in zip(*(r["val"] for r in runs["two"]["ranks"])):
         rank0, rank1 = passes
         # 30 images in batches of 16: rank 0 gets 16, rank 1 gets 14 padded to 16 with repeats of the
-        # first images; gather_for_metrics drops the 2 repeats.
+        # first images; evaluation keeps one row per index, dropping the 2 repeats.
         assert len(rank0) == len(rank1) == 16
         assert sorted(set(rank0) | set(rank1)) == list(range(val_size))
     for row in runs["two"]["epochs"]:

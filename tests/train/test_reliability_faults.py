@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from reliability_harness import (REPO, assert_same_run, cli, final_rows, one_line_error, read_metrics, start,
-                                 wait_for)
+                                 tensors_equal, wait_for)
 
 # 90 synthetic images -> 72 train / 18 val; batch 16 -> 4 optimizer steps per epoch, 3 epochs = 12 steps;
 # `last` also every 3 steps (mid-epoch resume); val batches of 8 -> 3 per evaluation; dropout on, so the
@@ -343,6 +343,47 @@ def test_non_finite_loss_with_nan_policy_skip_drops_that_update_only(tmp_path: P
     state = torch.load(run_dir / "checkpoints" / "last" / "train_state.pt", weights_only=True)
     adam_steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
     assert adam_steps == {11.0}  # 12 optimizer steps, one of them skipped: no update, not even momentum
+
+
+def _parameters(state_dict: dict) -> dict:
+    """The trained parameters: BatchNorm's running statistics follow every forward pass, a skipped window's too."""
+    return {k: v for k, v in state_dict.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "no"])
+def test_a_skipped_window_with_clipping_changes_nothing_and_the_next_one_trains(
+        precision: str, tmp_path: Path, cache: Path):
+    """nan_policy=skip with optim.clip_grad_norm, accumulation 2 (2 optimizer steps per epoch): micro-batch 5
+    poisons optimizer step 3. Stopped right after it (train.max_steps=3), weights, optimizer and fp16 loss-scaler
+    state equal a clean run stopped before it (max_steps=2): the window changed nothing. Run on (max_steps=4),
+    the next window trains (under fp16 a skipped window used to leave the gradients unscaled without a step:
+    "unscale_() has already been called on this optimizer since the last update()")."""
+    extra = [f"train.mixed_precision={precision}", "optim.clip_grad_norm=1.0", "train.grad_accum_steps=2",
+             "train.nan_policy=skip", "schedule.name=constant", "schedule.warmup_epochs=0"]
+    runs = {}
+    for name, steps, fault in (("clean", 2, None), ("skipped", 3, "step:5:nan"), ("after", 4, "step:5:nan")):
+        runs[name] = tmp_path / name
+        done = cli(train_args(runs[name], cache, *extra, f"train.max_steps={steps}"),
+                   env={"CHECKBOX_DIST_FAULT": fault} if fault else None)
+        assert done.rc == 0, done.err[-3000:]
+        assert ("update skipped" in done.out) == bool(fault), done.out[-2000:]
+
+    def last(name: str) -> tuple[dict, dict]:
+        folder = runs[name] / "checkpoints" / "last"
+        return (torch.load(folder / "model.pt", weights_only=True)["model"],
+                torch.load(folder / "train_state.pt", weights_only=True))
+
+    (clean, clean_state), (skipped, skipped_state), (after, after_state) = last("clean"), last("skipped"), last("after")
+    assert skipped_state["loop"]["global_step"] == 3 and clean_state["loop"]["global_step"] == 2
+    tensors_equal(_parameters(skipped), _parameters(clean), "weights")
+    tensors_equal(_parameters(skipped_state["raw_model"]), _parameters(clean_state["raw_model"]), "raw_model")
+    for key in ("optimizer", "scaler"):
+        tensors_equal(skipped_state[key], clean_state[key], key)
+    if precision == "fp16":
+        assert skipped_state["scaler"]["scale"] == clean_state["scaler"]["scale"] > 0
+    assert {float(s["step"]) for s in after_state["optimizer"]["state"].values()} == {3.0}  # 4 steps, 1 skipped
+    assert _all_finite(runs["after"] / "checkpoints" / "last")
+    assert any(not torch.equal(after[k], skipped[k]) for k in after if after[k].is_floating_point())
 
 
 # ---- W&B out of reach ----------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@
 
 torch_xla 2.9.0 needs torch 2.9.x, so it runs from a second environment that tests/xla_venv.sh builds
 on first use (.venv-xla, or CHECKBOX_DIST_XLA_VENV; ~3.5 min and ~7 GB cold, ~30 s from uv's cache).
-One training run (test_resnet, 32 px, bf16, the quickstart's augmentation, gradient accumulation 2, 3 epochs
-of 6 optimizer steps) feeds the run's tests: about 60-90 s on an idle 2-core machine, nearly all of it XLA compiling the first
+One training run (test_resnet, 32 px, bf16, the quickstart's augmentation, gradient accumulation 4 over 10
+micro-batches, 3 epochs of 3 optimizer steps, XLA_ALWAYS_ALLREDUCE=1) feeds the run's tests: about 60-90 s
+on an idle 2-core machine, nearly all of it XLA compiling the first
 epoch's graphs. Several XLA processes cannot run on a CPU (xmp.spawn refuses nprocs > 1), so this is
 the single-process path; data parallelism is tested with gloo in tests/train/test_distributed.py.
 """
@@ -46,14 +47,16 @@ def xla_run(xla_python, tmp_path_factory) -> dict:
     run_dir = tmp / "run"
     cmd = [str(xla_python), "-m", "accelerate.commands.launch", "--config_file", str(REPO / "launch" / "tpu_vm.yaml"),
            str(REPO / "train.py"), "--config", str(REPO / "configs" / "quickstart.yaml"),
-           "model.name=test_resnet", "data.image_size=32", "data.synth_n=150", f"data.cache_dir={tmp / 'cache'}",
-           "data.batch_size=10", "data.eval_batch_size=30",  # 120 train = 12 micro-batches; val 30 = 1 batch
+           "model.name=test_resnet", "data.image_size=32", "data.synth_n=125", f"data.cache_dir={tmp / 'cache'}",
+           "data.batch_size=10", "data.eval_batch_size=30",  # 100 train = 10 micro-batches; val 25 = 1 batch
            # the quickstart's augmentation as shipped (affine and colour): it must run on the device
-           "data.num_workers=0", "train.mixed_precision=bf16", "train.grad_accum_steps=2", "train.epochs=3",
+           "data.num_workers=0", "train.mixed_precision=bf16", "train.grad_accum_steps=4", "train.epochs=3",
            "train.log_every_steps=1000", "schedule.name=constant", "train.progress=false", "tracking.backends=[]",
            f"train.output_dir={run_dir}"]
+    # XLA_ALWAYS_ALLREDUCE=1: xm.all_reduce runs on one device too (torch_xla skips it when the world is 1), so
+    # the gradient all-reduces a TPU pod would do are traced and counted here.
     env = dict(os.environ, PJRT_DEVICE="CPU", CHECKBOX_DIST_RANK_TRACE="1", PYTHONUNBUFFERED="1",
-               PYTHONPATH=str(REPO))
+               PYTHONPATH=str(REPO), XLA_ALWAYS_ALLREDUCE="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=1200)
     if proc.returncode != 0:
         raise AssertionError(f"XLA run exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n"
@@ -67,7 +70,19 @@ def test_accelerate_runs_the_loop_on_xla_with_bf16(xla_run):
     first = xla_run["stdout"].splitlines()[0]
     assert "XLA on xla:0" in first and "world size 1" in first and "precision bf16" in first, first
     assert xla_run["trace"]["distributed_type"] == "XLA" and xla_run["trace"]["device"] == "xla:0"
-    assert "20 global" in xla_run["stdout"]  # 10 per process x 2 accumulation
+    assert "40 global" in xla_run["stdout"]  # 10 per process x 4 accumulation
+
+
+def test_one_gradient_all_reduce_per_optimizer_step_and_windows_on_the_loops_count(xla_run):
+    """10 micro-batches, accumulation 4, read ahead by the real MpDeviceLoader thread: the windows close on
+    micro-batches 3, 7 and 9 of every epoch (the last one short), optimizer.step runs 3 times per epoch, and the
+    only in-place all-reduce inside an epoch is the gradients' one, on the window's last micro-batch."""
+    trace = xla_run["trace"]
+    assert trace["windows"] == {str(e): [3, 7, 9] for e in (1, 2, 3)}
+    assert trace["optimizer_steps"] == {str(e): 3 for e in (1, 2, 3)}
+    for epoch, counts in trace["xla_all_reduces"].items():
+        per_batch = [b - a for a, b in zip(counts, counts[1:])]  # all-reduces traced by micro-batches 0..8
+        assert per_batch == [1 if m in (3, 7) else 0 for m in range(9)], (epoch, counts)
 
 
 def test_loss_falls(xla_run):
@@ -96,7 +111,7 @@ def test_augmentation_runs_on_the_device_no_cpu_fallback(xla_run):
     trace = xla_run["trace"]
     for epoch in ("2", "3"):
         calls = trace["xla_fallback_calls"][epoch]
-        assert len(calls) == 12 and len(set(calls)) == 1, (epoch, calls, trace["xla_fallbacks"])
+        assert len(calls) == 10 and len(set(calls)) == 1, (epoch, calls, trace["xla_fallbacks"])
     assert not any("grid_sampler" in name for name in trace["xla_fallbacks"]), trace["xla_fallbacks"]
 
 
