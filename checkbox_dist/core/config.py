@@ -331,6 +331,8 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form section.key=value")
     key, raw = text.split("=", 1)
+    if raw.lstrip().startswith("#"):  # `data.background=#000000` from a shell: a colour, not a YAML comment
+        return key.strip().split("."), raw.strip()
     try:
         value = _load_yaml(raw) if raw.strip() else ""
     except (yaml.YAMLError, RecursionError):

@@ -106,3 +106,11 @@ def test_cli_config_errors_are_one_line_exit_2(tmp_path: Path, content, override
 def test_missing_config_file_is_one_line(tmp_path: Path):
     proc = run_cli("train", "--config", str(tmp_path / "nope.yaml"), check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: config file not found: {tmp_path / 'nope.yaml'}"
+
+
+def test_an_unquoted_colour_on_the_command_line_is_the_colour_not_a_yaml_comment():
+    """`data.background=#000000` in a shell is the text `#000000`; as YAML it would be a comment (= "")."""
+    cfg = load_config(None, ["data.background=#000000", "data.image_size=64"])
+    assert cfg.data.background == "#000000"
+    assert load_config(None, ["data.background='#101010'"]).data.background == "#101010"  # quoted still works
+    assert load_config(None, ["data.image_size=64  # a comment after a value"]).data.image_size == 64
