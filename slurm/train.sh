@@ -16,6 +16,11 @@
 # (SLURM_RESTART_COUNT=1, 2, ...) finds the same run folder, runs/slurm-<jobid> unless
 # train.output_dir is given, and `train.resume=auto` continues from `last`: same weights as a run
 # that was never interrupted. Output of all restarts goes to one file, %x-%j.out (--open-mode=append).
+# Preemption with a GraceTime sends SIGTERM to every process of the job's steps instead (not to this
+# shell): the ranks take it as the same stop request (torchrun's agent gives them 30 s for it:
+# TORCH_ELASTIC_SHUTDOWN_TIMEOUT), each node's step shell notes it in RUN/.step_sigterm, and this script
+# requeues as for USR1. A SIGTERM to this shell too (`scancel --full`, the time limit itself) cannot be
+# saved: srun answers it with SIGKILL to its step (the job still requeues, from an older `last` if any).
 #
 # Elastic requeue: with train.global_batch_size in the config (configs/checkbox_state_v2.yaml has it), a
 # restart may run on another number of nodes and continues the same recipe from the same image of the
@@ -53,7 +58,7 @@ for o in "${OVERRIDES[@]+"${OVERRIDES[@]}"}"; do
 done
 OVERRIDES+=("train.output_dir=$RUN_DIR" "train.resume=auto")
 mkdir -p "$RUN_DIR"
-rm -f "$RUN_DIR/STOP"  # left by the previous start of this job, if it was preempted
+rm -f "$RUN_DIR/STOP" "$RUN_DIR/.step_sigterm"  # left by the previous start of this job, if it was preempted
 
 NNODES=${SLURM_NNODES:-1}
 if [ -n "${CHECKBOX_DIST_CPU:-}" ] && [ "${CHECKBOX_DIST_CPU}" != 0 ]; then
@@ -71,10 +76,16 @@ MAIN_ADDR=${MAIN_ADDR:-$MAIN_NODE}
 MAIN_PORT=${CHECKBOX_DIST_PORT:-$("$(command -v python || command -v python3)" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')}
 LAUNCH_CONFIG=launch/multi_node.yaml
 [ "$TOTAL" -gt 1 ] || LAUNCH_CONFIG=launch/single_gpu.yaml  # MULTI_GPU configs refuse one process
-export CONFIG NNODES TOTAL MAIN_ADDR MAIN_PORT LAUNCH_CONFIG
+# srun (Slurm >= 22.05) does not take sbatch's --cpus-per-task (SLURM_CPUS_PER_TASK): without it, the
+# one launcher task per node, all its ranks and their loader workers are bound to a single CPU. Each
+# launcher gets all the CPUs the job holds on a node (the fewest, if the nodes differ: "64(x2),32").
+STEP_CPUS=$(tr ',' '\n' <<<"${SLURM_JOB_CPUS_PER_NODE:-}" | sed 's/(.*//' | { grep -E '^[0-9]+$' || true; } \
+    | sort -n | head -n 1)
+STEP_CPUS=${STEP_CPUS:-${SLURM_CPUS_PER_TASK:-}}
+export CONFIG NNODES TOTAL MAIN_ADDR MAIN_PORT LAUNCH_CONFIG RUN_DIR
 say "job ${SLURM_JOB_ID} start $((${SLURM_RESTART_COUNT:-0} + 1)) (SLURM_RESTART_COUNT=${SLURM_RESTART_COUNT:-0}):" \
     "$NNODES node(s) ${SLURM_JOB_NODELIST} x $PROCS_PER_NODE = $TOTAL processes, main $MAIN_ADDR:$MAIN_PORT," \
-    "run folder $RUN_DIR${ACCELERATE_USE_CPU:+, CPU (gloo)}"
+    "run folder $RUN_DIR, ${STEP_CPUS:-default} CPU(s) per launcher${ACCELERATE_USE_CPU:+, CPU (gloo)}"
 
 preempted=""
 on_signal() {
@@ -88,10 +99,18 @@ trap 'on_signal TERM' TERM
 # Single quotes: SLURM_NODEID must expand inside each task (0 on the first node, 1 on the next, ...),
 # not here in the batch shell, where it is 0 for everyone and every node would claim machine rank 0.
 # One launcher per node, whatever task count the allocation has (--ntasks for an elastic range, above).
-srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c '
-    exec accelerate launch --config_file "$LAUNCH_CONFIG" --num_machines "$NNODES" --num_processes "$TOTAL" \
+# The task's shell stays (no exec) to note a SIGTERM to the step; the launcher ignores it unless it
+# handles it itself (torchrun's agent does): a single process (`accelerate launch` without torchrun)
+# would die of it and leave train.py, which saves on it, to be killed with the step.
+srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 ${STEP_CPUS:+--cpus-per-task="$STEP_CPUS"} \
+    --kill-on-bad-exit=1 bash -c '
+    trap "echo \"\${SLURMD_NODENAME:-node \$SLURM_NODEID}\" >>\"\$RUN_DIR/.step_sigterm\"" TERM
+    ( trap "" TERM
+      exec accelerate launch --config_file "$LAUNCH_CONFIG" --num_machines "$NNODES" --num_processes "$TOTAL" \
         --machine_rank "$SLURM_NODEID" --main_process_ip "$MAIN_ADDR" --main_process_port "$MAIN_PORT" \
-        ${ACCELERATE_USE_CPU:+--mixed_precision no} train.py --config "$CONFIG" "$@"' bash "${OVERRIDES[@]}" &
+        ${ACCELERATE_USE_CPU:+--mixed_precision no} train.py --config "$CONFIG" "$@" ) &
+    launcher=$!
+    while :; do wait "$launcher"; rc=$?; kill -0 "$launcher" 2>/dev/null || exit "$rc"; done' bash "${OVERRIDES[@]}" &
 srun_pid=$!
 set +e
 while :; do
@@ -101,6 +120,11 @@ while :; do
     kill -0 "$srun_pid" 2>/dev/null || break
 done
 set -e
+if [ -z "$preempted" ] && [ -f "$RUN_DIR/.step_sigterm" ] && [ "$rc" != 0 ]; then  # 0: it had finished
+    preempted=TERM
+    say "the step got SIGTERM (preemption) on $(sort -u "$RUN_DIR/.step_sigterm" | paste -sd ' ')"
+fi
+rm -f "$RUN_DIR/.step_sigterm"
 
 if [ -n "$preempted" ]; then
     trap - USR1 TERM

@@ -8,8 +8,10 @@
 # Needs root (the daemons run as root: SlurmUser=root). Installs Debian's Slurm 22.05 and munge when they
 # are missing (~8 s with apt reachable). No systemd here, so munged, slurmctld and two slurmd are started
 # directly: nodes n1 and n2 are two slurmd processes on this host (ports 17001-17002, NodeAddr
-# 127.0.0.1), each with its own spool. Everything else lives in DIR; only munged uses the system's
-# /etc/munge key and /run/munge socket, and is left running if it was already (then not ours to stop).
+# 127.0.0.1), each with its own spool. Tasks are bound to cores (TaskPlugin=task/affinity,
+# TaskPluginParam=Cores) as on a real cluster, so a step's processes see the CPUs it was given. Everything
+# else lives in DIR; only munged uses the system's /etc/munge key and /run/munge socket, and is left
+# running if it was already (then not ours to stop).
 # A job starts ~1-2 s after the daemons are up.
 set -euo pipefail
 cmd=${1:?usage: slurm_cluster.sh start|stop DIR}
@@ -47,7 +49,8 @@ fi
 mkdir -p "$DIR"/{state,log} "$DIR"/spool/n1 "$DIR"/spool/n2
 : >"$DIR/pids"
 HOST=$(hostname -s)
-CPUS=$(nproc)
+# The machine's CPUs, not $OMP_NUM_THREADS (which `nproc` prints when it is set).
+CPUS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 CTLD_PORT=${SLURM_TEST_CTLD_PORT:-16817}
 cat >"$DIR/slurm.conf" <<EOF
 ClusterName=ci
@@ -63,7 +66,8 @@ SlurmdPidFile=$DIR/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
+TaskPluginParam=Cores
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
