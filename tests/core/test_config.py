@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from checkbox_dist.core.config import Config, ConfigError, from_dict, load_config, to_dict
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_main
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
@@ -114,3 +114,16 @@ def test_an_unquoted_colour_on_the_command_line_is_the_colour_not_a_yaml_comment
     assert cfg.data.background == "#000000"
     assert load_config(None, ["data.background='#101010'"]).data.background == "#101010"  # quoted still works
     assert load_config(None, ["data.image_size=64  # a comment after a value"]).data.image_size == 64
+
+
+def test_several_config_files_merge_in_order_and_overrides_come_last(tmp_path):
+    """`--config a.yaml --config b.yaml k=v`: a, then b over it, then the overrides (b used to replace a)."""
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("train:\n  epochs: 7\n  seed: 3\ndata:\n  image_size: 48\n")
+    b.write_text("train:\n  epochs: 9\n")
+    code, out, err = run_main("config", "--config", str(a), "--config", str(b), "data.image_size=40")
+    assert code == 0, err
+    shown = yaml.safe_load(out)
+    assert (shown["train"]["epochs"], shown["train"]["seed"], shown["data"]["image_size"]) == (9, 3, 40)
+    code, _, err = run_main("config", "--config", str(a), "--config", str(tmp_path / "missing.yaml"))
+    assert code == 2 and err.strip() == f"error: config file not found: {tmp_path / 'missing.yaml'}"
