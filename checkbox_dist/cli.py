@@ -15,7 +15,7 @@ import os
 import sys
 
 from checkbox_dist import __version__
-from checkbox_dist.commands import MODULES, HelpFormatter
+from checkbox_dist.commands import MODULES, HelpFormatter, merge_config_files
 from checkbox_dist.core.errors import Preempted, UserError
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM}
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = merge_config_files(build_parser().parse_args(argv))
     try:
         return int(args.handler(args) or 0)
     except Preempted as err:  # the run said where it saved and how to resume; slurm/*.sh requeue on 75

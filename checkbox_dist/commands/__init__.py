@@ -55,8 +55,28 @@ class HelpFormatter(argparse.HelpFormatter):
 def add_config_args(p: argparse.ArgumentParser, default: str | None = None, note: str = "",
                     overrides: str = "config overrides, as for train") -> None:
     """--config (a packaged name or a file; `note` is added to its help) and the `section.key=value` overrides."""
-    p.add_argument("--config", default=default, help=CONFIG_HELP + (f"; {note}" if note else ""))
+    p.add_argument("--config", default=default, action=ConfigFiles,
+                   help=CONFIG_HELP + "; repeat it to merge files in order" + (f"; {note}" if note else ""))
     p.add_argument("overrides", nargs="*", metavar=OVERRIDES_METAVAR, help=overrides)
+
+
+class ConfigFiles(argparse.Action):
+    """--config A [--config B ...]: A is `args.config`; each later file is kept for `merge_config_files`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, "_config_given", False):
+            namespace.config_layers = [*getattr(namespace, "config_layers", []), values]
+        else:
+            namespace.config, namespace._config_given = values, True
+
+
+def merge_config_files(args: argparse.Namespace) -> argparse.Namespace:
+    """After parsing: the files of a repeated --config go first among the overrides, as `@FILE` (core/config.py
+    load_config merges them in order, before the `section.key=value` overrides)."""
+    layers = getattr(args, "config_layers", None)
+    if layers:
+        args.overrides = [f"@{layer}" for layer in layers] + list(args.overrides)
+    return args
 
 
 def add_command(subparsers, name: str, summary: str, examples: str = "", details: str = "") -> argparse.ArgumentParser:

@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default="", help="folder for the report files (default: next to the first checkpoint)")
     p.add_argument("--tta", action="store_true", help="average over the horizontal mirror too")
     p.add_argument("--batch-size", type=int, default=64, help="images per model call")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1, mps ... (default: cuda if present, else Apple's mps, else cpu)")
     p.set_defaults(handler=run)
 
 

@@ -38,7 +38,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tta", action="store_true", help="also average over the horizontal mirror")
     p.add_argument("--batch-size", type=int, default=32, help="images per model call")
     p.add_argument("--jobs", type=int, default=4, help="threads fetching and decoding inputs")
-    p.add_argument("--device", default=None, help="torch backend: cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--device", default=None,
+                   help="torch backend: cpu, cuda, cuda:1, mps ... (default: cuda if present, else mps, else cpu)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="URL download limit, seconds")

@@ -33,7 +33,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                    help="onnx: ONNX Runtime on an exported model.onnx (auto: by file suffix)")
-    p.add_argument("--device", default=None, help="torch backend: cpu, cuda ... (default: cuda if present)")
+    p.add_argument("--device", default=None,
+                   help="torch backend: cpu, cuda, mps ... (default: cuda if present, else mps, else cpu)")
     p.add_argument("--tta", action="store_true", help="also average over the horizontal mirror")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads for the model (0 = library default)")
     p.add_argument("--max-batch", type=int, default=Settings.max_batch, help="images per model call")

@@ -331,6 +331,8 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form section.key=value")
     key, raw = text.split("=", 1)
+    if raw.lstrip().startswith("#"):  # `data.background=#000000` from a shell: a colour, not a YAML comment
+        return key.strip().split("."), raw.strip()
     try:
         value = _load_yaml(raw) if raw.strip() else ""
     except (yaml.YAMLError, RecursionError):
@@ -351,33 +353,47 @@ def resolve_config_path(value: str | Path) -> Path:
     return packaged
 
 
+def read_config_file(value: str | Path) -> tuple[Path, dict]:
+    """(the file, its mapping of sections) for a packaged config name or a YAML file; ConfigError otherwise."""
+    path = resolve_config_path(value)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = _load_yaml(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file (a YAML config is text)") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a usable YAML config (nested too deeply)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())  # PyYAML's text spans lines
+        raise ConfigError(f"{path}:{line} is not valid YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return path, data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults <- YAML file <- `section.key=value` overrides, then validated."""
+    """Defaults <- YAML file <- overrides in order, then validated. An override is `section.key=value`, or
+    `@FILE`: another config file merged over what came before (`--config a --config b` passes b this way)."""
     cfg = Config()
     where = ""
     if path:
-        path = resolve_config_path(path)
+        path, data = read_config_file(path)
         where = f" (in {path})"
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = _load_yaml(path.read_text()) or {}
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not a UTF-8 text file (a YAML config is text)") from None
-        except RecursionError:
-            raise ConfigError(f"{path}: not a usable YAML config (nested too deeply)") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark else ""
-            problem = " ".join(str(getattr(err, "problem", None) or err).split())  # PyYAML's text spans lines
-            raise ConfigError(f"{path}:{line} is not valid YAML ({problem})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         try:
             _apply(cfg, data)
         except ConfigError as err:
             raise ConfigError(f"{err}{where}") from None
     for text in overrides:
+        if text.startswith("@"):
+            layer, data = read_config_file(text[1:])
+            try:
+                _apply(cfg, data)
+            except ConfigError as err:
+                raise ConfigError(f"{err} (in {layer})") from None
+            continue
         keys, value = _parse_override(text)
         nested: Any = value
         for name in reversed(keys):

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import io
 import json
 import os
 import shutil
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from checkbox_dist.core import faults
 from checkbox_dist.core.errors import UserError
@@ -137,14 +138,17 @@ def exclusive(path: Path, say=None):
     lock = path.parent / f".{path.name}.lock"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "w")  # noqa: SIM115 - closed below, after the caller's block
+        lock.touch()
     except OSError as err:
         raise UserError(f"cannot create lock file {lock}: {err.strerror or err}") from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if say:
-                say(f"another process is building {path}; waiting for it")
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    held = FileLock(lock)  # flock(2) on POSIX, LockFileEx on Windows: released by the kernel if we die
+    try:
+        held.acquire(timeout=0)
+    except Timeout:
+        if say:
+            say(f"another process is building {path}; waiting for it")
+        held.acquire()
+    try:
         yield
+    finally:
+        held.release()

@@ -24,6 +24,7 @@ from checkbox_dist.data.split import scan_classes
 from checkbox_dist.data.images import PreprocessSpec
 from checkbox_dist.model import checkpoint, ensemble
 from checkbox_dist.model.logits import collect_logits
+from checkbox_dist.infer.predictor import inference_device
 
 
 def default_out(folder: Path) -> Path:
@@ -36,8 +37,8 @@ def default_out(folder: Path) -> Path:
 
 
 def run(args) -> int:
-    """`checkbox-dist eval` (flags: commands/evaluate.py); --device defaults to cuda when there is one."""
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    """`checkbox-dist eval` (flags: commands/evaluate.py); --device defaults to CUDA, else MPS, else the CPU."""
+    args.device = str(inference_device(args.device))
     loaded = [m for c in args.checkpoint for m in ensemble.load_models(c, args.device)]  # an ensemble: its members
     classes = loaded[0][1]["classes"]
     if any(p["classes"] != classes for _, p in loaded):

@@ -133,12 +133,22 @@ def _members(path: str | Path, backend: str, device: torch.device, threads: int,
     return [OnnxMember(path, threads, spinning)]
 
 
+def inference_device(requested: str | None = None) -> torch.device:
+    """The device inference runs on: `requested` when given, else CUDA, else Apple's MPS, else the CPU."""
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+
+
 class Predictor:
     def __init__(self, checkpoints: list[str | Path], device: str | None = None, tta: bool = False,
                  backend: str = "auto", threads: int = 0, onnx_spinning: bool = True):
         if not checkpoints:
             raise UserError("no checkpoint given")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = inference_device(device)
         self.members = [m for c in checkpoints for m in _members(c, backend, self.device, threads, onnx_spinning)]
         self.classes: list[str] = self.members[0].classes
         if any(m.classes != self.classes for m in self.members):

@@ -25,13 +25,16 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+try:
+    import resource  # POSIX only: the file size limit (`ulimit -f`) in the words of a failed write
+except ImportError:
+    resource = None
 import accelerate
 import timm
 import torch
@@ -87,8 +90,8 @@ def _write_failure(err: Exception, where: Path) -> str:
     text = str(err)
     if "strerror:" in text:
         return text.rsplit("strerror:", 1)[1].strip()
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if limit != resource.RLIM_INFINITY:
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource else None
+    if resource and limit != resource.RLIM_INFINITY:
         return f"File too large (the file size limit, `ulimit -f`, is {limit:,} bytes)"
     try:
         stat = os.statvfs(where)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from checkbox_dist.core.config import Config, ConfigError, from_dict, load_config, to_dict
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_main
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
@@ -106,3 +106,24 @@ def test_cli_config_errors_are_one_line_exit_2(tmp_path: Path, content, override
 def test_missing_config_file_is_one_line(tmp_path: Path):
     proc = run_cli("train", "--config", str(tmp_path / "nope.yaml"), check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: config file not found: {tmp_path / 'nope.yaml'}"
+
+
+def test_an_unquoted_colour_on_the_command_line_is_the_colour_not_a_yaml_comment():
+    """`data.background=#000000` in a shell is the text `#000000`; as YAML it would be a comment (= "")."""
+    cfg = load_config(None, ["data.background=#000000", "data.image_size=64"])
+    assert cfg.data.background == "#000000"
+    assert load_config(None, ["data.background='#101010'"]).data.background == "#101010"  # quoted still works
+    assert load_config(None, ["data.image_size=64  # a comment after a value"]).data.image_size == 64
+
+
+def test_several_config_files_merge_in_order_and_overrides_come_last(tmp_path):
+    """`--config a.yaml --config b.yaml k=v`: a, then b over it, then the overrides (b used to replace a)."""
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("train:\n  epochs: 7\n  seed: 3\ndata:\n  image_size: 48\n")
+    b.write_text("train:\n  epochs: 9\n")
+    code, out, err = run_main("config", "--config", str(a), "--config", str(b), "data.image_size=40")
+    assert code == 0, err
+    shown = yaml.safe_load(out)
+    assert (shown["train"]["epochs"], shown["train"]["seed"], shown["data"]["image_size"]) == (9, 3, 40)
+    code, _, err = run_main("config", "--config", str(a), "--config", str(tmp_path / "missing.yaml"))
+    assert code == 2 and err.strip() == f"error: config file not found: {tmp_path / 'missing.yaml'}"

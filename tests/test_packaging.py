@@ -1,0 +1,32 @@
+"""Packaging metadata that users and installers read: the licence, and constraints.txt as CI installs it."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+from conftest import REPO
+
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def test_the_license_file_is_the_one_pyproject_names():
+    assert PYPROJECT["project"]["license"] == {"text": "MIT"}
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License\n") and "THE SOFTWARE IS PROVIDED \"AS IS\"" in text
+
+
+def test_constraints_pin_every_dependency_and_hold_no_freeze_leftovers():
+    lines = (REPO / "constraints.txt").read_text().splitlines()
+    pins = {}
+    for number, line in enumerate(lines, 1):
+        if number == 1 and line.startswith("#"):
+            continue  # the header says what the file is
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s=]+)", line)
+        assert match, f"constraints.txt line {number} is not NAME==VERSION: {line!r}"
+        pins[match.group(1).lower().replace("_", "-")] = match.group(2)
+    wanted = [*PYPROJECT["project"]["dependencies"], *PYPROJECT["project"]["optional-dependencies"]["serve"],
+              *PYPROJECT["project"]["optional-dependencies"]["export"]]
+    for requirement in wanted:
+        name = re.match(r"[A-Za-z0-9_.\-]+", requirement).group(0).lower().replace("_", "-")
+        assert name in pins, f"{name} (pyproject.toml) has no pin in constraints.txt"
