@@ -11,6 +11,11 @@ Precision
     set: torch_xla reads them once, at the first tensor a process puts on a device, which comes after the
     Accelerator is built.
 
+The host's first process
+    Off a TPU, Accelerate numbers an XLA process within its host from LOCAL_RANK and leaves it at -1 when that is
+    unset (`PartialState`), so no process of a CPU XLA run would be its host's main process, and nobody would
+    build the host's data cache. The host's processes are numbered by torch_xla's local ordinal instead.
+
 model.sync_batchnorm, train.exact_gradient_sum
     model/norm.py all-reduces over torch.distributed; XLA runs without a torch.distributed group, so the
     setting would silently do nothing there: refused with one line. The exact gradient sum (train/reduction.py)
@@ -31,7 +36,7 @@ import threading
 from typing import Callable, TypeVar
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedType, set_seed
 
 from checkbox_dist.core.config import Config
@@ -61,6 +66,16 @@ def fix_precision(accelerator: Accelerator, cfg: Config) -> None:
     elif precision == "fp16" and accelerator.device.type == "cpu" and accelerator.scaler is None:
         accelerator.native_amp = True
         accelerator.scaler = torch.amp.GradScaler("cpu")
+
+
+def fix_local_index(accelerator: Accelerator) -> None:
+    """Called right after the Accelerator is built: on XLA, a host-local process index Accelerate left unset."""
+    if accelerator.distributed_type == DistributedType.XLA and accelerator.local_process_index < 0:
+        import torch_xla.core.xla_model as xm
+
+        index = xm.get_local_ordinal()
+        PartialState().local_process_index = index  # shared states: every Accelerator after this one sees it
+        accelerator.state.local_process_index = index  # AcceleratorState copied PartialState's when it was built
 
 
 def check_supported(accelerator: Accelerator, cfg: Config) -> None:

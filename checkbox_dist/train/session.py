@@ -109,6 +109,7 @@ def build_accelerator(cfg: Config) -> Accelerator:
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.collective_timeout_s))]
         if cfg.train.collective_timeout_s else None)
     backend.fix_precision(accelerator, cfg)
+    backend.fix_local_index(accelerator)
     return accelerator
 
 
