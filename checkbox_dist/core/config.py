@@ -175,7 +175,8 @@ class TrainConfig:
     compile: bool = setting(False, "torch.compile the model")
     log_every_steps: int = setting(10, "a metrics.jsonl row (and a progress update) every N optimizer steps")
     nan_policy: str = setting("stop", "stop | skip: what a non-finite loss does")
-    progress: bool = setting(True, "tqdm bars on the main process")
+    progress: bool = setting(True, "progress on the main process: tqdm bars on a terminal, else a plain line per "
+                                   "log interval (files, pipes, Slurm); false = neither")
     ensemble_members: int = setting(1, "train N members, seeds train.seed + 0..N-1, one after the other, into "
                                        "RUN/members/seed_<S>, and RUN/ensemble: one model averaging them")
     collective_timeout_s: float = setting(0.0, "how long a process waits for a hung peer; 0 = Accelerate's "

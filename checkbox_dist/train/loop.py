@@ -13,6 +13,7 @@ micro-batch's global index is `micro * W + r`. Every random draw of a training s
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -114,7 +115,7 @@ def train_epoch(s: Session, state: LoopState, resumed_sums: list[float] | None, 
     sums = EpochSums.start(acc.device, resumed_sums)
     interval = [sums.started, float(sums.seen)]  # time and images at the last log: the steady-state rate
     bar = tqdm(total=s.plan.micro_per_epoch, initial=skip, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
-               disable=not (acc.is_main_process and s.cfg.train.progress))
+               disable=not (acc.is_main_process and s.cfg.train.progress and sys.stderr.isatty()))
     window_skipped = False  # nan_policy=skip: a batch of this accumulation window had a non-finite loss
     for micro, batch in enumerate(loader, start=skip):
         sync = windows.closes(micro, s.plan.accum, s.plan.micro_per_epoch)  # the loop's count, not the loader's
@@ -221,6 +222,9 @@ def log_interval(s: Session, state: LoopState, sums: EpochSums, interval: list[f
            "train_loss": float(sums.loss / sums.seen.clamp_min(1)), "lr": s.optimizer.param_groups[0]["lr"],
            "img_per_s": rate}
     bar.set_postfix(loss=f"{row['train_loss']:.4f}", lr=f"{row['lr']:.2e}", img_s=f"{rate:.1f}")
+    if bar.disable and s.cfg.train.progress:  # not a terminal (a file, a pipe): a plain line, not bar redraws
+        s.out.console(f"epoch {state.epoch} step {state.global_step}/{s.plan.total_steps}: loss "
+                      f"{row['train_loss']:.4f} lr {row['lr']:.2e} {rate:.1f} img/s")
     s.out.record(row)
     s.out.log({"train/loss": row["train_loss"], "train/lr": row["lr"], "train/img_per_s": rate},
               step=state.global_step)

@@ -95,6 +95,11 @@ class RunOutput:
             print(line, flush=True)
             self._log.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
+    def console(self, line: str) -> None:
+        """A line for the console alone (progress where the output is not a terminal)."""
+        if self.is_main:
+            print(line, flush=True)
+
     def log_only(self, line: str) -> None:
         """A line for log.txt alone (e.g. the error the command line is about to print)."""
         if self.is_main and self._log:
