@@ -16,6 +16,7 @@ import os
 
 import functools
 import io
+import struct
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 class BadImageError(UserError):
     """A file that is not a readable image; the message starts with its path."""
+
+
+# What Pillow's plugins raise on hostile bytes besides OSError: mutated GIFs raise IndexError while counting
+# frames, mutated TIFFs TypeError/KeyError, others struct.error, EOFError, ZeroDivisionError, OverflowError,
+# RecursionError ... Every one of them, during open/load/convert, is a bad image (tests/data/test_hostile_images.py).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, LookupError, ArithmeticError, EOFError, struct.error,
+                 AttributeError, RuntimeError, AssertionError)
 
 
 @dataclass
@@ -120,8 +128,14 @@ def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Ima
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         kind = "not an image" if isinstance(err, UnidentifiedImageError) else "decompression bomb"
         raise BadImageError(f"{label}: {kind}") from None
-    except (OSError, SyntaxError, ValueError) as err:  # truncated/corrupt data raise these in PIL
-        raise BadImageError(f"{label}: unreadable image ({err})") from None
+    except DECODE_ERRORS as err:  # truncated/corrupt/crafted data raise these in PIL
+        raise BadImageError(f"{label}: unreadable image ({_reason(err)})") from None
+
+
+def _reason(err: BaseException) -> str:
+    """Pillow's message for a decode failure, on one short line (its type name when it has none)."""
+    text = " ".join(str(err).split())[:120]
+    return text or type(err).__name__
 
 
 def _to_rgba(img: Image.Image) -> Image.Image:

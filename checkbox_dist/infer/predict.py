@@ -75,6 +75,8 @@ def _load(predictor, item: dict, limits: DownloadLimits):
         return predictor.decode(item["path"], name=item["input"])
     except UserError as err:  # DownloadError, BadImageError: each already starts with the input's name
         return str(err)
+    except Exception as err:  # noqa: BLE001 - one input's failure (even a bug) must not lose the others' results
+        return f"{item['input']}: could not be predicted ({type(err).__name__}: {' '.join(str(err).split())[:120]})"
 
 
 def predict_items(predictor, items: list[dict], limits: DownloadLimits, batch_size: int = 32, jobs: int = 4,

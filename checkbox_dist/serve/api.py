@@ -12,6 +12,8 @@ as JSON {"detail": "one line"}; the whole app sits behind BodyLimit (413 for a b
 import asyncio
 import contextlib
 import io
+import logging
+import traceback
 from dataclasses import asdict
 
 from PIL import Image
@@ -23,6 +25,8 @@ from checkbox_dist.data.images import BadImageError
 from checkbox_dist.serve.batcher import MicroBatcher, Overloaded
 from checkbox_dist.serve.requests import MB, BodyLimit, RequestError, read_items
 from checkbox_dist.serve.settings import Settings
+
+log = logging.getLogger("checkbox_dist.serve")
 
 
 def create_app(predictor, settings: Settings | None = None):
@@ -139,11 +143,15 @@ class Service:
 
 
 def _result_or_error(label: str, got):
-    """A batch entry: the prediction, or {"input", "error"} for a bad image / full queue; re-raises anything else."""
+    """A batch entry: the prediction, or {"input", "error"} for this item alone; never raises, so one bad item
+    (a bad image, a full queue, no memory left, a bug) cannot fail the other items of its batch."""
     if isinstance(got, (UserError, Overloaded)):
         return {"input": label, "error": str(got)}
+    if isinstance(got, MemoryError):
+        return {"input": label, "error": f"{label[:200]}: server out of memory; retry later"}
     if isinstance(got, BaseException):
-        raise got
+        log.error("batch item %r failed: %s", label[:200], "".join(traceback.format_exception_only(got)).strip())
+        return {"input": label, "error": f"{label[:200]}: could not be predicted ({type(got).__name__})"}
     return got
 
 

@@ -149,3 +149,24 @@ def test_usage_errors_are_one_line_and_exit_2(infer_checkpoint, inputs, tmp_path
         code, _, err = run_main("predict", *checkpoint, *args)
         assert code == 2 and err.startswith("error: ") and message in err, err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_crafted_files_are_listed_and_every_good_result_is_written(infer_checkpoint, inputs, tmp_path):
+    from hostile_images import CRAFTED
+
+    for name, data in CRAFTED.items():
+        (tmp_path / name).write_bytes(data)
+    out = tmp_path / "preds.jsonl"
+    proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), str(inputs / "single.png"),
+                   *[str(tmp_path / n) for n in CRAFTED], str(inputs / "folder"), "--format", "jsonl",
+                   "--output", str(out), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    records = _records(out.read_text())
+    assert len(records) == 3 + len(CRAFTED)
+    good = [r for r in records if "error" not in r]
+    assert len(good) == 3
+    for record in good:
+        _check_probabilities(record)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert sorted(errors) == sorted(f"error: {r['error']}" for r in records if "error" in r)
+    assert all(r["error"].startswith(r["input"] + ": ") for r in records if "error" in r)

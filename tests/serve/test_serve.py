@@ -166,3 +166,20 @@ def test_bench_serve_command_reports_rate_and_latency(server):
     code, stdout, _ = run_main("bench-serve", "--url", server, "--seconds", "1", "--concurrency", "4")
     assert code == 0, stdout
     assert "requests/s" in stdout and "p50" in stdout and "p99" in stdout and " 0 errors" in stdout
+
+
+def test_crafted_images_are_422_and_a_batch_keeps_its_good_results(server, pngs):
+    from hostile_images import CRAFTED
+
+    for name, data in CRAFTED.items():
+        response = httpx.post(f"{server}/predict", files={"file": (name, data)}, timeout=30)
+        assert response.status_code == 422, (name, response.status_code, response.text)
+        assert response.json()["detail"].startswith(f"{name}: ")
+    files = [("files", ("a.png", pngs["checked0"])), *[("files", (n, d)) for n, d in CRAFTED.items()],
+             ("files", ("c.png", pngs["other1"]))]
+    response = httpx.post(f"{server}/predict/batch", files=files, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["predicted"] == 2 and body["failed"] == len(CRAFTED)
+    assert [r["input"] for r in body["results"]] == ["a.png", *CRAFTED, "c.png"]
+    assert all(r["error"].startswith(f"{r['input']}: ") for r in body["results"][1:-1])
