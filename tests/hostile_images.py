@@ -30,7 +30,7 @@ CRAFTED = {
 def png16(side: int = 7999) -> bytes:
     """A side x side 16-bit greyscale PNG of zeros: ~100 KB on disk, 2 bytes a pixel decoded."""
     buffer = io.BytesIO()
-    Image.fromarray(np.zeros((side, side), dtype=np.uint16), "I;16").save(buffer, "PNG")
+    Image.fromarray(np.zeros((side, side), dtype=np.uint16)).save(buffer, "PNG")  # mode I;16
     return buffer.getvalue()
 
 

@@ -43,6 +43,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-body-mb", type=float, default=Settings.max_body_mb, help="request body limit (MiB)")
     p.add_argument("--max-image-mb", type=float, default=Settings.max_image_mb, help="per image / URL download (MiB)")
     p.add_argument("--max-batch-items", type=int, default=Settings.max_batch_items, help="images per /predict/batch")
+    p.add_argument("--max-decode-mb", type=float, default=Settings.max_decode_mb,
+                   help="memory one image may need to decode (MiB; from its header, before decoding: pixels x "
+                        "(stored bytes a pixel + 4)); an image over it is a 422")
+    p.add_argument("--decode-memory-mb", type=float, default=Settings.decode_memory_mb,
+                   help="memory all decodes in flight may hold together (MiB); the server's peak is about its idle "
+                        "size + this + the request bodies it holds")
+    p.add_argument("--decode-threads", type=int, default=Settings.decode_threads, help="threads decoding images")
     p.add_argument("--url-fetch", action=argparse.BooleanOptionalAction, default=True,
                    help="accept JSON {\"url\": ...} (--no-url-fetch: uploads only)")
     p.add_argument("--url-timeout", type=float, default=Settings.url_timeout, help="seconds per URL download")

@@ -11,9 +11,11 @@ as JSON {"detail": "one line"}; the whole app sits behind BodyLimit (413 for a b
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from PIL import Image
@@ -21,12 +23,14 @@ from PIL import Image
 from checkbox_dist import __version__
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.download import DownloadError, DownloadLimits, download
-from checkbox_dist.data.images import BadImageError
+from checkbox_dist.data.images import BadImageError, DecodeBudget, DecodeBusy
 from checkbox_dist.serve.batcher import MicroBatcher, Overloaded
 from checkbox_dist.serve.requests import MB, BodyLimit, RequestError, read_items
 from checkbox_dist.serve.settings import Settings
 
 log = logging.getLogger("checkbox_dist.serve")
+FETCH_THREADS = 8  # URL downloads at once (each bounded by --url-timeout); more wait their turn
+RETRY_AFTER_S = 1
 
 
 def create_app(predictor, settings: Settings | None = None):
@@ -68,7 +72,7 @@ async def answer_refusal(_request, err: RequestError):
     """RequestError -> JSON {"detail": ...} with its status (what FastAPI does for an HTTPException)."""
     from starlette.responses import JSONResponse
 
-    return JSONResponse({"detail": err.detail}, status_code=err.status)
+    return JSONResponse({"detail": err.detail}, status_code=err.status, headers=err.headers)
 
 
 class Service:
@@ -79,6 +83,11 @@ class Service:
         self.batcher = MicroBatcher(self.run_batch, settings.max_batch, settings.max_wait_ms / 1000,
                                     settings.max_queue)
         self.limits = DownloadLimits(settings.url_timeout, int(settings.max_image_mb * MB), settings.max_redirects)
+        self.budget = DecodeBudget(int(settings.decode_memory_mb * MB))
+        self.max_decode_bytes = int(settings.max_decode_mb * MB)
+        # Decodes and URL fetches each have their own threads: slow URLs cannot starve uploads of decoders.
+        self.decoders = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self.fetchers = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch")
         self.requests = 0
 
     def run_batch(self, decoded: list):
@@ -96,18 +105,21 @@ class Service:
         await self.batcher.start()
         yield
         await self.batcher.stop()
+        self.decoders.shutdown(wait=False, cancel_futures=True)
+        self.fetchers.shutdown(wait=False, cancel_futures=True)
 
     async def read(self, request, many: bool) -> list[tuple[str, object]]:
         return await read_items(request, many, max_items=self.settings.max_batch_items,
                                 max_image_bytes=self.limits.max_bytes, url_fetch=self.settings.url_fetch)
 
     async def predict_one(self, label: str, source) -> dict:
-        """Download (if a URL), decode, queue for the model; raises UserError / Overloaded."""
-        from starlette.concurrency import run_in_threadpool
-
+        """Download (if a URL), decode, queue for the model; raises UserError / Overloaded / DecodeBusy."""
+        loop = asyncio.get_running_loop()
         if isinstance(source, str):
-            source = await run_in_threadpool(download, source, self.limits)
-        decoded = await run_in_threadpool(self.predictor.decode, source, label)
+            source = await loop.run_in_executor(self.fetchers, download, source, self.limits)
+        decode = functools.partial(self.predictor.decode, source, label, max_bytes=self.max_decode_bytes,
+                                   budget=self.budget)
+        decoded = await loop.run_in_executor(self.decoders, decode)
         row, batch_size = await self.batcher.submit(decoded)
         return {"input": label, **self.predictor.describe(row), "batch_size": batch_size}
 
@@ -117,8 +129,10 @@ class Service:
             return await self.predict_one(label, source)
         except (BadImageError, DownloadError) as err:
             raise RequestError(422, str(err)) from None
-        except Overloaded as err:
-            raise RequestError(503, f"server busy ({err}); retry later") from None
+        except (Overloaded, DecodeBusy) as err:
+            raise busy(str(err)) from None
+        except MemoryError:
+            raise busy("out of memory") from None
 
     async def predict_batch(self, items: list[tuple[str, object]]) -> dict:
         """One result or {"input", "error"} per image, in order; the images share model calls."""
@@ -145,7 +159,7 @@ class Service:
 def _result_or_error(label: str, got):
     """A batch entry: the prediction, or {"input", "error"} for this item alone; never raises, so one bad item
     (a bad image, a full queue, no memory left, a bug) cannot fail the other items of its batch."""
-    if isinstance(got, (UserError, Overloaded)):
+    if isinstance(got, (UserError, Overloaded, DecodeBusy)):
         return {"input": label, "error": str(got)}
     if isinstance(got, MemoryError):
         return {"input": label, "error": f"{label[:200]}: server out of memory; retry later"}
@@ -153,6 +167,11 @@ def _result_or_error(label: str, got):
         log.error("batch item %r failed: %s", label[:200], "".join(traceback.format_exception_only(got)).strip())
         return {"input": label, "error": f"{label[:200]}: could not be predicted ({type(got).__name__})"}
     return got
+
+
+def busy(why: str) -> RequestError:
+    """503 with Retry-After: a memory or queue budget is spent for now."""
+    return RequestError(503, f"server busy ({why}); retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def blank_png() -> bytes:

@@ -23,6 +23,7 @@ __all__ = ["Settings", "create_app", "run"]
 def run(args) -> int:
     uvicorn = _import_serve_extra()
     _check_limits(args)
+    return_freed_memory()
     predictor = _load_predictor(args)
     settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)})
     app = create_app(predictor, settings)
@@ -35,6 +36,20 @@ def run(args) -> int:
     except SystemExit:  # uvicorn exits 1 when it cannot bind the port; its log says why
         raise UserError(f"serve: could not start on {args.host}:{args.port} (port in use?)") from None
     return 0
+
+
+def return_freed_memory(threshold: int = 1 << 20) -> None:
+    """glibc: allocations over `threshold` always get their own mapping, unmapped when freed. Otherwise glibc
+    raises the threshold after the first big free, and each decode thread's arena keeps a decoded image's
+    worth of freed memory resident: the decode memory budget would bound the work, not the RSS."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD; setting it also turns off the dynamic adjustment
+    except (OSError, AttributeError):  # not glibc (musl, macOS): their allocators behave differently
+        pass
 
 
 def _import_serve_extra():
@@ -50,8 +65,12 @@ def _import_serve_extra():
 
 
 def _check_limits(args) -> None:
-    if min(args.max_batch, args.max_queue, args.max_batch_items) < 1 or min(args.max_body_mb, args.max_image_mb) <= 0:
-        raise UserError("serve: --max-batch, --max-queue, --max-batch-items, --max-*-mb must be positive")
+    if min(args.max_batch, args.max_queue, args.max_batch_items, args.decode_threads) < 1 or \
+            min(args.max_body_mb, args.max_image_mb, args.max_decode_mb, args.decode_memory_mb) <= 0:
+        raise UserError("serve: --max-batch, --max-queue, --max-batch-items, --decode-threads, --max-*-mb and "
+                        "--decode-memory-mb must be positive")
+    if args.max_decode_mb > args.decode_memory_mb:
+        raise UserError("serve: --max-decode-mb is over --decode-memory-mb: such an image could never decode")
 
 
 def _load_predictor(args) -> Predictor:

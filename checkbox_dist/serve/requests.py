@@ -22,9 +22,9 @@ JSON_TYPES = ("application/json",)
 class RequestError(Exception):
     """A request `serve` refuses: answered as HTTP `status` with JSON {"detail": detail}."""
 
-    def __init__(self, status: int, detail: str):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.headers = status, detail, headers
 
 
 class BodyLimit:

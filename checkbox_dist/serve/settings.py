@@ -22,3 +22,9 @@ class Settings:
     url_fetch: bool = True
     url_timeout: float = DEFAULT_TIMEOUT_S
     max_redirects: int = DEFAULT_MAX_REDIRECTS
+    # Decode memory (data/images.py decode_cost: pixels x (stored bytes a pixel + 4)): one image may need at
+    # most max_decode_mb (256 MiB: 32 Mpx RGBA, 42 Mpx 16-bit grey), all decodes in flight together at most
+    # decode_memory_mb, on decode_threads threads; a decode that finds no room within 30 s is a 503.
+    max_decode_mb: float = 256.0
+    decode_memory_mb: float = 768.0
+    decode_threads: int = 4

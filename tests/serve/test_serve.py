@@ -22,6 +22,8 @@ from conftest import REPO, run_main
 pytestmark = pytest.mark.system  # a real uvicorn server on 127.0.0.1
 
 LIMITS = {"body": 1 << 20, "image": 1 << 19}  # --max-body-mb 1, --max-image-mb 0.5
+DECODE_MB = 400  # --max-decode-mb and --decode-memory-mb: one 7999x7999 16-bit PNG (366 MiB) at a time
+PIDS: dict[str, int] = {}  # server url -> its process id
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +37,13 @@ def server(infer_checkpoint, tmp_path_factory, image_server):
     command = [sys.executable, "-m", "checkbox_dist", "serve", "--checkpoint", str(infer_checkpoint),
                "--port", str(port),
                "--max-body-mb", "1", "--max-image-mb", "0.5", "--max-batch", "8", "--max-wait-ms", "100",
-               "--url-timeout", "1", "--max-batch-items", "4", "--log-level", "warning"]
+               "--url-timeout", "1", "--max-batch-items", "4", "--log-level", "warning",
+               "--max-decode-mb", str(DECODE_MB), "--decode-memory-mb", str(DECODE_MB)]
     with log.open("w") as handle:
         proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
                                 env=dict(os.environ, OMP_NUM_THREADS="2"))
     url = f"http://127.0.0.1:{port}"
+    PIDS[url] = proc.pid
     try:
         wait_healthy(url, proc, timeout_s=240)
         yield url
@@ -183,3 +187,31 @@ def test_crafted_images_are_422_and_a_batch_keeps_its_good_results(server, pngs)
     assert body["predicted"] == 2 and body["failed"] == len(CRAFTED)
     assert [r["input"] for r in body["results"]] == ["a.png", *CRAFTED, "c.png"]
     assert all(r["error"].startswith(f"{r['input']}: ") for r in body["results"][1:-1])
+
+
+def _vm_kib(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith(key + ":")).split()[1])
+
+
+def test_a_batch_of_16_bit_images_stays_within_the_decode_memory(server):
+    """Four 7999x7999 16-bit PNGs (124 KB each, 366 MiB each to decode) in one batch: each is predicted, and the
+    server's peak RSS grows by at most --decode-memory-mb (plus 64 MiB for the request itself)."""
+    from hostile_images import png16
+
+    data = png16(7999)
+    pid = PIDS[server]
+    before = max(_vm_kib(pid, "VmHWM"), 0)
+    files = [("files", (f"big{i}.png", data)) for i in range(4)]
+    response = httpx.post(f"{server}/predict/batch", files=files, timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["predicted"] == 4, body
+    growth_mib = (_vm_kib(pid, "VmHWM") - before) / 1024
+    print(f"server peak RSS growth under the batch: {growth_mib:.0f} MiB")
+    assert growth_mib <= DECODE_MB + 64, f"server peak RSS grew {growth_mib:.0f} MiB"
+    # one image over --max-decode-mb is that image's 422, found from its header before decoding
+    buffer = io.BytesIO()
+    Image.new("RGBA", (7500, 7500)).save(buffer, "PNG")  # 56 Mpx: under the pixel cap, 429 MiB to decode
+    big = httpx.post(f"{server}/predict", files={"file": ("huge.png", buffer.getvalue())}, timeout=60)
+    assert big.status_code == 422 and "MiB to decode, over the 400 MiB limit" in big.json()["detail"], big.text
