@@ -49,17 +49,26 @@ def is_url(text: str) -> bool:
 
 
 def check_url(url: str) -> str:
-    """`url` if it is an http(s) URL with a host, else DownloadError; used before any request data is touched."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in SCHEMES:
+    """`url` if it is a well-formed http(s) URL with a host, else DownloadError; used before any request data
+    is touched. Control characters, spaces, a bad port or bracket are refused here, not left to urllib."""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise DownloadError(f"{_short(url)}: the URL holds spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        scheme, host, _port = parts.scheme.lower(), parts.hostname, parts.port  # .port raises on "abc", 99999
+    except ValueError as err:
+        raise DownloadError(f"{_short(url)}: malformed URL ({err})") from None
+    if scheme not in SCHEMES:
         raise DownloadError(f"{_short(url)}: only http:// and https:// URLs are downloaded")
-    if not parts.hostname:
+    if not host:
         raise DownloadError(f"{_short(url)}: the URL has no host")
     return url
 
 
 def _short(url: str) -> str:
-    return url if len(url) <= 200 else url[:197] + "..."
+    """`url` for an error message: printable (control characters escaped) and at most 200 characters."""
+    text = url.encode("unicode_escape").decode("ascii") if not url.isprintable() else url
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):

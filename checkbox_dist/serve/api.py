@@ -41,6 +41,7 @@ def create_app(predictor, settings: Settings | None = None):
     service = Service(predictor, settings)
     app = FastAPI(title="checkbox_dist", version=__version__, lifespan=service.lifespan)
     app.add_exception_handler(RequestError, answer_refusal)
+    app.add_exception_handler(MemoryError, answer_out_of_memory)
     add_routes(app, service)
     return BodyLimit(app, int(settings.max_body_mb * MB))
 
@@ -115,6 +116,8 @@ class Service:
     async def predict_one(self, label: str, source) -> dict:
         """Download (if a URL), decode, queue for the model; raises UserError / Overloaded / DecodeBusy."""
         loop = asyncio.get_running_loop()
+        if isinstance(source, Exception):  # refused while reading the request (a malformed URL in a batch)
+            raise source
         if isinstance(source, str):
             source = await loop.run_in_executor(self.fetchers, download, source, self.limits)
         decode = functools.partial(self.predictor.decode, source, label, max_bytes=self.max_decode_bytes,
@@ -167,6 +170,11 @@ def _result_or_error(label: str, got):
         log.error("batch item %r failed: %s", label[:200], "".join(traceback.format_exception_only(got)).strip())
         return {"input": label, "error": f"{label[:200]}: could not be predicted ({type(got).__name__})"}
     return got
+
+
+async def answer_out_of_memory(request, _err: MemoryError):
+    """MemoryError anywhere in a request (reading a body, parsing JSON): 503 with Retry-After, not 500."""
+    return await answer_refusal(request, busy("out of memory"))
 
 
 def busy(why: str) -> RequestError:

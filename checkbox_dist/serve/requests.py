@@ -4,7 +4,8 @@
     items = await read_items(request, many=True, max_items=64, max_image_bytes=10 * MB, url_fetch=True)
 
 read_items gives (label, bytes) per multipart upload or (url, url) per JSON URL, after checking counts,
-per-image sizes and URL schemes; anything it refuses raises RequestError(status, one-line detail), which
+per-image sizes and URL syntax and schemes (a malformed URL in a batch is (url, DownloadError): that
+item's own error); anything it refuses raises RequestError(status, one-line detail), which
 the app answers as JSON {"detail": ...}. Request data never names a file: uploads are bytes, URLs must be
 http(s).
 """
@@ -139,17 +140,20 @@ async def read_urls(request, many: bool, url_fetch: bool) -> list[tuple[str, str
     """(url, url) per URL in a JSON body {"url": ...} or, for a batch, {"urls": [...]}; http(s) only."""
     try:
         body = await request.json()
-    except ValueError:
-        raise RequestError(400, "the body is not valid JSON") from None
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        raise RequestError(400, "the body is not valid JSON (or nested too deep)") from None
     urls = _urls_in(body, many)
     if not url_fetch:
         raise RequestError(403, "URL fetching is disabled on this server: upload the image instead")
+    items = []
     for url in urls:
         try:
-            check_url(url)  # before anything else: file://, paths, ftp:// ... never go further
+            items.append((url, check_url(url)))  # before anything else: file://, paths, ftp:// ... never go further
         except DownloadError as err:
-            raise RequestError(400, str(err)) from None
-    return [(url, url) for url in urls]
+            if not many:
+                raise RequestError(400, str(err)) from None
+            items.append((url, err))  # in a batch: that item's own error
+    return items
 
 
 def _urls_in(body, many: bool) -> list[str]:

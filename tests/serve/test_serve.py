@@ -215,3 +215,25 @@ def test_a_batch_of_16_bit_images_stays_within_the_decode_memory(server):
     Image.new("RGBA", (7500, 7500)).save(buffer, "PNG")  # 56 Mpx: under the pixel cap, 429 MiB to decode
     big = httpx.post(f"{server}/predict", files={"file": ("huge.png", buffer.getvalue())}, timeout=60)
     assert big.status_code == 422 and "MiB to decode, over the 400 MiB limit" in big.json()["detail"], big.text
+
+
+MALFORMED_URLS = ["http://[::1", "http://[::1]:abc/a.png", "http://example.com:abc/a.png", "http://exa mple.com/a.png",
+                  "http://example.com/a\r\nX-Injected: 1", "http://example.com/a\x00.png", "http://example.com:99999/",
+                  "http:///a.png", "http://user@/a.png"]
+
+
+def test_deep_json_and_malformed_urls_are_4xx_and_fail_alone_in_a_batch(server, image_server):
+    deep = b'{"url": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = httpx.post(f"{server}/predict", content=deep, headers={"content-type": "application/json"}, timeout=30)
+    assert response.status_code == 400 and "not valid JSON" in response.json()["detail"], response.text
+    for url in MALFORMED_URLS:
+        response = httpx.post(f"{server}/predict", json={"url": url}, timeout=30)
+        assert response.status_code == 400, (url, response.status_code, response.text)
+        detail = response.json()["detail"]
+        assert "\n" not in detail and "\r" not in detail and "\x00" not in detail, detail
+    good = f"{image_server}/good.png"
+    response = httpx.post(f"{server}/predict/batch", json={"urls": [good, *MALFORMED_URLS[:3]]}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["predicted"] == 1 and body["failed"] == 3, body
+    assert all("error" in r for r in body["results"][1:])
