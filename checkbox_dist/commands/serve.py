@@ -52,7 +52,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--decode-threads", type=int, default=Settings.decode_threads, help="threads decoding images")
     p.add_argument("--url-fetch", action=argparse.BooleanOptionalAction, default=True,
                    help="accept JSON {\"url\": ...} (--no-url-fetch: uploads only)")
-    p.add_argument("--url-timeout", type=float, default=Settings.url_timeout, help="seconds per URL download")
+    p.add_argument("--url-allow", action="append", default=[], metavar="NET|HOST",
+                   help="also fetch from these addresses, networks (10.0.0.0/8) or host names (repeatable, or "
+                        "comma-separated); otherwise loopback, private, link-local, multicast and the cloud "
+                        "metadata address are refused, checked after DNS and on every redirect")
+    p.add_argument("--url-timeout", type=float, default=Settings.url_timeout,
+                   help="seconds per URL download, from connecting to the last byte (redirects included)")
     p.add_argument("--max-redirects", type=int, default=Settings.max_redirects, help="redirects a URL may take")
     # Off by default: spinning pool threads take the cores HTTP parsing and PNG decoding need.
     p.add_argument("--onnx-spinning", action=argparse.BooleanOptionalAction, default=False,

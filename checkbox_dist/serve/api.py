@@ -22,7 +22,7 @@ from PIL import Image
 
 from checkbox_dist import __version__
 from checkbox_dist.core.errors import UserError
-from checkbox_dist.data.download import DownloadError, DownloadLimits, download
+from checkbox_dist.data.download import AddressPolicy, DownloadError, DownloadLimits, download
 from checkbox_dist.data.images import BadImageError, DecodeBudget, DecodeBusy
 from checkbox_dist.serve.batcher import MicroBatcher, Overloaded
 from checkbox_dist.serve.requests import MB, BodyLimit, RequestError, read_items
@@ -83,7 +83,8 @@ class Service:
         self.predictor, self.settings = predictor, settings
         self.batcher = MicroBatcher(self.run_batch, settings.max_batch, settings.max_wait_ms / 1000,
                                     settings.max_queue)
-        self.limits = DownloadLimits(settings.url_timeout, int(settings.max_image_mb * MB), settings.max_redirects)
+        self.limits = DownloadLimits(settings.url_timeout, int(settings.max_image_mb * MB), settings.max_redirects,
+                                     AddressPolicy.parse(settings.url_allow))
         self.budget = DecodeBudget(int(settings.decode_memory_mb * MB))
         self.max_decode_bytes = int(settings.max_decode_mb * MB)
         # Decodes and URL fetches each have their own threads: slow URLs cannot starve uploads of decoders.

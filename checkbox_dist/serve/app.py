@@ -14,6 +14,7 @@ import sys
 from dataclasses import fields
 
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.data.download import AddressPolicy
 from checkbox_dist.infer.predictor import Predictor
 from checkbox_dist.serve.api import Settings, create_app
 
@@ -69,6 +70,10 @@ def _check_limits(args) -> None:
             min(args.max_body_mb, args.max_image_mb, args.max_decode_mb, args.decode_memory_mb) <= 0:
         raise UserError("serve: --max-batch, --max-queue, --max-batch-items, --decode-threads, --max-*-mb and "
                         "--decode-memory-mb must be positive")
+    try:
+        AddressPolicy.parse(args.url_allow)
+    except ValueError as err:
+        raise UserError(f"serve: --url-allow: {err}") from None
     if args.max_decode_mb > args.decode_memory_mb:
         raise UserError("serve: --max-decode-mb is over --decode-memory-mb: such an image could never decode")
 

@@ -3,7 +3,7 @@ command line can show them without importing the web stack."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from checkbox_dist.data.download import DEFAULT_MAX_REDIRECTS, DEFAULT_TIMEOUT_S
 
@@ -22,6 +22,9 @@ class Settings:
     url_fetch: bool = True
     url_timeout: float = DEFAULT_TIMEOUT_S
     max_redirects: int = DEFAULT_MAX_REDIRECTS
+    # URL fetches may reach public addresses only (data/download.py AddressPolicy), plus these networks /
+    # addresses / host names: e.g. ["10.0.0.0/8", "images.internal"].
+    url_allow: list[str] = field(default_factory=list)
     # Decode memory (data/images.py decode_cost: pixels x (stored bytes a pixel + 4)): one image may need at
     # most max_decode_mb (256 MiB: 32 Mpx RGBA, 42 Mpx 16-bit grey), all decodes in flight together at most
     # decode_memory_mb, on decode_threads threads; a decode that finds no room within 30 s is a 503.

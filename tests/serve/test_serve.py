@@ -38,7 +38,7 @@ def server(infer_checkpoint, tmp_path_factory, image_server):
                "--port", str(port),
                "--max-body-mb", "1", "--max-image-mb", "0.5", "--max-batch", "8", "--max-wait-ms", "100",
                "--url-timeout", "1", "--max-batch-items", "4", "--log-level", "warning",
-               "--max-decode-mb", str(DECODE_MB), "--decode-memory-mb", str(DECODE_MB)]
+               "--max-decode-mb", str(DECODE_MB), "--decode-memory-mb", str(DECODE_MB), "--url-allow", "127.0.0.1"]
     with log.open("w") as handle:
         proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
                                 env=dict(os.environ, OMP_NUM_THREADS="2"))
@@ -237,3 +237,18 @@ def test_deep_json_and_malformed_urls_are_4xx_and_fail_alone_in_a_batch(server, 
     body = response.json()
     assert body["predicted"] == 1 and body["failed"] == 3, body
     assert all("error" in r for r in body["results"][1:])
+
+
+def test_url_policy_refuses_addresses_outside_the_allow_list(server, image_server):
+    """The server runs with --url-allow 127.0.0.1: 127.0.0.2 (loopback too) and the metadata address are refused
+    before any connection, in /predict and per item in a batch; the allowed server still works."""
+    port = image_server.rsplit(":", 1)[1]
+    for url, kind in ((f"http://127.0.0.2:{port}/good.png", "loopback"),
+                      ("http://169.254.169.254/latest/meta-data/", "cloud metadata")):
+        response = httpx.post(f"{server}/predict", json={"url": url}, timeout=30)
+        assert response.status_code == 422 and "refused: " in response.json()["detail"], response.text
+        assert kind in response.json()["detail"]
+    body = httpx.post(f"{server}/predict/batch", json={"urls": [f"{image_server}/good.png",
+                                                                  f"http://127.0.0.2:{port}/good.png"]},
+                      timeout=30).json()
+    assert "class" in body["results"][0] and "refused" in body["results"][1]["error"], body
