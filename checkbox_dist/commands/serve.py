@@ -59,6 +59,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--url-timeout", type=float, default=Settings.url_timeout,
                    help="seconds per URL download, from connecting to the last byte (redirects included)")
     p.add_argument("--max-redirects", type=int, default=Settings.max_redirects, help="redirects a URL may take")
+    p.add_argument("--token", default=None,
+                   help="require `Authorization: Bearer TOKEN` on every endpoint but /health (default: the "
+                        "CHECKBOX_DIST_TOKEN environment variable; unset: no token)")
+    p.add_argument("--trusted-host", action="append", default=[], dest="trusted_hosts", metavar="HOST",
+                   help="Host header values accepted (repeatable; '*' any); default: the loopback names when "
+                        "--host is loopback (against DNS rebinding), any otherwise")
+    p.add_argument("--model-details", action="store_true",
+                   help="GET /model also shows checkpoint paths, training config, commits and versions "
+                        "(default: classes, input size and version only)")
+    p.add_argument("--api-docs", action="store_true", help="serve /docs, /redoc and /openapi.json (default: off)")
+    p.add_argument("--body-timeout", type=float, default=Settings.body_timeout,
+                   help="seconds a request body may take to arrive in full (408 after)")
     # Off by default: spinning pool threads take the cores HTTP parsing and PNG decoding need.
     p.add_argument("--onnx-spinning", action=argparse.BooleanOptionalAction, default=False,
                    help="let ONNX Runtime's idle threads spin between batches (default: they sleep)")

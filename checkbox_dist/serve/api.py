@@ -16,7 +16,6 @@ import io
 import logging
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 
 from PIL import Image
 
@@ -25,7 +24,7 @@ from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.download import AddressPolicy, DownloadError, DownloadLimits, download
 from checkbox_dist.data.images import BadImageError, DecodeBudget, DecodeBusy
 from checkbox_dist.serve.batcher import MicroBatcher, Overloaded
-from checkbox_dist.serve.requests import MB, BodyLimit, RequestError, read_items
+from checkbox_dist.serve.requests import MB, BearerToken, BodyLimit, RequestError, read_items
 from checkbox_dist.serve.settings import Settings
 
 log = logging.getLogger("checkbox_dist.serve")
@@ -39,11 +38,21 @@ def create_app(predictor, settings: Settings | None = None):
 
     settings = settings or Settings()
     service = Service(predictor, settings)
-    app = FastAPI(title="checkbox_dist", version=__version__, lifespan=service.lifespan)
+    docs = settings.api_docs
+    app = FastAPI(title="checkbox_dist", version=__version__, lifespan=service.lifespan,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
     app.add_exception_handler(RequestError, answer_refusal)
     app.add_exception_handler(MemoryError, answer_out_of_memory)
     add_routes(app, service)
-    return BodyLimit(app, int(settings.max_body_mb * MB))
+    wrapped = BodyLimit(app, int(settings.max_body_mb * MB), settings.body_timeout)
+    if settings.token:
+        wrapped = BearerToken(wrapped, settings.token, open_paths=("/health",))
+    if settings.trusted_hosts and "*" not in settings.trusted_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        wrapped = TrustedHostMiddleware(wrapped, allowed_hosts=settings.trusted_hosts)
+    return wrapped
 
 
 def add_routes(app, service: "Service") -> None:
@@ -154,10 +163,15 @@ class Service:
                 **self.batcher.stats.to_dict()}
 
     def model_info(self) -> dict:
+        """Classes, input size and version; paths, training config, commits and versions only with model_details."""
+        height, width = self.predictor.spec.height_width
+        answer = {"version": __version__, "classes": self.predictor.classes,
+                  "input_size": {"height": height, "width": width, "channels": self.predictor.spec.channels}}
+        if not self.settings.model_details:
+            return answer
         info = self.predictor.info()
-        return {"version": __version__, "classes": info["classes"], "tta": info["tta"],
-                "ensemble": info["ensemble"], "backend": info["members"][0]["backend"], "members": info["members"],
-                "serve": asdict(self.settings)}
+        return {**answer, "tta": info["tta"], "ensemble": info["ensemble"], "backend": info["members"][0]["backend"],
+                "members": info["members"], "serve": self.settings.public()}
 
 
 def _result_or_error(label: str, got):

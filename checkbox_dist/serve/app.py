@@ -10,6 +10,7 @@ is serve/api.py (create_app, routes), what a request may carry is serve/requests
 in a body), and the shared model calls are serve/batcher.py.
 """
 
+import os
 import sys
 from dataclasses import fields
 
@@ -20,6 +21,9 @@ from checkbox_dist.serve.api import Settings, create_app
 
 __all__ = ["Settings", "create_app", "run"]
 
+TOKEN_ENV = "CHECKBOX_DIST_TOKEN"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def run(args) -> int:
     uvicorn = _import_serve_extra()
@@ -27,6 +31,9 @@ def run(args) -> int:
     return_freed_memory()
     predictor = _load_predictor(args)
     settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)})
+    settings.token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
+    if not settings.trusted_hosts and args.host in LOOPBACK:  # DNS rebinding: only loopback names reach it
+        settings.trusted_hosts = ["127.0.0.1", "localhost", "::1", "[::1]"]
     app = create_app(predictor, settings)
     sources = ", ".join(m.source for m in predictor.members)
     print(f"serving {'/'.join(predictor.classes)} from {sources} ({predictor.members[0].backend}) on "
@@ -74,6 +81,8 @@ def _check_limits(args) -> None:
         AddressPolicy.parse(args.url_allow)
     except ValueError as err:
         raise UserError(f"serve: --url-allow: {err}") from None
+    if args.body_timeout <= 0:
+        raise UserError("serve: --body-timeout must be positive")
     if args.max_decode_mb > args.decode_memory_mb:
         raise UserError("serve: --max-decode-mb is over --decode-memory-mb: such an image could never decode")
 

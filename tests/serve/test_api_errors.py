@@ -40,3 +40,28 @@ def test_out_of_memory_is_503_with_retry_after(infer_checkpoint):
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["predicted"] == 1 and "out of memory" in body["results"][1]["error"]
+
+
+def test_bearer_token_model_details_and_api_docs_settings(infer_checkpoint):
+    from fastapi.testclient import TestClient
+
+    from checkbox_dist.infer.predictor import Predictor
+    from checkbox_dist.serve.api import create_app
+    from checkbox_dist.serve.settings import Settings
+
+    predictor = Predictor([infer_checkpoint], device="cpu")
+    settings = Settings(token="s3cret-token", model_details=True, api_docs=True)
+    with TestClient(create_app(predictor, settings)) as client:
+        assert client.get("/health").status_code == 200  # liveness probes carry no token
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret-token"}):
+            for method, path in (("get", "/model"), ("post", "/predict"), ("get", "/docs"), ("get", "/openapi.json")):
+                response = getattr(client, method)(path, headers=headers)
+                assert response.status_code == 401, (path, headers, response.status_code)
+                assert response.headers["www-authenticate"] == "Bearer"
+        auth = {"authorization": "Bearer s3cret-token"}
+        response = client.post("/predict", files={"file": ("a.png", _png())}, headers=auth)
+        assert response.status_code == 200, response.text
+        model = client.get("/model", headers=auth).json()
+        assert model["members"][0]["config"]["model"]["name"] == "test_resnet"  # --model-details: the full answer
+        assert "s3cret-token" not in str(model)  # ... but never the token
+        assert client.get("/docs", headers=auth).status_code == 200

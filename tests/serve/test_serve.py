@@ -23,6 +23,7 @@ pytestmark = pytest.mark.system  # a real uvicorn server on 127.0.0.1
 
 LIMITS = {"body": 1 << 20, "image": 1 << 19}  # --max-body-mb 1, --max-image-mb 0.5
 DECODE_MB = 400  # --max-decode-mb and --decode-memory-mb: one 7999x7999 16-bit PNG (366 MiB) at a time
+BODY_TIMEOUT_S = 2  # --body-timeout
 PIDS: dict[str, int] = {}  # server url -> its process id
 
 
@@ -38,7 +39,8 @@ def server(infer_checkpoint, tmp_path_factory, image_server):
                "--port", str(port),
                "--max-body-mb", "1", "--max-image-mb", "0.5", "--max-batch", "8", "--max-wait-ms", "100",
                "--url-timeout", "1", "--max-batch-items", "4", "--log-level", "warning",
-               "--max-decode-mb", str(DECODE_MB), "--decode-memory-mb", str(DECODE_MB), "--url-allow", "127.0.0.1"]
+               "--max-decode-mb", str(DECODE_MB), "--decode-memory-mb", str(DECODE_MB), "--url-allow", "127.0.0.1",
+               "--body-timeout", str(BODY_TIMEOUT_S)]
     with log.open("w") as handle:
         proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
                                 env=dict(os.environ, OMP_NUM_THREADS="2"))
@@ -68,18 +70,35 @@ def _noise_png(n_bytes: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_health_and_model(server, infer_checkpoint):
+def test_health_and_a_model_answer_that_leaks_nothing(server, infer_checkpoint):
     from checkbox_dist import __version__
 
     health = httpx.get(f"{server}/health").json()
     assert health["status"] == "ok" and "batch_size" in health
     model = httpx.get(f"{server}/model").json()
-    assert model["classes"] == ["checked", "other", "unchecked"] and model["version"] == __version__
-    [member] = model["members"]
-    assert member["backend"] == "torch" and member["model_name"] == "test_resnet"
-    assert member["config"]["model"]["name"] == "test_resnet" and member["preprocess"]["image_size"] == 32
-    assert member["preprocess"]["image_width"] == 48
-    assert member["temperature"] > 0 and model["serve"]["max_batch"] == 8
+    # no paths, training config, commits or library versions unless --model-details
+    assert model == {"version": __version__, "classes": ["checked", "other", "unchecked"],
+                     "input_size": {"height": 32, "width": 48, "channels": 3}}, model
+    for path in ("/docs", "/redoc", "/openapi.json"):  # API docs are off unless --api-docs
+        assert httpx.get(f"{server}{path}").status_code == 404, path
+    # DNS rebinding: a server bound to 127.0.0.1 answers only requests naming a loopback host
+    response = httpx.get(f"{server}/health", headers={"host": "attacker.example"})
+    assert response.status_code == 400, response.text
+
+
+def test_a_body_that_never_arrives_is_408_after_the_body_timeout(server):
+    import socket
+    import time
+
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        start = time.monotonic()
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000000\r\n\r\n")
+        answer = sock.recv(4096)
+        waited = time.monotonic() - start
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert BODY_TIMEOUT_S - 0.5 <= waited <= BODY_TIMEOUT_S + 5, waited
 
 
 def test_predict_upload_and_url_match_the_predictor(server, infer_checkpoint, image_server, synth_root):
