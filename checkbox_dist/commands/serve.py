@@ -13,15 +13,22 @@ EXAMPLES = """examples:
   curl -H 'content-type: application/json' -d '{"url": "https://example.com/crop.png"}' http://127.0.0.1:8000/predict
   curl -F files=@a.png -F files=@b.png http://127.0.0.1:8000/predict/batch      # or JSON {"urls": [...]}
   curl http://127.0.0.1:8000/health           # liveness + batching stats
-  curl http://127.0.0.1:8000/model            # classes, preprocessing, temperature, training config, versions"""
+  curl http://127.0.0.1:8000/model            # classes, input size, version (--model-details: much more)
+  CHECKBOX_DIST_TOKEN=s3cret checkbox-dist serve --checkpoint RUN --host 0.0.0.0 --url-allow 10.0.0.0/8
+  curl -H 'authorization: Bearer s3cret' -F file=@crop.png http://HOST:8000/predict"""
 DETAILS = """POST /predict answers {"class", "score", "confidence": {class: p}, "input", "batch_size"}; batch_size is
 how many images shared that model call. /predict/batch answers {"results": [...], "predicted", "failed"}
-with one result or {"input", "error"} per image, in order. Errors are JSON {"detail": "one line"}:
-400 malformed request or a URL that is not http(s), 403 URL fetching disabled, 413 body or image over
-the limit, 415 wrong content type, 422 not an image / URL download failed, 503 queue full.
+with one result or {"input", "error"} per image, in order (one image's failure is its own entry).
+Errors are JSON {"detail": "one line"}: 400 malformed request (bad or deep JSON, a malformed or non-http(s)
+URL, an untrusted Host header), 401 no/wrong bearer token, 403 URL fetching disabled, 408 body too slow,
+413 body or image over the limit, 415 wrong content type, 422 not an image / over --max-decode-mb / URL
+refused or download failed, 503 + Retry-After when the queue, decode memory or memory is exhausted.
 Request data never names a file: uploads are bytes, URLs must be http(s) (file://, paths and redirects to
-them are refused). URL fetching reaches whatever this server can reach: turn it off with --no-url-fetch
-where that matters (the server then only accepts uploads). Needs `pip install 'checkbox_dist[serve]'`."""
+them are refused). URL fetches reach public addresses only (loopback, private, link-local, multicast and
+169.254.169.254 refused after DNS and on every redirect) unless --url-allow lists more; --no-url-fetch
+accepts uploads only. /docs and /openapi.json are off unless --api-docs. Peak memory is about the idle
+server + --decode-memory-mb + the request bodies being read (docs/INFERENCE.md, "Serving securely").
+Needs `pip install 'checkbox_dist[serve]'`."""
 
 
 def add_parser(subparsers) -> None:
