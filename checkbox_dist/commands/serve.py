@@ -12,7 +12,8 @@ EXAMPLES = """examples:
   curl -F file=@crop.png http://127.0.0.1:8000/predict
   curl -H 'content-type: application/json' -d '{"url": "https://example.com/crop.png"}' http://127.0.0.1:8000/predict
   curl -F files=@a.png -F files=@b.png http://127.0.0.1:8000/predict/batch      # or JSON {"urls": [...]}
-  curl http://127.0.0.1:8000/health           # liveness + batching stats
+  curl http://127.0.0.1:8000/health           # liveness + batching stats (never needs the token)
+  curl http://127.0.0.1:8000/metrics          # Prometheus: requests by status, latency, queue, batch sizes, decode bytes
   curl http://127.0.0.1:8000/model            # classes, input size, version (--model-details: much more)
   CHECKBOX_DIST_TOKEN=s3cret checkbox-dist serve --checkpoint RUN --host 0.0.0.0 --url-allow 10.0.0.0/8
   curl -H 'authorization: Bearer s3cret' -F file=@crop.png http://HOST:8000/predict"""
@@ -27,12 +28,12 @@ Request data never names a file: uploads are bytes, URLs must be http(s) (file:/
 them are refused). URL fetches reach public addresses only (loopback, private, link-local, multicast and
 169.254.169.254 refused after DNS and on every redirect) unless --url-allow lists more; --no-url-fetch
 accepts uploads only. /docs and /openapi.json are off unless --api-docs. Peak memory is about the idle
-server + --decode-memory-mb + the request bodies being read (docs/INFERENCE.md, "Serving securely").
+server + --decode-memory-mb + the request bodies being read ("Serving securely" in the inference docs).
 Needs `pip install 'checkbox_dist[serve]'`."""
 
 
 def add_parser(subparsers) -> None:
-    p = add_command(subparsers, "serve", "HTTP API: POST /predict, /predict/batch, GET /health, /model",
+    p = add_command(subparsers, "serve", "HTTP API: POST /predict, /predict/batch, GET /health, /model, /metrics",
                     EXAMPLES, DETAILS)
     p.add_argument("--checkpoint", action="append", required=True,
                    help="checkpoint or run folder, an exported .onnx file or timm folder (repeat for an ensemble)")
@@ -82,7 +83,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--onnx-spinning", action=argparse.BooleanOptionalAction, default=False,
                    help="let ONNX Runtime's idle threads spin between batches (default: they sleep)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
-                   help="uvicorn's log level")
+                   help="log level; info logs one JSON line per request (method, path, status, duration_ms, client)")
     p.set_defaults(handler=run)
 
 

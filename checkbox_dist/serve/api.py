@@ -3,7 +3,7 @@
     app = create_app(Predictor(["RUN"]), Settings(max_batch=32))
     uvicorn.run(app, host="127.0.0.1", port=8000)          # what `checkbox-dist serve` does
 
-Routes: POST /predict, POST /predict/batch, GET /health, GET /model (answers and error codes: see
+Routes: POST /predict, POST /predict/batch, GET /health, GET /model, GET /metrics (answers and error codes: see
 checkbox_dist/serve/app.py). Every image, uploaded or downloaded, is decoded in a worker thread and queued
 on one MicroBatcher, so concurrent requests share model calls; a refused request is RequestError, answered
 as JSON {"detail": "one line"}; the whole app sits behind BodyLimit (413 for a body over max_body_mb).
@@ -24,6 +24,7 @@ from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.download import AddressPolicy, DownloadError, DownloadLimits, download
 from checkbox_dist.data.images import BadImageError, DecodeBudget, DecodeBusy
 from checkbox_dist.serve.batcher import MicroBatcher, Overloaded
+from checkbox_dist.serve.metrics import Metrics, Observed
 from checkbox_dist.serve.requests import MB, BearerToken, BodyLimit, RequestError, read_items
 from checkbox_dist.serve.settings import Settings
 
@@ -52,11 +53,11 @@ def create_app(predictor, settings: Settings | None = None):
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
         wrapped = TrustedHostMiddleware(wrapped, allowed_hosts=settings.trusted_hosts)
-    return wrapped
+    return Observed(wrapped, service.metrics)  # outermost: refused requests are counted and logged too
 
 
 def add_routes(app, service: "Service") -> None:
-    """The four endpoints, each a thin FastAPI handler over `service`."""
+    """The five endpoints, each a thin FastAPI handler over `service`."""
     from fastapi import Request
 
     @app.post("/predict")
@@ -76,6 +77,12 @@ def add_routes(app, service: "Service") -> None:
     @app.get("/model")
     async def model():
         return service.model_info()
+
+    @app.get("/metrics")
+    async def metrics():
+        from starlette.responses import PlainTextResponse
+
+        return PlainTextResponse(service.metrics.render(service), media_type="text/plain; version=0.0.4")
 
 
 async def answer_refusal(_request, err: RequestError):
@@ -100,6 +107,7 @@ class Service:
         self.decoders = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.fetchers = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch")
         self.requests = 0
+        self.metrics = Metrics()
 
     def run_batch(self, decoded: list):
         """One model call on decoded images (each a tensor per ensemble member): a row of probabilities each."""

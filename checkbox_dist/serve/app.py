@@ -40,10 +40,25 @@ def run(args) -> int:
           f"http://{args.host}:{args.port} | max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms",
           file=sys.stderr, flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=5)
+        _access_log_to_stderr(args.log_level)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=5,
+                    access_log=False)  # serve/metrics.py writes one JSON line per request instead
     except SystemExit:  # uvicorn exits 1 when it cannot bind the port; its log says why
         raise UserError(f"serve: could not start on {args.host}:{args.port} (port in use?)") from None
     return 0
+
+
+def _access_log_to_stderr(level: str) -> None:
+    """The `checkbox_dist.access` (one JSON line per request, at info) and `checkbox_dist.serve` loggers on stderr."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    for name in ("checkbox_dist.access", "checkbox_dist.serve"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+        logger.propagate = False
 
 
 def return_freed_memory(threshold: int = 1 << 20) -> None:

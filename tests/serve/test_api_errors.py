@@ -65,3 +65,38 @@ def test_bearer_token_model_details_and_api_docs_settings(infer_checkpoint):
         assert model["members"][0]["config"]["model"]["name"] == "test_resnet"  # --model-details: the full answer
         assert "s3cret-token" not in str(model)  # ... but never the token
         assert client.get("/docs", headers=auth).status_code == 200
+
+
+def test_metrics_in_prometheus_format_and_one_access_log_line_per_request(infer_checkpoint, caplog):
+    import json
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from checkbox_dist.infer.predictor import Predictor
+    from checkbox_dist.serve.api import create_app
+
+    predictor = Predictor([infer_checkpoint], device="cpu")
+    with TestClient(create_app(predictor)) as client, caplog.at_level(logging.INFO, logger="checkbox_dist.access"):
+        assert client.post("/predict", files={"file": ("a.png", _png())}).status_code == 200
+        assert client.post("/predict", files={"file": ("b.png", b"not an image")}).status_code == 422
+        assert client.get("/no/such/path").status_code == 404
+        response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples['checkbox_dist_requests_total{method="POST",path="/predict",status="200"}'] == 1
+    assert samples['checkbox_dist_requests_total{method="POST",path="/predict",status="422"}'] == 1
+    assert samples['checkbox_dist_requests_total{method="GET",path="other",status="404"}'] == 1
+    assert samples['checkbox_dist_request_duration_seconds_bucket{le="+Inf"}'] == 3
+    assert samples["checkbox_dist_request_duration_seconds_count"] == 3
+    assert samples['checkbox_dist_batch_size_bucket{le="+Inf"}'] >= 1  # the warm-up and the one good image
+    assert samples["checkbox_dist_decode_bytes_in_flight"] == 0 and samples["checkbox_dist_queue_depth"] == 0
+    assert samples["checkbox_dist_decode_memory_limit_bytes"] > 0
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "checkbox_dist.access"]
+    assert [(r["method"], r["path"], r["status"]) for r in lines] == [
+        ("POST", "/predict", 200), ("POST", "/predict", 422), ("GET", "/no/such/path", 404), ("GET", "/metrics", 200)]
+    assert all(r["duration_ms"] >= 0 and "client" in r for r in lines)
