@@ -65,3 +65,11 @@ def mutants(n: int, seed: int) -> list[tuple[str, bytes]]:
             data = data[:rng.randrange(1, len(data))]
         out.append((f"m{i}-{name}", bytes(data)))
     return out
+
+
+def fuzz_seeds() -> list[int]:
+    """The fixed seed, plus a rotating one (FUZZ_SEED to replay it): tests print the seed of a failing file."""
+    import os
+    import time
+
+    return [0, int(os.environ.get("FUZZ_SEED", int(time.time()) % 100_000))]

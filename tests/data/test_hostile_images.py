@@ -48,3 +48,24 @@ def test_a_16_bit_image_decodes_within_its_stated_cost(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     growth = int(proc.stdout.split()[-1])
     assert growth <= decode_cost("I;16", (7999, 7999)), f"peak grew {growth / 2**20:.0f} MiB"
+
+
+def test_fuzz_corpus_through_the_decoder():
+    """300 byte-mutated PNG/GIF/TIFF/WebP files per seed: each decodes to the model's input or is one
+    BadImageError naming it; nothing else escapes."""
+    from hostile_images import fuzz_seeds, mutants
+
+    spec = PreprocessSpec(image_size=32, image_width=48)
+    for seed in fuzz_seeds():
+        bad = 0
+        for name, data in mutants(300, seed):
+            try:
+                tensor = decode(data, spec, name)
+            except BadImageError as err:
+                assert str(err).startswith(f"{name}: ") and "\n" not in str(err), (seed, name, err)
+                bad += 1
+                continue
+            except Exception as err:  # noqa: BLE001 - the point of the test
+                pytest.fail(f"FUZZ_SEED={seed} {name}: {type(err).__name__}: {err} (bytes {data.hex()})")
+            assert tuple(tensor.shape) == (3, 32, 48), (seed, name)
+        assert 0 < bad < 300, (seed, bad)  # the corpus holds both kinds

@@ -170,3 +170,15 @@ def test_crafted_files_are_listed_and_every_good_result_is_written(infer_checkpo
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert sorted(errors) == sorted(f"error: {r['error']}" for r in records if "error" in r)
     assert all(r["error"].startswith(r["input"] + ": ") for r in records if "error" in r)
+
+
+def test_fuzz_corpus_through_predict(infer_checkpoint, tmp_path):
+    """100 mutated files (fixed seed) in a folder: one record each, exit 0 or 1, never a traceback."""
+    from hostile_images import mutants
+
+    corpus = mutants(100, 0)
+    for name, data in corpus:
+        (tmp_path / name).write_bytes(data)
+    proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), str(tmp_path), "--format", "jsonl", check=False)
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(_records(proc.stdout)) == len(corpus)

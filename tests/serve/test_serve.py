@@ -271,3 +271,19 @@ def test_url_policy_refuses_addresses_outside_the_allow_list(server, image_serve
                                                                   f"http://127.0.0.2:{port}/good.png"]},
                       timeout=30).json()
     assert "class" in body["results"][0] and "refused" in body["results"][1]["error"], body
+
+
+def test_fuzz_corpus_through_the_batch_endpoint(server):
+    """100 mutated files per seed, 4 a request: every answer is 200 with one result or error per file (the
+    server log is checked for tracebacks when the module's server stops)."""
+    from hostile_images import fuzz_seeds, mutants
+
+    for seed in fuzz_seeds():
+        corpus = mutants(100, seed)
+        for start in range(0, len(corpus), 4):
+            chunk = corpus[start:start + 4]
+            response = httpx.post(f"{server}/predict/batch", files=[("files", item) for item in chunk], timeout=60)
+            assert response.status_code == 200, (f"FUZZ_SEED={seed}", [n for n, _ in chunk], response.text[:500])
+            results = response.json()["results"]
+            assert [r["input"] for r in results] == [n for n, _ in chunk]
+            assert all("class" in r or r["error"].startswith(r["input"] + ": ") for r in results), results
