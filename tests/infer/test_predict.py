@@ -182,3 +182,28 @@ def test_fuzz_corpus_through_predict(infer_checkpoint, tmp_path):
     proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), str(tmp_path), "--format", "jsonl", check=False)
     assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(_records(proc.stdout)) == len(corpus)
+
+
+def test_globs_over_symlink_loops_end_and_names_cannot_forge_lines(infer_checkpoint, inputs, tmp_path):
+    """Defect 7 of issue 33: a `**` glob over two self-symlinks ends, a symlink loop yields each file once, and
+    a file name holding a newline is one escaped label (no forged table rows or `error:` lines)."""
+    root = tmp_path / "loops"
+    root.mkdir()
+    shutil.copy(inputs / "single.png", root / "a.png")
+    (root / "self1").symlink_to(".")
+    (root / "self2").symlink_to(".")
+    proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), f"{root}/**/*.png", "--format", "jsonl",
+                   timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["input"] for r in _records(proc.stdout)] == [str(root / "a.png")]
+
+    names = tmp_path / "names"
+    names.mkdir()
+    shutil.copy(inputs / "single.png", names / "good\nforged-row  checked  1.000.png")
+    (names / "bad\nerror: forged line.png").write_bytes(b"not an image")
+    proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), str(names), check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    table = proc.stdout.splitlines()
+    assert len(table) == 2 and "\\n" in table[1] and not any(line.startswith("forged") for line in table), table
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "\\nerror: forged line" in errors[0], errors
