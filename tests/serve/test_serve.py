@@ -287,3 +287,27 @@ def test_fuzz_corpus_through_the_batch_endpoint(server):
             results = response.json()["results"]
             assert [r["input"] for r in results] == [n for n, _ in chunk]
             assert all("class" in r or r["error"].startswith(r["input"] + ": ") for r in results), results
+
+
+def test_slow_urls_do_not_hold_up_uploads(server, image_server, pngs):
+    """88 URLs that hang (22 batches of 4, twice the 40 threads the decoders once shared with fetches) and,
+    meanwhile, one upload: the upload is answered at once, since URL fetches have their own 8 threads."""
+    import time
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=120) as client:
+            hung = [asyncio.create_task(client.post(f"{server}/predict/batch",
+                                                    json={"urls": [f"{image_server}/hang.png"] * 4}))
+                    for _ in range(22)]
+            await asyncio.sleep(0.5)
+            start = time.monotonic()
+            upload = await client.post(f"{server}/predict", files={"file": ("a.png", pngs["checked0"])})
+            waited = time.monotonic() - start
+            pending = sum(not task.done() for task in hung)
+            answers = await asyncio.gather(*hung)
+            return upload, waited, pending, answers
+
+    upload, waited, pending, answers = asyncio.run(scenario())
+    assert upload.status_code == 200 and pending > 0, (upload.text, pending)
+    assert waited < 0.8, f"the upload waited {waited:.2f} s behind URL fetches"
+    assert all(a.status_code == 200 and a.json()["failed"] == 4 for a in answers)
