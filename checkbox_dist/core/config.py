@@ -19,6 +19,7 @@ import os
 import hashlib
 import json
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -282,6 +283,17 @@ def _load_yaml(text: str):
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 6, 4, 80, 80
+
+
+def _show(value: Any, limit: int = 120) -> str:
+    """`value` for an error message: a repr that looks at a few items and levels only (a YAML alias bomb
+    expands to billions of items), cut to `limit` characters."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
@@ -296,11 +308,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 continue
         names = " or ".join(_type_name(a) for a in typing.get_args(tp))
-        raise ConfigError(f"{key}: expected {names}, got {value!r}")
+        raise ConfigError(f"{key}: expected {names}, got {_show(value)}")
     if origin is list:
         (item_type,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list of {_type_name(item_type)}, got {value!r}")
+            raise ConfigError(f"{key}: expected a list of {_type_name(item_type)}, got {_show(value)}")
         return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -309,7 +321,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str and value is None:
         return ""
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
     return value
 
 
@@ -322,7 +334,7 @@ def _apply(node: Any, updates: dict, prefix: str = "") -> None:
             raise ConfigError(f"unknown key {key!r} (known here: {known})")  # !r: a key may hold a newline
         if dataclasses.is_dataclass(hints[name]):
             if not isinstance(value, dict):
-                raise ConfigError(f"{key}: expected a mapping of keys, got {value!r}")
+                raise ConfigError(f"{key}: expected a mapping of keys, got {_show(value)}")
             _apply(getattr(node, name), value, key + ".")
         else:
             setattr(node, name, _coerce(value, hints[name], key))

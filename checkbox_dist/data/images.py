@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import os
 
+import contextlib
 import functools
 import io
+import struct
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,11 +34,26 @@ MAX_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
 
+# Decode memory (data/images.py decode_cost): by default whatever the pixel cap lets through (64 Mpx RGBA);
+# `serve` sets a lower limit (--max-decode-mb) and shares a DecodeBudget between its decodes.
+MAX_DECODE_BYTES = MAX_PIXELS * 8
+# Above this many pixels an image is shrunk while it decodes (draft/reduce); below, decoded whole as before.
+PREREDUCE_PIXELS = 4_000_000
+# Bytes a pixel as Pillow stores a decoded image (others: 4).
+STORAGE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 class BadImageError(UserError):
     """A file that is not a readable image; the message starts with its path."""
+
+
+# What Pillow's plugins raise on hostile bytes besides OSError: mutated GIFs raise IndexError while counting
+# frames, mutated TIFFs TypeError/KeyError, others struct.error, EOFError, ZeroDivisionError, OverflowError,
+# RecursionError ... Every one of them, during open/load/convert, is a bad image (tests/data/test_hostile_images.py).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, LookupError, ArithmeticError, EOFError, struct.error,
+                 AttributeError, RuntimeError, AssertionError)
 
 
 @dataclass
@@ -93,54 +111,160 @@ def parse_color(text: str) -> tuple[int, int, int]:
         raise UserError(f"data.background: {text!r} is not a colour (use a name or #rrggbb)") from None
 
 
-def open_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:
-    """Open and fully decode `source` as RGBA; any failure is one `BadImageError` naming the file."""
+def open_image(source: str | Path | bytes, name: str | None = None, *, target: PreprocessSpec | None = None,
+               max_bytes: int = MAX_DECODE_BYTES, budget: DecodeBudget | None = None) -> Image.Image:
+    """Open and fully decode `source` as 8-bit RGBA; any failure is one `BadImageError` naming the file.
+
+    Before any pixel is decoded, the header's size and mode give `decode_cost` (bytes this decode may hold at
+    once): over `max_bytes` is a BadImageError, and `budget` (shared by concurrent decodes) is held for that
+    many bytes until the RGBA image exists. With `target`, an image over PREREDUCE_PIXELS is decoded small:
+    JPEG through `draft` (DCT scaling), the rest through `reduce` before any conversion, to no less than 3x
+    the target's size per axis (what the final resize would reduce to anyway); smaller images are decoded whole.
+    """
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     try:
-        if isinstance(source, bytes):
-            if not source:
-                raise BadImageError(f"{label}: empty file")
-            handle = io.BytesIO(source)
-        else:
-            path = Path(source)
-            if path.stat().st_size == 0:
-                raise BadImageError(f"{label}: empty file (0 bytes)")
-            handle = path.open("rb")
-        with warnings.catch_warnings():
+        with _image_handle(source, label) as handle, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(handle) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
                     raise BadImageError(f"{label}: {width}x{height} is over the {MAX_PIXELS:,} pixel limit")
-                if getattr(img, "n_frames", 1) > 1:  # animated GIF/WebP/APNG: the first frame
-                    img = next(iter(ImageSequence.Iterator(img)))
-                return _to_rgba(img)
+                factors = _reduce_factors(img.size, target)
+                if img.format == "JPEG" and factors != (1, 1):
+                    img.draft(img.mode, (width // factors[0], height // factors[1]))
+                    factors = _reduce_factors(img.size, target)
+                cost = decode_cost(img.mode, img.size)
+                if cost > max_bytes:
+                    raise BadImageError(f"{label}: {img.size[0]}x{img.size[1]} {img.mode} needs {_mib(cost)} MiB to "
+                                        f"decode, over the {_mib(max_bytes)} MiB limit")
+                with budget.hold(cost, label) if budget is not None else contextlib.nullcontext():
+                    if getattr(img, "n_frames", 1) > 1:  # animated GIF/WebP/APNG: the first frame
+                        img = next(iter(ImageSequence.Iterator(img)))
+                    return _to_rgba(img, factors)
     except BadImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         kind = "not an image" if isinstance(err, UnidentifiedImageError) else "decompression bomb"
         raise BadImageError(f"{label}: {kind}") from None
-    except (OSError, SyntaxError, ValueError) as err:  # truncated/corrupt data raise these in PIL
-        raise BadImageError(f"{label}: unreadable image ({err})") from None
+    except DECODE_ERRORS as err:  # truncated/corrupt/crafted data raise these in PIL
+        raise BadImageError(f"{label}: unreadable image ({_reason(err)})") from None
 
 
-def _to_rgba(img: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGBA, keeping transparency (palette tRNS, LA) and scaling 16-bit data."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: PIL's convert("L") clips at 255, so rescale to 0-255 first.
-        array = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8), "L")
-    elif img.mode == "F":
-        array = np.asarray(img, dtype=np.float64)
-        span = max(array.max() - array.min(), 1e-12)
-        img = Image.fromarray(((array - array.min()) * (255.0 / span)).astype(np.uint8), "L")
-    elif img.mode == "P" or img.mode == "PA":
-        img = img.convert("RGBA")
-    elif img.mode == "CMYK" or img.mode == "YCbCr" or img.mode == "LAB" or img.mode == "HSV":
-        img = img.convert("RGB")
+@contextlib.contextmanager
+def _image_handle(source: str | Path | bytes, label: str):
+    if isinstance(source, bytes):
+        if not source:
+            raise BadImageError(f"{label}: empty file")
+        yield io.BytesIO(source)
+        return
+    path = Path(source)
+    if path.stat().st_size == 0:
+        raise BadImageError(f"{label}: empty file (0 bytes)")
+    with path.open("rb") as handle:
+        yield handle
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def decode_cost(mode: str, size: tuple[int, int]) -> int:
+    """Bytes one decode of a `mode` image of `size` may hold at once, known from the header alone: the decoded
+    pixels as Pillow stores them (bit depth x channels, padded: 1, 2 or 4 bytes a pixel) plus one full-size
+    4-byte copy (the RGBA conversion, or the 16-bit to 8-bit rescale)."""
+    return size[0] * size[1] * (STORAGE_BYTES.get(mode, 4) + 4)
+
+
+class DecodeBusy(Exception):
+    """No decode memory came free in time (the server answers 503: retry later)."""
+
+
+class DecodeBudget:
+    """At most `max_bytes` of `decode_cost` in flight across threads; a decode waits up to `timeout_s` for room.
+
+    The bound on a server's decode memory: concurrent decodes together never hold more than max_bytes
+    (plus the small images they produce), whatever the number of requests or threads."""
+
+    def __init__(self, max_bytes: int, timeout_s: float = 30.0):
+        self.max_bytes, self.timeout_s = max_bytes, timeout_s
+        self.in_flight = 0
+        self._free = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, cost: int, label: str):
+        if cost > self.max_bytes:
+            raise BadImageError(f"{label}: needs {_mib(cost)} MiB to decode, over the {_mib(self.max_bytes)} MiB "
+                                f"decode memory")
+        with self._free:
+            if not self._free.wait_for(lambda: self.in_flight + cost <= self.max_bytes, self.timeout_s):
+                raise DecodeBusy(f"{label}: no decode memory came free within {self.timeout_s:g} s")
+            self.in_flight += cost
+        try:
+            yield
+        finally:
+            with self._free:
+                self.in_flight -= cost
+                self._free.notify_all()
+
+
+def _reduce_factors(size: tuple[int, int], target: PreprocessSpec | None) -> tuple[int, int]:
+    """Integer (x, y) shrink factors that leave at least 3x the target's size (the final resize's reducing gap)."""
+    if target is None or size[0] * size[1] <= PREREDUCE_PIXELS:
+        return 1, 1
+    height, width = target.height_width
+    if target.resize == "letterbox":
+        scale = min(width / size[0], height / size[1])
+        out = (size[0] * scale, size[1] * scale)
+    else:
+        out = (width, height)
+    return tuple(max(1, int(n / max(o, 1) / 3.0)) for n, o in zip(size, out))
+
+
+def _reason(err: BaseException) -> str:
+    """Pillow's message for a decode failure, on one short line (its type name when it has none)."""
+    text = " ".join(str(err).split())[:120]
+    return text or type(err).__name__
+
+
+def _to_rgba(img: Image.Image, factors: tuple[int, int] = (1, 1)) -> Image.Image:
+    """Any PIL mode to 8-bit RGBA, keeping transparency (palette tRNS, LA) and scaling 16-bit data; shrunk by
+    `factors` (box average, alpha premultiplied) as early as the mode allows."""
     img.load()
+    shrink = factors != (1, 1)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        if shrink and img.mode in ("I", "F"):
+            img = img.reduce(factors)
+        img = _rescale_to_l(img)
+    elif img.mode in ("P", "PA", "1"):
+        img = img.convert("RGBA" if img.mode != "1" else "L")
+    elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    if shrink and img.size != (1, 1):
+        if img.mode in ("RGBA", "LA"):  # reduce premultiplied, as resize does, so clear pixels do not bleed
+            premultiplied = {"RGBA": "RGBa", "LA": "La"}[img.mode]
+            img = img.convert(premultiplied).reduce(factors).convert(img.mode)
+        elif img.mode in ("L", "RGB", "RGBX"):
+            img = img.reduce(factors)
     return img.convert("RGBA")
+
+
+def _rescale_to_l(img: Image.Image, rows: int = 256) -> Image.Image:
+    """16-bit / 32-bit / float greyscale to 8-bit "L" (PIL's convert("L") clips at 255), one block of rows at
+    a time, so no full-size copy but the 8-bit result is made, whatever the image size."""
+    low, high = img.getextrema()
+    if img.mode == "F":
+        span = max(float(high) - float(low), 1e-12)
+        scale = 255.0 / span
+    else:
+        low = 0.0
+        top = 65535.0 if img.mode.startswith("I;16") or high > 255 else 255.0
+        scale = 255.0 / top
+    width, height = img.size
+    out = np.empty((height, width), dtype=np.uint8)
+    for start in range(0, height, rows):
+        block = (np.asarray(img.crop((0, start, width, min(height, start + rows)))).astype(np.float64) - low) * scale
+        out[start:start + rows] = np.clip(block, 0, 255) if img.mode != "F" else block
+    return Image.fromarray(out, "L")
 
 
 def to_uint8_tensor(rgba: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
@@ -164,8 +288,10 @@ def to_uint8_tensor(rgba: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
     return torch.from_numpy(out).permute(2, 0, 1).contiguous()
 
 
-def decode(source: str | Path | bytes, spec: PreprocessSpec, name: str | None = None) -> torch.Tensor:
-    return to_uint8_tensor(open_image(source, name), spec)
+def decode(source: str | Path | bytes, spec: PreprocessSpec, name: str | None = None, *,
+           max_bytes: int = MAX_DECODE_BYTES, budget: DecodeBudget | None = None) -> torch.Tensor:
+    """`source` as the model's uint8 input (see open_image for the memory limits and the early shrink)."""
+    return to_uint8_tensor(open_image(source, name, target=spec, max_bytes=max_bytes, budget=budget), spec)
 
 
 @functools.lru_cache(maxsize=64)

@@ -38,31 +38,56 @@ SOME_FAILED = 1
 
 
 def expand_inputs(inputs: list[str]) -> list[dict]:
-    """Each INPUT -> items {"input": label, "path"|"url": ...} or {"input": label, "error": reason}, in order."""
+    """Each INPUT -> items {"input": label, "path"|"url": ...} or {"input": label, "error": reason}, in order.
+
+    Labels are printable (control characters such as a newline in a file name are escaped), so a name
+    cannot forge table rows or `error:` lines. Globs never follow symlinked folders under `**` (a loop
+    ends), and a file reached twice through links is predicted once."""
     items = []
     for text in inputs:
+        label = printable(text)
         if is_url(text):
-            items.append({"input": text, "url": text})
+            items.append({"input": label, "url": text})
             continue
         path = Path(text).expanduser()
         if path.is_dir():
             files = list_images(path)
-            items += [{"input": str(f), "path": f} for f in files]
+            items += [{"input": printable(str(f)), "path": f} for f in files]
             if not files:
-                items.append({"input": text, "error": f"{text}: no images in this folder"})
+                items.append({"input": label, "error": f"{label}: no images in this folder"})
         elif path.is_file():  # named explicitly: tried whatever its suffix; the decoder decides
-            items.append({"input": text, "path": path})
+            items.append({"input": label, "path": path})
         elif glob.has_magic(text):
-            files = []
-            for match in sorted(glob.glob(os.path.expanduser(text), recursive=True)):
-                match = Path(match)
-                files += list_images(match) if match.is_dir() else [match] if is_image_file(match) else []
-            items += [{"input": str(f), "path": f} for f in files]
+            files = _glob_images(os.path.expanduser(text))
+            items += [{"input": printable(str(f)), "path": f} for f in files]
             if not files:
-                items.append({"input": text, "error": f"{text}: no image files match"})
+                items.append({"input": label, "error": f"{label}: no image files match"})
         else:
-            items.append({"input": text, "error": f"{text}: no such file or folder"})
+            items.append({"input": label, "error": f"{label}: no such file or folder"})
     return items
+
+
+def _glob_images(pattern: str) -> list[Path]:
+    """Image files matching `pattern` (folders it matches: their images), each real file once, in order.
+    pathlib's `**` does not descend into symlinked folders, where glob.glob's loops forever over a link to
+    its own folder."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = Path(*parts[:first]) if first else Path(".")
+    seen, files = set(), []
+    for match in sorted(base.glob(str(Path(*parts[first:])))):
+        for file in list_images(match) if match.is_dir() else [match] if is_image_file(match) else []:
+            real = os.path.realpath(file)
+            if real not in seen:
+                seen.add(real)
+                files.append(file)
+    return files
+
+
+def printable(text: str) -> str:
+    """`text` with control and other non-printable characters escaped (a newline becomes backslash-n)."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                                                   for c in text)
 
 
 def _load(predictor, item: dict, limits: DownloadLimits):
@@ -75,6 +100,8 @@ def _load(predictor, item: dict, limits: DownloadLimits):
         return predictor.decode(item["path"], name=item["input"])
     except UserError as err:  # DownloadError, BadImageError: each already starts with the input's name
         return str(err)
+    except Exception as err:  # noqa: BLE001 - one input's failure (even a bug) must not lose the others' results
+        return f"{item['input']}: could not be predicted ({type(err).__name__}: {' '.join(str(err).split())[:120]})"
 
 
 def predict_items(predictor, items: list[dict], limits: DownloadLimits, batch_size: int = 32, jobs: int = 4,

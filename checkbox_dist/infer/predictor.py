@@ -174,9 +174,10 @@ class Predictor:
         total = sum(member.probs(batch, self.tta) for member, batch in zip(self.members, batches))
         return total / len(self.members)
 
-    def decode(self, source: str | Path | bytes, name: str | None = None) -> list[torch.Tensor]:
-        """One uint8 tensor per member for one image (raises BadImageError)."""
-        return [decode(source, spec, name) for spec in self.specs]
+    def decode(self, source: str | Path | bytes, name: str | None = None, **limits) -> list[torch.Tensor]:
+        """One uint8 tensor per member for one image (raises BadImageError); `limits`: images.decode's
+        max_bytes and budget."""
+        return [decode(source, spec, name, **limits) for spec in self.specs]
 
     def predict_decoded(self, decoded: list[list[torch.Tensor]]) -> list[dict]:
         """`decoded[i]` is `self.decode(image_i)`; returns one result dict per image."""

@@ -3,7 +3,7 @@
     app = create_app(Predictor(["RUN"]), Settings(max_batch=32))
     uvicorn.run(app, host="127.0.0.1", port=8000)          # what `checkbox-dist serve` does
 
-Routes: POST /predict, POST /predict/batch, GET /health, GET /model (answers and error codes: see
+Routes: POST /predict, POST /predict/batch, GET /health, GET /model, GET /metrics (answers and error codes: see
 checkbox_dist/serve/app.py). Every image, uploaded or downloaded, is decoded in a worker thread and queued
 on one MicroBatcher, so concurrent requests share model calls; a refused request is RequestError, answered
 as JSON {"detail": "one line"}; the whole app sits behind BodyLimit (413 for a body over max_body_mb).
@@ -11,18 +11,26 @@ as JSON {"detail": "one line"}; the whole app sits behind BodyLimit (413 for a b
 
 import asyncio
 import contextlib
+import functools
 import io
-from dataclasses import asdict
+import logging
+import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
 from checkbox_dist import __version__
 from checkbox_dist.core.errors import UserError
-from checkbox_dist.data.download import DownloadError, DownloadLimits, download
-from checkbox_dist.data.images import BadImageError
+from checkbox_dist.data.download import AddressPolicy, DownloadError, DownloadLimits, download
+from checkbox_dist.data.images import BadImageError, DecodeBudget, DecodeBusy
 from checkbox_dist.serve.batcher import MicroBatcher, Overloaded
-from checkbox_dist.serve.requests import MB, BodyLimit, RequestError, read_items
+from checkbox_dist.serve.metrics import Metrics, Observed
+from checkbox_dist.serve.requests import MB, BearerToken, BodyLimit, RequestError, read_items
 from checkbox_dist.serve.settings import Settings
+
+log = logging.getLogger("checkbox_dist.serve")
+FETCH_THREADS = 8  # URL downloads at once (each bounded by --url-timeout); more wait their turn
+RETRY_AFTER_S = 1
 
 
 def create_app(predictor, settings: Settings | None = None):
@@ -31,14 +39,25 @@ def create_app(predictor, settings: Settings | None = None):
 
     settings = settings or Settings()
     service = Service(predictor, settings)
-    app = FastAPI(title="checkbox_dist", version=__version__, lifespan=service.lifespan)
+    docs = settings.api_docs
+    app = FastAPI(title="checkbox_dist", version=__version__, lifespan=service.lifespan,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
     app.add_exception_handler(RequestError, answer_refusal)
+    app.add_exception_handler(MemoryError, answer_out_of_memory)
     add_routes(app, service)
-    return BodyLimit(app, int(settings.max_body_mb * MB))
+    wrapped = BodyLimit(app, int(settings.max_body_mb * MB), settings.body_timeout)
+    if settings.token:
+        wrapped = BearerToken(wrapped, settings.token, open_paths=("/health",))
+    if settings.trusted_hosts and "*" not in settings.trusted_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        wrapped = TrustedHostMiddleware(wrapped, allowed_hosts=settings.trusted_hosts)
+    return Observed(wrapped, service.metrics)  # outermost: refused requests are counted and logged too
 
 
 def add_routes(app, service: "Service") -> None:
-    """The four endpoints, each a thin FastAPI handler over `service`."""
+    """The five endpoints, each a thin FastAPI handler over `service`."""
     from fastapi import Request
 
     @app.post("/predict")
@@ -59,12 +78,18 @@ def add_routes(app, service: "Service") -> None:
     async def model():
         return service.model_info()
 
+    @app.get("/metrics")
+    async def metrics():
+        from starlette.responses import PlainTextResponse
+
+        return PlainTextResponse(service.metrics.render(service), media_type="text/plain; version=0.0.4")
+
 
 async def answer_refusal(_request, err: RequestError):
     """RequestError -> JSON {"detail": ...} with its status (what FastAPI does for an HTTPException)."""
     from starlette.responses import JSONResponse
 
-    return JSONResponse({"detail": err.detail}, status_code=err.status)
+    return JSONResponse({"detail": err.detail}, status_code=err.status, headers=err.headers)
 
 
 class Service:
@@ -74,8 +99,15 @@ class Service:
         self.predictor, self.settings = predictor, settings
         self.batcher = MicroBatcher(self.run_batch, settings.max_batch, settings.max_wait_ms / 1000,
                                     settings.max_queue)
-        self.limits = DownloadLimits(settings.url_timeout, int(settings.max_image_mb * MB), settings.max_redirects)
+        self.limits = DownloadLimits(settings.url_timeout, int(settings.max_image_mb * MB), settings.max_redirects,
+                                     AddressPolicy.parse(settings.url_allow))
+        self.budget = DecodeBudget(int(settings.decode_memory_mb * MB))
+        self.max_decode_bytes = int(settings.max_decode_mb * MB)
+        # Decodes and URL fetches each have their own threads: slow URLs cannot starve uploads of decoders.
+        self.decoders = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self.fetchers = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch")
         self.requests = 0
+        self.metrics = Metrics()
 
     def run_batch(self, decoded: list):
         """One model call on decoded images (each a tensor per ensemble member): a row of probabilities each."""
@@ -92,18 +124,23 @@ class Service:
         await self.batcher.start()
         yield
         await self.batcher.stop()
+        self.decoders.shutdown(wait=False, cancel_futures=True)
+        self.fetchers.shutdown(wait=False, cancel_futures=True)
 
     async def read(self, request, many: bool) -> list[tuple[str, object]]:
         return await read_items(request, many, max_items=self.settings.max_batch_items,
                                 max_image_bytes=self.limits.max_bytes, url_fetch=self.settings.url_fetch)
 
     async def predict_one(self, label: str, source) -> dict:
-        """Download (if a URL), decode, queue for the model; raises UserError / Overloaded."""
-        from starlette.concurrency import run_in_threadpool
-
+        """Download (if a URL), decode, queue for the model; raises UserError / Overloaded / DecodeBusy."""
+        loop = asyncio.get_running_loop()
+        if isinstance(source, Exception):  # refused while reading the request (a malformed URL in a batch)
+            raise source
         if isinstance(source, str):
-            source = await run_in_threadpool(download, source, self.limits)
-        decoded = await run_in_threadpool(self.predictor.decode, source, label)
+            source = await loop.run_in_executor(self.fetchers, download, source, self.limits)
+        decode = functools.partial(self.predictor.decode, source, label, max_bytes=self.max_decode_bytes,
+                                   budget=self.budget)
+        decoded = await loop.run_in_executor(self.decoders, decode)
         row, batch_size = await self.batcher.submit(decoded)
         return {"input": label, **self.predictor.describe(row), "batch_size": batch_size}
 
@@ -113,8 +150,10 @@ class Service:
             return await self.predict_one(label, source)
         except (BadImageError, DownloadError) as err:
             raise RequestError(422, str(err)) from None
-        except Overloaded as err:
-            raise RequestError(503, f"server busy ({err}); retry later") from None
+        except (Overloaded, DecodeBusy) as err:
+            raise busy(str(err)) from None
+        except MemoryError:
+            raise busy("out of memory") from None
 
     async def predict_batch(self, items: list[tuple[str, object]]) -> dict:
         """One result or {"input", "error"} per image, in order; the images share model calls."""
@@ -132,19 +171,38 @@ class Service:
                 **self.batcher.stats.to_dict()}
 
     def model_info(self) -> dict:
+        """Classes, input size and version; paths, training config, commits and versions only with model_details."""
+        height, width = self.predictor.spec.height_width
+        answer = {"version": __version__, "classes": self.predictor.classes,
+                  "input_size": {"height": height, "width": width, "channels": self.predictor.spec.channels}}
+        if not self.settings.model_details:
+            return answer
         info = self.predictor.info()
-        return {"version": __version__, "classes": info["classes"], "tta": info["tta"],
-                "ensemble": info["ensemble"], "backend": info["members"][0]["backend"], "members": info["members"],
-                "serve": asdict(self.settings)}
+        return {**answer, "tta": info["tta"], "ensemble": info["ensemble"], "backend": info["members"][0]["backend"],
+                "members": info["members"], "serve": self.settings.public()}
 
 
 def _result_or_error(label: str, got):
-    """A batch entry: the prediction, or {"input", "error"} for a bad image / full queue; re-raises anything else."""
-    if isinstance(got, (UserError, Overloaded)):
+    """A batch entry: the prediction, or {"input", "error"} for this item alone; never raises, so one bad item
+    (a bad image, a full queue, no memory left, a bug) cannot fail the other items of its batch."""
+    if isinstance(got, (UserError, Overloaded, DecodeBusy)):
         return {"input": label, "error": str(got)}
+    if isinstance(got, MemoryError):
+        return {"input": label, "error": f"{label[:200]}: server out of memory; retry later"}
     if isinstance(got, BaseException):
-        raise got
+        log.error("batch item %r failed: %s", label[:200], "".join(traceback.format_exception_only(got)).strip())
+        return {"input": label, "error": f"{label[:200]}: could not be predicted ({type(got).__name__})"}
     return got
+
+
+async def answer_out_of_memory(request, _err: MemoryError):
+    """MemoryError anywhere in a request (reading a body, parsing JSON): 503 with Retry-After, not 500."""
+    return await answer_refusal(request, busy("out of memory"))
+
+
+def busy(why: str) -> RequestError:
+    """503 with Retry-After: a memory or queue budget is spent for now."""
+    return RequestError(503, f"server busy ({why}); retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def blank_png() -> bytes:

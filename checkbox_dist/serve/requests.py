@@ -4,13 +4,16 @@
     items = await read_items(request, many=True, max_items=64, max_image_bytes=10 * MB, url_fetch=True)
 
 read_items gives (label, bytes) per multipart upload or (url, url) per JSON URL, after checking counts,
-per-image sizes and URL schemes; anything it refuses raises RequestError(status, one-line detail), which
+per-image sizes and URL syntax and schemes (a malformed URL in a batch is (url, DownloadError): that
+item's own error); anything it refuses raises RequestError(status, one-line detail), which
 the app answers as JSON {"detail": ...}. Request data never names a file: uploads are bytes, URLs must be
 http(s).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 
 from checkbox_dist.data.download import DownloadError, check_url
@@ -22,16 +25,42 @@ JSON_TYPES = ("application/json",)
 class RequestError(Exception):
     """A request `serve` refuses: answered as HTTP `status` with JSON {"detail": detail}."""
 
-    def __init__(self, status: int, detail: str):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.headers = status, detail, headers
+
+
+class BearerToken:
+    """ASGI wrapper: 401 unless the request carries `Authorization: Bearer <token>` (compared in constant
+    time); paths in `open_paths` (the liveness probe) need none."""
+
+    def __init__(self, app, token: str, open_paths: tuple[str, ...] = ()):
+        self.app, self.expected, self.open_paths = app, f"Bearer {token}".encode(), open_paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(given, self.expected):
+            return await self.app(scope, receive, send)
+        await _send_json(send, 401, "missing or wrong bearer token (Authorization: Bearer ...)",
+                         [(b"www-authenticate", b"Bearer")])
+
+
+async def _send_json(send, status: int, detail: str, headers=()) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimit:
-    """ASGI wrapper: 413 for a body over `max_bytes`, by Content-Length or while it streams in (chunked)."""
+    """ASGI wrapper: 413 for a body over `max_bytes`, by Content-Length or while it streams in (chunked); 408
+    for a body that has not arrived in full `timeout_s` after the request started."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout_s: float = 30.0):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
         self.drain_cap = 8 * max_bytes  # read (and drop) up to this much so the client can see our 413
 
     async def __call__(self, scope, receive, send):
@@ -50,10 +79,13 @@ class BodyLimit:
         try:
             await self.app(scope, metered.receive, metered.send)
         except Exception:
-            if not metered.over:
+            if not (metered.over or metered.late):
                 raise
         if metered.over:
             await self.reply(send)
+        elif metered.late and not metered.started:
+            await _send_json(send, 408, f"the request body did not arrive within {self.timeout_s:g} s",
+                             [(b"connection", b"close")])
 
     async def reply(self, send):
         body = json.dumps({"detail": f"request body is over the {self.max_bytes:,} byte limit"}).encode()
@@ -75,12 +107,21 @@ class _MeteredRequest:
 
     def __init__(self, limit: BodyLimit, receive, send):
         self.limit, self._receive, self._send = limit, receive, send
-        self.seen, self.over = 0, False
+        self.seen, self.over, self.late, self.started, self.complete = 0, False, False, False, False
+        self.deadline = asyncio.get_running_loop().time() + limit.timeout_s
 
     async def receive(self):
-        if self.over:
+        if self.over or self.late:
             return {"type": "http.disconnect"}
-        message = await self._receive()
+        if self.complete:  # the body is in: later receives wait for a disconnect, with no deadline
+            return await self._receive()
+        try:
+            message = await asyncio.wait_for(self._receive(), self.deadline - asyncio.get_running_loop().time())
+        except asyncio.TimeoutError:
+            self.late = True
+            return {"type": "http.disconnect"}  # the app stops reading; BodyLimit answers 408
+        if message["type"] == "http.request" and not message.get("more_body"):
+            self.complete = True
         if message["type"] == "http.request":
             self.seen += len(message.get("body", b""))
             if self.seen > self.limit.max_bytes:
@@ -91,7 +132,8 @@ class _MeteredRequest:
         return message
 
     async def send(self, message):
-        if not self.over:
+        if not self.over and not self.late:
+            self.started = True
             await self._send(message)
 
 
@@ -139,17 +181,20 @@ async def read_urls(request, many: bool, url_fetch: bool) -> list[tuple[str, str
     """(url, url) per URL in a JSON body {"url": ...} or, for a batch, {"urls": [...]}; http(s) only."""
     try:
         body = await request.json()
-    except ValueError:
-        raise RequestError(400, "the body is not valid JSON") from None
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        raise RequestError(400, "the body is not valid JSON (or nested too deep)") from None
     urls = _urls_in(body, many)
     if not url_fetch:
         raise RequestError(403, "URL fetching is disabled on this server: upload the image instead")
+    items = []
     for url in urls:
         try:
-            check_url(url)  # before anything else: file://, paths, ftp:// ... never go further
+            items.append((url, check_url(url)))  # before anything else: file://, paths, ftp:// ... never go further
         except DownloadError as err:
-            raise RequestError(400, str(err)) from None
-    return [(url, url) for url in urls]
+            if not many:
+                raise RequestError(400, str(err)) from None
+            items.append((url, err))  # in a batch: that item's own error
+    return items
 
 
 def _urls_in(body, many: bool) -> list[str]:

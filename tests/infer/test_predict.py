@@ -149,3 +149,61 @@ def test_usage_errors_are_one_line_and_exit_2(infer_checkpoint, inputs, tmp_path
         code, _, err = run_main("predict", *checkpoint, *args)
         assert code == 2 and err.startswith("error: ") and message in err, err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_crafted_files_are_listed_and_every_good_result_is_written(infer_checkpoint, inputs, tmp_path):
+    from hostile_images import CRAFTED
+
+    for name, data in CRAFTED.items():
+        (tmp_path / name).write_bytes(data)
+    out = tmp_path / "preds.jsonl"
+    proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), str(inputs / "single.png"),
+                   *[str(tmp_path / n) for n in CRAFTED], str(inputs / "folder"), "--format", "jsonl",
+                   "--output", str(out), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    records = _records(out.read_text())
+    assert len(records) == 3 + len(CRAFTED)
+    good = [r for r in records if "error" not in r]
+    assert len(good) == 3
+    for record in good:
+        _check_probabilities(record)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert sorted(errors) == sorted(f"error: {r['error']}" for r in records if "error" in r)
+    assert all(r["error"].startswith(r["input"] + ": ") for r in records if "error" in r)
+
+
+def test_fuzz_corpus_through_predict(infer_checkpoint, tmp_path):
+    """100 mutated files (fixed seed) in a folder: one record each, exit 0 or 1, never a traceback."""
+    from hostile_images import mutants
+
+    corpus = mutants(100, 0)
+    for name, data in corpus:
+        (tmp_path / name).write_bytes(data)
+    proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), str(tmp_path), "--format", "jsonl", check=False)
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(_records(proc.stdout)) == len(corpus)
+
+
+def test_globs_over_symlink_loops_end_and_names_cannot_forge_lines(infer_checkpoint, inputs, tmp_path):
+    """Defect 7 of issue 33: a `**` glob over two self-symlinks ends, a symlink loop yields each file once, and
+    a file name holding a newline is one escaped label (no forged table rows or `error:` lines)."""
+    root = tmp_path / "loops"
+    root.mkdir()
+    shutil.copy(inputs / "single.png", root / "a.png")
+    (root / "self1").symlink_to(".")
+    (root / "self2").symlink_to(".")
+    proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), f"{root}/**/*.png", "--format", "jsonl",
+                   timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["input"] for r in _records(proc.stdout)] == [str(root / "a.png")]
+
+    names = tmp_path / "names"
+    names.mkdir()
+    shutil.copy(inputs / "single.png", names / "good\nforged-row  checked  1.000.png")
+    (names / "bad\nerror: forged line.png").write_bytes(b"not an image")
+    proc = run_cli("predict", "--checkpoint", str(infer_checkpoint), str(names), check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    table = proc.stdout.splitlines()
+    assert len(table) == 2 and "\\n" in table[1] and not any(line.startswith("forged") for line in table), table
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "\\nerror: forged line" in errors[0], errors

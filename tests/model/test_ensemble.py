@@ -73,10 +73,11 @@ def test_serve_answers_with_the_ensemble(ens, cache_dir):
     from fastapi.testclient import TestClient
 
     from checkbox_dist.serve.api import create_app
+    from checkbox_dist.serve.settings import Settings
 
     predictor = Predictor([ens["folder"]], device="cpu")
     file = _images(cache_dir)[0]
-    with TestClient(create_app(predictor)) as client:
+    with TestClient(create_app(predictor, Settings(model_details=True))) as client:  # details: member sources
         info = client.get("/model").json()
         answer = client.post("/predict", files={"file": (file.name, file.read_bytes(), "image/png")}).json()
     assert json.dumps(info).count("member_") == 2
