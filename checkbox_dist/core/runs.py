@@ -8,12 +8,22 @@ second), so callers broadcast what the main process chose (`agreed_name`).
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 
 def timestamped(stem: str, parent: str = "runs") -> str:
     return f"{parent}/{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def newest(stem: str, parent: str = "runs") -> str | None:
+    """The latest `timestamped(stem)` folder that exists under `parent`, or None."""
+    pattern = re.compile(rf"{re.escape(stem)}-\d{{8}}-\d{{6}}")
+    folder = Path(parent)
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and pattern.fullmatch(p.name)) \
+        if folder.is_dir() else []
+    return f"{parent}/{names[-1]}" if names else None
 
 
 def config_stem(config_path: str | None, default: str = "run") -> str:

@@ -121,6 +121,11 @@ def set_batch_shape(cfg: Config, accelerator: Accelerator) -> BatchShape:
 
 
 def resolve_run_dir(cfg: Config, config_path: str | None, accelerator: Accelerator) -> Path:
+    if cfg.train.resume == "auto" and not cfg.train.output_dir:  # the default folder is a new one every time
+        latest = runs.newest(runs.config_stem(config_path))
+        hint = (f"the newest run of this config is {latest}: pass train.output_dir={latest}" if latest else
+                "there is no run of this config under runs/: pass train.output_dir=FOLDER")
+        raise UserError(f"train.resume=auto continues the run named by train.output_dir; {hint}")
     name = cfg.train.output_dir or runs.timestamped(runs.config_stem(config_path))
     return runs.agreed_name(name, accelerator.num_processes)  # timestamps can differ between processes
 

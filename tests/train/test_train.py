@@ -295,3 +295,27 @@ def test_python_m_and_root_train_py_are_the_same_entry(tmp_path: Path, cache_dir
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert (out / "checkpoints" / "best" / "model.pt").is_file()
+
+
+def test_resume_auto_without_an_output_folder_names_the_run_to_continue(tmp_path: Path, cache_dir: Path):
+    """`train.resume=auto` with no train.output_dir used to start a new run silently (the default folder is new
+    each time): it is one line naming the newest run of that config, and nothing is created."""
+    work = tmp_path / "work"
+    (work / "runs" / "quickstart-20261201-100000" / "checkpoints").mkdir(parents=True)
+    (work / "runs" / "quickstart-20261202-100000" / "checkpoints").mkdir(parents=True)
+    (work / "runs" / "other-20261203-100000").mkdir(parents=True)
+    args = [a for a in tiny_train_args(tmp_path / "unused", cache_dir, "train.resume=auto")
+            if not a.startswith("train.output_dir=")]
+    proc = run_cli(*args, cwd=work, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == ("error: train.resume=auto continues the run named by train.output_dir; the "
+                                   "newest run of this config is runs/quickstart-20261202-100000: pass "
+                                   "train.output_dir=runs/quickstart-20261202-100000")
+    assert sorted(p.name for p in (work / "runs").iterdir()) == ["other-20261203-100000", "quickstart-20261201-100000",
+                                                                 "quickstart-20261202-100000"]
+    (work / "runs").rename(work / "old")
+    proc = run_cli(*args, cwd=work, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: train.resume=auto continues the run named by train.output_dir; there is no run of this config "
+        "under runs/: pass train.output_dir=FOLDER")
+    assert not (work / "runs").exists()
