@@ -78,14 +78,9 @@ def launcher_processes(pid: int | None = None) -> int:
 
 
 def check_launch(accelerator, cfg) -> None:
-    """Refuse N processes that each train alone; note a launcher precision that the config overrides."""
+    """Refuse N processes that each train alone."""
     from accelerate.utils import DistributedType
 
-    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
-    if launcher_precision not in ("no", "") and cfg.train.mixed_precision == "no" and accelerator.is_main_process:
-        # Accelerator(mixed_precision=...) wins over the launcher's choice: say so rather than run fp32 silently.
-        print(f"note: the launcher asked for {launcher_precision} but train.mixed_precision=no decides; pass "
-              f"train.mixed_precision={launcher_precision} to use it", file=sys.stderr, flush=True)
     if accelerator.num_processes > 1 or accelerator.distributed_type == DistributedType.XLA:
         return
     started = max(_int_env("WORLD_SIZE"), _int_env("LOCAL_WORLD_SIZE"))

@@ -2,6 +2,9 @@
 generators of replicas that are threads.
 
 Precision
+    Who decides: an explicit launcher choice (`accelerate launch --mixed_precision bf16`, or `mixed_precision:` in
+    its config file, both seen as ACCELERATE_MIXED_PRECISION) wins over train.mixed_precision, as it does for any
+    Accelerate script; the launcher's default `no` leaves the config's choice. The run says so in a note.
     fp16 on a CPU: Accelerate runs plain fp32; here it autocasts to float16 with a CPU GradScaler, the path a
     GPU takes (loss scaling, skipped overflow steps, scaler state).
     bf16 on XLA: on a TPU, Accelerate exports XLA_USE_BF16=1 (torch_xla's deprecated whole-program downcast:
@@ -54,6 +57,18 @@ def clear_xla_downcast() -> None:
     """Remove torch_xla's whole-program bf16 switches from this process's environment."""
     for name in XLA_DOWNCAST_VARS:
         os.environ.pop(name, None)
+
+
+def launcher_precision(cfg: Config) -> str | None:
+    """Before the Accelerator is built: take an explicit launcher precision into `cfg` (so the saved config says
+    what ran); returns the note the run prints, or None."""
+    asked = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if asked not in ("fp16", "bf16") or asked == cfg.train.mixed_precision:
+        return None
+    note = (f"note: precision {asked} from the launcher (accelerate launch --mixed_precision or its config file), "
+            f"not the config's train.mixed_precision={cfg.train.mixed_precision}")
+    cfg.train.mixed_precision = asked
+    return note
 
 
 def fix_precision(accelerator: Accelerator, cfg: Config) -> None:

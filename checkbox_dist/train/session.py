@@ -244,6 +244,7 @@ def sum_gradients(model: torch.nn.Module, world: int, exact: bool = False) -> in
 
 
 def setup(cfg: Config, config_path: str | None) -> Session:
+    precision_note = backend.launcher_precision(cfg)  # an explicit `accelerate launch --mixed_precision` wins
     accelerator = build_accelerator(cfg)
     check_launch(accelerator, cfg)  # N processes that each see world size 1: one clear error
     backend.check_supported(accelerator, cfg)  # a setting this backend cannot honour: one clear error
@@ -257,6 +258,8 @@ def setup(cfg: Config, config_path: str | None) -> Session:
         run_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     out = RunOutput(accelerator, run_dir, cfg)
+    if precision_note:
+        out.print(precision_note)
     try:
         return _build(cfg, accelerator, shape, run_dir, out, trace, resume_from)
     except BaseException as err:

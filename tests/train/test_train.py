@@ -319,3 +319,17 @@ def test_resume_auto_without_an_output_folder_names_the_run_to_continue(tmp_path
         "error: train.resume=auto continues the run named by train.output_dir; there is no run of this config "
         "under runs/: pass train.output_dir=FOLDER")
     assert not (work / "runs").exists()
+
+
+def test_an_explicit_launcher_precision_wins_and_the_run_says_so(tmp_path: Path, cache_dir: Path):
+    """Accelerate's convention: `accelerate launch --mixed_precision bf16` (ACCELERATE_MIXED_PRECISION, also from a
+    launch config file) beats the training config's train.mixed_precision; the launcher's default `no` does not."""
+    args = tiny_train_args(tmp_path / "bf16", cache_dir, "train.epochs=1")  # TINY: train.mixed_precision=no
+    out = run_cli(*args, env={"ACCELERATE_MIXED_PRECISION": "bf16"}).stdout
+    assert "| precision bf16" in out.splitlines()[1], out[:1000]
+    assert out.splitlines()[0] == ("note: precision bf16 from the launcher (accelerate launch --mixed_precision or "
+                                   "its config file), not the config's train.mixed_precision=no")
+    assert "mixed_precision: bf16" in (tmp_path / "bf16" / "config.yaml").read_text()
+    out = run_cli(*tiny_train_args(tmp_path / "no", cache_dir, "train.epochs=1", "train.mixed_precision=bf16"),
+                  env={"ACCELERATE_MIXED_PRECISION": "no"}).stdout
+    assert "| precision bf16" in out and "note: precision" not in out
