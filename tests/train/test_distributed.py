@@ -71,7 +71,9 @@ def runs(tmp_path_factory) -> dict:
     proc = _run(ACCELERATE + ["--config_file", "launch/cpu_2proc.yaml", "train.py", "--config", str(config),
                               f"train.output_dir={two}"], _env(ACCELERATE_USE_CPU="true"))
     assert proc.returncode == 0, f"2-process run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    proc = _run(ACCELERATE + ["--config_file", "launch/single_gpu.yaml", "-m", "checkbox_dist.train",
+    # --mixed_precision no: the launch file's bf16 would win over the config's precision (docs/LAUNCH.md)
+    proc = _run(ACCELERATE + ["--config_file", "launch/single_gpu.yaml", "--mixed_precision", "no", "-m",
+                              "checkbox_dist.train",
                               "--config", str(config), "data.batch_size=16", f"train.output_dir={one}"], _env())
     assert proc.returncode == 0, f"1-process run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return {"two": _load(two), "one": _load(one), "config": config, "tmp": tmp}
