@@ -165,3 +165,16 @@ def test_a_refused_write_names_the_user(monkeypatch, capsys):
     monkeypatch.setattr(configs, "run", refuse)
     assert cli.main(["configs"]) == 2
     assert capsys.readouterr().err == f"error: runs/x: Permission denied (as uid {os.getuid()})\n"
+
+
+@pytest.mark.parametrize("command, required", [("predict", ["--checkpoint", "c", "x.png"]), ("cv", []),
+                                               ("split", ["--data", "d"]), ("export", ["--checkpoint", "c"]),
+                                               ("eval", ["--checkpoint", "c", "--data", "d"]), ("sweep", []),
+                                               ("synth", []), ("audit", ["--cv-dir", "cv1"])])
+def test_out_and_output_are_one_flag_in_every_command(command, required):
+    """One spelling documented (--out), both accepted: `predict --out` used to be refused and `cv --output` too."""
+    parser = build_parser()
+    got = {spelling: vars(parser.parse_args([command, spelling, "target", *required])) for spelling in
+           ("--out", "--output")}
+    assert got["--out"] == got["--output"]
+    assert "target" in got["--out"].values()

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cv-dir", action="append", default=[], help="a `checkbox-dist cv` folder (repeat to ensemble)")
     p.add_argument("--oof", action="append", default=[], help="an oof_predictions.csv (repeat to ensemble)")
     p.add_argument("--data", default="", help="image root the OOF paths are relative to (default: from cv.json)")
-    p.add_argument("--out", default="", help="output folder (default: FIRST_CV_DIR/audit)")
+    p.add_argument("--out", "--output", dest="out", default="", help="output folder (default: FIRST_CV_DIR/audit)")
     p.add_argument("--top", type=int, default=24, help="suspects on the contact sheet")
     p.add_argument("--known", nargs="+", default=[], help="relative paths to report the rank of (e.g. flagged by eye)")
     p.set_defaults(handler=run)

@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
     add_config_args(p, note="data.root is the pool ROOT/<class>/*")
     p.add_argument("--folds", type=int, default=5, help="number of folds (at least 2)")
     p.add_argument("--seed", type=int, default=None, help="fold assignment seed (default: data.split_seed)")
-    p.add_argument("--out", default="", help="CV folder (default runs/cv-<config>-<time>)")
+    p.add_argument("--out", "--output", dest="out", default="", help="CV folder (default runs/cv-<config>-<time>)")
     p.add_argument("--fold", type=int, action="append", default=None,
                    help="run only this fold (repeatable); the summary is written once all folds are done")
     p.add_argument("--selection", choices=["final", "best"], default="final",

@@ -16,7 +16,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--checkpoint", action="append", required=True,
                    help="checkpoint folder, run folder or exported timm folder (repeat for an ensemble)")
     p.add_argument("--data", required=True, help="folder ROOT/<class>/*.png (or ROOT/val/<class>)")
-    p.add_argument("--out", default="", help="folder for the report files (default: next to the first checkpoint)")
+    p.add_argument("--out", "--output", dest="out",
+                   default="", help="folder for the report files (default: next to the first checkpoint)")
     p.add_argument("--tta", action="store_true", help="average over the horizontal mirror too")
     p.add_argument("--batch-size", type=int, default=64, help="images per model call")
     p.add_argument("--device", default=None,

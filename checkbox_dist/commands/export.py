@@ -25,8 +25,9 @@ def add_parser(subparsers) -> None:
                     EXAMPLES, DETAILS)
     p.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder (-> checkpoints/best)")
     p.add_argument("--format", choices=FORMATS, default="onnx")
-    p.add_argument("--out", default="", help="output file, or folder for timm (default: next to model.pt in the "
-                                             "checkpoint folder; timm: its timm/ subfolder)")
+    p.add_argument("--out", "--output", dest="out", default="",
+                   help="output file, or folder for timm (default: next to model.pt in the checkpoint folder; "
+                        "timm: its timm/ subfolder)")
     p.add_argument("--int8", action="store_true", help="onnx: also write an int8-quantized model for CPU")
     p.add_argument("--int8-mode", choices=["static", "dynamic"], default="static",
                    help="static: int8 activations calibrated on images (default); dynamic: int8 weights only")

@@ -32,7 +32,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--image_url", "--image-url", action="append", default=[], dest="image_url",
                    help="an image URL (same as giving it as INPUT; repeatable)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table for people, the others for programs")
-    p.add_argument("--output", default="", help="write the results to this file instead of stdout")
+    p.add_argument("--out", "--output", dest="output",
+                   default="", help="write the results to this file instead of stdout")
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                    help="onnx: run the exported model.onnx with ONNX Runtime (auto: by file suffix)")
     p.add_argument("--tta", action="store_true", help="also average over the horizontal mirror")

@@ -15,7 +15,8 @@ EXAMPLES = """examples:
 def add_parser(subparsers) -> None:
     p = add_command(subparsers, "split", "write a stratified, seeded train/val index file (no copying)", EXAMPLES)
     p.add_argument("--data", required=True, help="folder ROOT/<class>/*")
-    p.add_argument("--out", required=True, help="index file to write (JSON), used as data.split_file")
+    p.add_argument("--out", "--output", dest="out",
+                   required=True, help="index file to write (JSON), used as data.split_file")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out for validation")
     p.add_argument("--seed", type=int, default=42, help="seed of the split")
     p.set_defaults(handler=run)

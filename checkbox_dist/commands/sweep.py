@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     p.add_argument("--runner", choices=["local", "slurm"], default="local",
                    help="local: one trial after another here; slurm: write the trials for a Slurm array")
-    p.add_argument("--out", default="", help="sweep folder (default runs/sweep-<time>)")
+    p.add_argument("--out", "--output", dest="out", default="", help="sweep folder (default runs/sweep-<time>)")
     p.add_argument("--gather", metavar="OUT", help="only gather OUT/trial_*/cv_summary.json into one table")
     p.add_argument("--run-trial", type=int, metavar="I", help="run line I of OUT/trials.txt (a Slurm array task)")
     p.add_argument("--wandb", metavar="FILE", help="write a W&B sweep config for --space instead of running")

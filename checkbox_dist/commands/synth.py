@@ -13,7 +13,7 @@ EXAMPLES = """examples:
 def add_parser(subparsers) -> None:
     p = add_command(subparsers, "synth", "write the synthetic checkbox dataset to a folder", EXAMPLES,
                     "Render N synthetic UI crops into OUT/<class>/ (cached by N, seed).")
-    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--out", "--output", dest="out", required=True, help="output folder (created)")
     p.add_argument("--n", type=int, default=3000, help="number of images, classes balanced (default 3000)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
