@@ -99,6 +99,8 @@ trap 'on_signal TERM' TERM
 # Single quotes: SLURM_NODEID must expand inside each task (0 on the first node, 1 on the next, ...),
 # not here in the batch shell, where it is 0 for everyone and every node would claim machine rank 0.
 # One launcher per node, whatever task count the allocation has (--ntasks for an elastic range, above).
+# `--mixed_precision no`: the training config's train.mixed_precision decides (a launch file's own precision
+# would win over it: docs/LAUNCH.md), as the user chose it there, not in the launch file this script picks.
 # The task's shell stays (no exec) to note a SIGTERM to the step; the launcher ignores it unless it
 # handles it itself (torchrun's agent does): a single process (`accelerate launch` without torchrun)
 # would die of it and leave train.py, which saves on it, to be killed with the step.
@@ -108,7 +110,7 @@ srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 ${STEP_CPUS:+--cpu
     ( trap "" TERM
       exec accelerate launch --config_file "$LAUNCH_CONFIG" --num_machines "$NNODES" --num_processes "$TOTAL" \
         --machine_rank "$SLURM_NODEID" --main_process_ip "$MAIN_ADDR" --main_process_port "$MAIN_PORT" \
-        ${ACCELERATE_USE_CPU:+--mixed_precision no} train.py --config "$CONFIG" "$@" ) &
+        --mixed_precision no train.py --config "$CONFIG" "$@" ) &
     launcher=$!
     while :; do wait "$launcher"; rc=$?; kill -0 "$launcher" 2>/dev/null || exit "$rc"; done' bash "${OVERRIDES[@]}" &
 srun_pid=$!
