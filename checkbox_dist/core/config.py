@@ -202,7 +202,9 @@ class EvalConfig:
 class TrackingConfig:
     """Experiment trackers (the run folder's metrics.jsonl is always written)."""
 
-    backends: list[str] = setting([], "trackers to log to: wandb, tensorboard ([] = none)")
+    backends: list[str] = setting([], "trackers to log to, any of Accelerate's: wandb, tensorboard (pip install "
+                                      "'checkbox_dist[tensorboard]'), mlflow, comet_ml, aim, clearml, dvclive, "
+                                      "swanlab, trackio ([] = none)")
     project: str = setting("checkbox_dist", "W&B project")
     entity: str = setting("", 'W&B entity (team or user); "" = your default')
     run_name: str = setting("", 'tracker run name; "" = the run folder\'s name')

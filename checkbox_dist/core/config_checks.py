@@ -31,6 +31,11 @@ CHOICES = {
     "eval.best_rule": ("seed", "val_loss", "val_top1", "val_f1"),
     "tracking.wandb_mode": ("auto", "online", "offline", "disabled"),
 }
+# Accelerate's trackers (accelerate.utils.LoggerType, "all" left out: a run names what it logs to) and the module each
+# needs; train/session.py refuses one that is not installed (Accelerate would drop it with a warning).
+TRACKERS = {"wandb": ("wandb",), "tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",),
+            "comet_ml": ("comet_ml",), "aim": ("aim",), "clearml": ("clearml",), "dvclive": ("dvclive",),
+            "swanlab": ("swanlab",), "trackio": ("trackio",)}
 POSITIVE = {"data.image_size", "data.batch_size", "data.eval_batch_size", "train.epochs",
             "train.grad_accum_steps", "eval.every_epochs", "eval.top_k", "eval.ece_bins",
             "optim.base_batch_size", "train.log_every_steps", "checkpoint.every_epochs", "schedule.step_epochs",
@@ -94,8 +99,8 @@ def check_values(cfg: Any, flat: dict[str, Any]) -> None:
     if cfg.schedule.warmup_epochs > 1e6:  # int(warmup_epochs * steps_per_epoch) must stay a number
         raise ConfigError(f"schedule.warmup_epochs: must be at most 1e6, got {cfg.schedule.warmup_epochs}")
     for backend in cfg.tracking.backends:
-        if backend not in ("wandb", "tensorboard"):
-            raise ConfigError(f"tracking.backends: {backend!r} is not one of wandb, tensorboard")
+        if backend not in TRACKERS:
+            raise ConfigError(f"tracking.backends: {backend!r} is not one of {', '.join(TRACKERS)}")
     if cfg.data.root == "" and cfg.data.synth_n < 6:
         raise ConfigError("data.synth_n: the synthetic dataset needs at least 6 images (2 per class)")
     if 0 < cfg.pretrain.synth_n < 6:

@@ -9,6 +9,7 @@ process (and every thread replica) starts from identical weights and a resumed r
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from timm.utils import ModelEmaV3
 from checkbox_dist.core import runs
 from checkbox_dist.core.batching import BatchShape, derive
 from checkbox_dist.core.config import Config
+from checkbox_dist.core.config_checks import TRACKERS
 from checkbox_dist.core.cv_results import cv_estimate
 from checkbox_dist.core.distributed import (RankTrace, check_launch, check_shared_folder, processes_named,
                                            ranks_without)
@@ -95,9 +97,18 @@ class Session:
             self.ema.update(self.accelerator.unwrap_model(self.model), step=step)
 
 
+def check_trackers(backends: list[str]) -> None:
+    """Every tracker the config names is installed: Accelerate would drop a missing one with a warning."""
+    for name in backends:
+        if not any(importlib.util.find_spec(module) for module in TRACKERS[name]):
+            extra = "'checkbox_dist[tensorboard]'" if name == "tensorboard" else name
+            raise UserError(f"tracking.backends: {name} is not installed in this environment: pip install {extra}")
+
+
 def build_accelerator(cfg: Config) -> Accelerator:
     """The Accelerator, with accumulation 1 until the world size is known (`set_batch_shape`), and its
     precision as train/backend.py fixes it per backend."""
+    check_trackers(cfg.tracking.backends)
     backend.clear_xla_downcast()  # `accelerate launch --mixed_precision bf16` exports it on a TPU
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,

@@ -120,3 +120,18 @@ def test_tensorboard_gets_hparams_with_final_metrics_and_the_matrix(tracked_run)
     assert "best/confusion_matrix" in main.Tags()["images"]
     assert len(list((out / "tracking" / "checkbox_dist").glob("final/events.out.tfevents.*"))) == 1  # not re-logged
     assert (out / "plots" / "confusion_matrix_best.png").stat().st_size > 5_000
+
+
+def test_every_accelerate_tracker_is_a_backend_and_a_missing_one_is_one_line(tmp_path, cache_dir):
+    """tracking.backends takes the trackers Accelerate supports; one whose package is not installed used to be
+    dropped by Accelerate with a warning (the run logged nowhere): it is one line with the install command, before
+    any run folder exists."""
+    from checkbox_dist.core.config import load_config
+
+    for name in ("wandb", "tensorboard", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio"):
+        assert load_config(None, [f"tracking.backends=[{name}]"]).tracking.backends == [name]
+    out = tmp_path / "run"
+    proc = run_cli(*tiny_train_args(out, cache_dir, "tracking.backends=[aim]"), check=False)  # aim: not installed
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: tracking.backends: aim is not installed in this environment: pip install aim")
+    assert not out.exists()
