@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 
 from conftest import REPO
@@ -30,3 +31,21 @@ def test_constraints_pin_every_dependency_and_hold_no_freeze_leftovers():
     for requirement in wanted:
         name = re.match(r"[A-Za-z0-9_.\-]+", requirement).group(0).lower().replace("_", "-")
         assert name in pins, f"{name} (pyproject.toml) has no pin in constraints.txt"
+
+
+def test_every_lower_bound_is_a_version_ci_runs():
+    """No untested range: each dependency's lower bound is its pin in constraints.txt, torch's the torch of the
+    torch_xla environment (tests/xla_venv.sh), the oldest torch CI runs the package with."""
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines()[1:]:
+        name, version = line.split("==")
+        pins[name.lower().replace("_", "-")] = version
+    xla_torch = re.search(r"torch==(\S+)", (REPO / "tests" / "xla_venv.sh").read_text()).group(1)
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    for requirement in [*PYPROJECT["project"]["dependencies"], *(r for name, reqs in extras.items()
+                                                                 if name not in ("tpu", "dev") for r in reqs),
+                        *(r for r in extras["dev"] if not r.startswith("checkbox_dist"))]:
+        name, bound = re.fullmatch(r"([A-Za-z0-9_.\-]+)>=(\S+)", requirement).groups()
+        key = name.lower().replace("_", "-")
+        assert bound == (xla_torch if key == "torch" else pins[key]), requirement
+    assert PYPROJECT["project"]["requires-python"] == f">={sys.version_info.major}.{sys.version_info.minor}"
