@@ -62,7 +62,7 @@ def test_dotted_overrides_parse_values_by_type():
     ("data.mean=[0.5, 0.5]", "data.mean"),
     ("train=3", "train: expected a mapping"),
     ("train.epochs", "not of the form section.key=value"),
-    ("tracking.backends=[mlflow]", "tracking.backends"),
+    ("tracking.backends=[neptune]", "tracking.backends"),
 ])
 def test_bad_overrides_name_the_key(override: str, message: str):
     with pytest.raises(ConfigError) as err:
