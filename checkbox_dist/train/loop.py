@@ -24,7 +24,8 @@ from checkbox_dist.core import faults, prefetch
 from checkbox_dist.core.errors import Interrupted, Preempted
 from checkbox_dist.data import augment
 import checkbox_dist.train.guards as guards
-from checkbox_dist.train import backend, windows
+import checkbox_dist.train.backend as backend
+import checkbox_dist.train.windows as windows
 from checkbox_dist.train.checkpointing import LoopState, resume, save, save_epoch_end
 from checkbox_dist.train.evaluation import evaluate, is_better
 from checkbox_dist.train.session import Session

@@ -36,7 +36,7 @@ from checkbox_dist.data.images import parse_color
 from checkbox_dist.model import checkpoint, norm
 from checkbox_dist.model.build import build_model
 from checkbox_dist.model.optim import build_optimizer, build_scheduler, effective_lr
-from checkbox_dist.train import backend
+import checkbox_dist.train.backend as backend
 from checkbox_dist.train.output import RunOutput
 from checkbox_dist.train.reduction import ExactGradientSum, build_gradient_sum, keep_local
 
