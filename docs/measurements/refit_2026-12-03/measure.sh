@@ -13,7 +13,7 @@ SMALL=(model.name=resnet18 data.image_size=64 train.epochs=40 schedule.warmup_ep
        checkpoint.every_epochs=1000 eval.confusion_every_epochs=1000 data.resize=stretch
        pretrain.synth_n=3000 pretrain.epochs=8 pretrain.batch_size=32 pretrain.val_fraction=0.2
        pretrain.global_batch_size=32
-       data.root=/work/shared/checkbox_state_v2/train pretrain.output_dir=$out/stage1)
+       data.root=../shared/checkbox_state_v2/train pretrain.output_dir=$out/stage1)
 start=$(date +%s)
 OMP_NUM_THREADS=1 PYTHONPATH=${CODE:-.} ${PY:-python} -m checkbox_dist cv --config configs/checkbox_state_v2.yaml \
   --folds 3 "$@" "${SMALL[@]}" --out "$out/$name" > "$out/$name.log" 2>&1
