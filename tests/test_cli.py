@@ -21,7 +21,7 @@ from checkbox_dist.commands import serve as serve_command
 from checkbox_dist.commands import synth as synth_command
 from checkbox_dist.core import resources
 from checkbox_dist.core.config import ConfigError, dump_yaml, load_config, to_dict
-from conftest import REPO, run_main
+from conftest import REPO, TINY, run_main
 
 HEAVY = ("torch", "torchvision", "timm", "accelerate", "wandb", "matplotlib", "fastapi", "onnxruntime")
 HELP_SECONDS = 3.0  # generous: a loaded 2-core machine; it takes ~0.2 s here, importing torch alone takes ~3 s
@@ -178,3 +178,16 @@ def test_out_and_output_are_one_flag_in_every_command(command, required):
            ("--out", "--output")}
     assert got["--out"] == got["--output"]
     assert "target" in got["--out"].values()
+
+
+def test_train_without_a_config_is_refused_and_help_says_so(tmp_path):
+    """`train` with no --config used to run the built-in defaults (the seed's SGD/500-epoch recipe) silently;
+    it now asks for a recipe in one line, before touching data or the run folder, and `train --help` says so."""
+    code, out, err = run_main("train", *TINY, f"train.output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path}",
+                              "train.epochs=1", "data.synth_n=60")
+    assert code == 2 and out == ""
+    assert err.startswith("error: train needs --config") and len(err.strip().splitlines()) == 1, err
+    assert "checkbox_state_v2" in err and "quickstart" in err and "seed_recipe" in err
+    assert not (tmp_path / "run").exists()
+    config_help = next(a.help for a in _subparser("train")._actions if "--config" in a.option_strings)
+    assert "required" in config_help and "defaults apply" not in config_help

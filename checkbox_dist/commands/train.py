@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from checkbox_dist.commands import add_command, add_config_args
+from checkbox_dist.core.errors import UserError
 
 EXAMPLES = """examples:
   checkbox-dist train --config quickstart                                   # CPU, synthetic data
@@ -20,10 +21,15 @@ Exit codes: 2 a problem you can fix (one `error:` line), 75 stopped on request a
 train.resume=auto to continue), 130 interrupted."""
 
 
+# The built-in defaults are the seed's recipe (SGD, 500 epochs), not one to run by accident: train asks for one.
+RECIPES = ("quickstart (a CPU demo on generated widgets), checkbox_state_v2 (the recommended recipe), "
+           "seed_recipe (the seed's SGD/500-epoch recipe) or your YAML")
+
+
 def add_parser(subparsers) -> None:
     p = add_command(subparsers, "train", "train a model (any launcher: plain, accelerate launch, srun)",
                     EXAMPLES, DETAILS)
-    add_config_args(p, note="defaults apply without one",
+    add_config_args(p, note="required: " + RECIPES,
                     overrides="config overrides, e.g. train.epochs=3 model.name=resnet18")
     p.set_defaults(handler=run)
 
@@ -32,6 +38,8 @@ def run(args) -> int:
     from checkbox_dist import train
     from checkbox_dist.core.config import load_config
 
+    if not args.config:
+        raise UserError(f"train needs --config: {RECIPES}; `checkbox-dist configs` lists them")
     cfg = load_config(args.config, args.overrides)
     try:
         train.run(cfg, args.config)

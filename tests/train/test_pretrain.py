@@ -114,7 +114,7 @@ def test_pretrain_config_errors_are_one_line(tmp_path: Path):
              (["pretrain.val_fraction=1.5"], "pretrain.val_fraction: must be between 0 and 1"),
              (["pretrain.synth_n=60", f"train.init_from={tmp_path}"], "are both set: fine-tune from one of them")]
     for overrides, message in cases:
-        proc = run_cli("train", *TINY, f"train.output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path}",
+        proc = run_cli("train", "--config", "quickstart", *TINY, f"train.output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path}",
                        *overrides, check=False)
         assert proc.returncode == 2 and message in proc.stderr, (overrides, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
