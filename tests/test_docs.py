@@ -73,7 +73,7 @@ from checkbox_dist.core.config import load_config  # noqa: E402
 from conftest import run_main  # noqa: E402
 
 DOCS = [REPO / "README.md", *sorted(REPO.glob("CONTRIBUTING.md")), *sorted((REPO / "docs").glob("*.md"))]
-_ENTRY = re.compile(r"checkbox-dist|checkbox_dist|train\.py|slurm/\w+\.sh|launch/tpu_vm\.sh")
+_ENTRY = re.compile(r"checkbox-dist|checkbox_dist|train\.py|slurm/\w+\.sh|launch/tpu_vm\.sh|benchmarks/")
 # What a docs placeholder stands for when the config loader needs a real file.
 PLACEHOLDER_CONFIGS = {"C": "quickstart", "my.yaml": "quickstart"}
 PLACEHOLDER_WORDS = {"COMMAND": "train"}
@@ -85,14 +85,21 @@ _OPERATORS = {"&&", "||", ";", "|", "&", "(", ")", "$(", ">", ">>", "<", "2>", "
 
 
 def _shell_commands(text: str) -> list[tuple[int, str, bool]]:
-    """(line, command, from a fenced block) for every command shown in a Markdown text."""
-    found, in_block, pending = [], False, ""
+    """(line, command, from a code block) for every command shown in a Markdown text: fenced shell blocks,
+    indented code blocks (4 spaces after a blank line) and inline code spans."""
+    found, in_block, fenced, indented, pending, previous = [], False, False, False, "", ""
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if stripped.startswith("```"):
-            in_block = not in_block and stripped[3:].strip() in ("bash", "sh", "shell", "console")
+            fenced = not fenced
+            in_block = fenced and stripped[3:].strip() in ("bash", "sh", "shell", "console")
+            previous = line
             continue
-        if in_block:
+        indented = not fenced and line.startswith("    ") and (indented or not previous.strip())
+        previous = line
+        if fenced and not in_block:
+            continue
+        if in_block or indented:
             command = re.sub(r"(^|\s)#.*$", "", stripped).removeprefix("$ ").strip()
             if command.endswith("\\"):
                 pending += command[:-1] + " "
@@ -135,6 +142,8 @@ def _checkbox_dist_argv(words: list[str]) -> list[str] | None:
         if word in DOCKER_IMAGES and words[:2] == ["docker", "run"]:
             entry, default = DOCKER_IMAGES[word]
             return entry + (rest or default)
+        if word.endswith("benchmarks/cv_proxy.sh"):  # NAME, then overrides of a `cv` of the packaged recipe
+            return ["cv", "--config", "checkbox_state_v2", *rest[1:]]
         if word.split("/")[-1] == "train.py" or word.endswith(("launch/tpu_vm.sh", "slurm/train.sh")):
             if word.endswith("slurm/train.sh") and "--config" not in rest:
                 rest = ["--config", "checkbox_state_v2", *rest]  # the script's default
@@ -220,6 +229,7 @@ def test_the_command_check_catches_what_it_is_for(monkeypatch):
              "sbatch slurm/train.sh --config quickstart data.rot=/x": "data.rot",
              "docker run -p 8000:8000 checkbox-dist:serve --checkpoint /m --treads 2": "--treads",
              "pip install -e '.[serving]'": "[serving]",
+             "bash benchmarks/cv_proxy.sh row pretrain.synth_m=3": "pretrain.synth_m",
              "checkbox-dist train ... train.ensemble_members=N model.nam=X": "model.nam"}
     for command, named in wrong.items():
         problems = command_problems(command, fenced=True)

@@ -33,7 +33,7 @@ Determinism: each index has its own RNG (SeedSequence([seed, index])), so any sa
 in any order, in any process, and a dataset is byte-identical across runs and hosts. Files are written
 atomically (checkbox_dist.core.files): an interrupted run leaves whole PNGs or hidden `.NAME.PID.tmp` files,
 which a later run deletes unless their writer is still alive. VERSION changes whenever the drawing does.
-`python -m checkbox_dist.synth 500` times render_sample. Design notes and measurements: docs/SYNTH.md.
+`python -m checkbox_dist.synth 500` times render_sample. Why it draws what it draws: docs/SYNTH.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A refit (data.val_fraction=0) through the real CLI: every image trains, the final weights are kept, nothing
 is fitted on training images, the CV estimate of eval.cv_dir is quoted, and a stopped refit resumes exactly.
 
-The CV folder is a real `cv --out` summary and OOF file of the ResNet18 proxy (docs/measurements/), copied: the
+The CV folder is a real `cv --out` summary and OOF file of the ResNet18 proxy (tests/fixtures/cv_resnet18_proxy/), copied: the
 refit only reads it. ~30 s on 2 cores.
 """
 
@@ -16,15 +16,15 @@ import torch
 
 from conftest import REPO, load_weights, read_metrics, run_cli, tiny_train_args
 
-MEASURED = REPO / "docs" / "measurements" / "cv_resnet18_v2_2026-12-01"
+MEASURED = REPO / "tests" / "fixtures" / "cv_resnet18_proxy"
 REFIT = ["data.val_fraction=0", "train.epochs=2", "data.batch_size=8", "train.log_every_steps=1"]
 
 
 @pytest.fixture(scope="module")
 def cv_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("cv")
-    shutil.copy(MEASURED / "v2_base_cv_summary.json", folder / "cv_summary.json")
-    shutil.copy(MEASURED / "v2_base_oof.csv", folder / "oof_predictions.csv")
+    shutil.copy(MEASURED / "cv_summary.json", folder / "cv_summary.json")
+    shutil.copy(MEASURED / "oof_predictions.csv", folder / "oof_predictions.csv")
     return folder
 
 
