@@ -4,7 +4,9 @@
 #   CPU-only  PyTorch's CPU build of torch first, then the same install
 # Run from the repository root (needs ~7 GB free; both venvs are removed at the end):
 #   bash benchmarks/env_size.sh                              # CPU torch from PyTorch's CPU index
-#   bash benchmarks/env_size.sh /path/torch-X+cpu-...whl      # or a CPU wheel at hand (its version may differ)
+#   bash benchmarks/env_size.sh /path/torch-X+cpu-...whl      # or a CPU wheel at hand (its version may differ:
+#                                                            # torch and torchvision then follow that wheel)
+#   ONLY=cpu bash benchmarks/env_size.sh ...                 # one of the two
 set -euo pipefail
 CPU_TORCH=${1:-}
 PY=${PYTHON:-python3}
@@ -12,9 +14,12 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 size() { du -sm "$1" | cut -f1; }
 
-$PY -m venv "$WORK/default"
-"$WORK/default/bin/pip" install -q -c constraints.txt .
-echo "default: $(size "$WORK/default") MB, torch $("$WORK/default/bin/python" -c 'import torch; print(torch.__version__)')"
+if [ "${ONLY:-}" != cpu ]; then
+    $PY -m venv "$WORK/default"
+    "$WORK/default/bin/pip" install -q -c constraints.txt .
+    echo "default: $(size "$WORK/default") MB, torch $("$WORK/default/bin/python" -c 'import torch; print(torch.__version__)')"
+fi
+[ "${ONLY:-}" != default ] || exit 0
 
 $PY -m venv "$WORK/cpu"
 if [ -z "$CPU_TORCH" ]; then
@@ -22,7 +27,9 @@ if [ -z "$CPU_TORCH" ]; then
     cp constraints.txt "$WORK/constraints.txt"
 else
     "$WORK/cpu/bin/pip" install -q "$CPU_TORCH"
-    grep -v '^torch==' constraints.txt > "$WORK/constraints.txt"  # keep the CPU wheel's own version
+    # keep the CPU wheel's own version, and a torchvision made for it
+    grep -vE '^torch(vision)?==' constraints.txt > "$WORK/constraints.txt"
+    "$WORK/cpu/bin/python" -c 'import torch; print(f"torch=={torch.__version__}")' >> "$WORK/constraints.txt"
 fi
 "$WORK/cpu/bin/pip" install -q -c "$WORK/constraints.txt" .
 echo "CPU-only: $(size "$WORK/cpu") MB, torch $("$WORK/cpu/bin/python" -c 'import torch; print(torch.__version__)')"
