@@ -29,8 +29,9 @@ else
     "$WORK/cpu/bin/pip" install -q "$CPU_TORCH"
     # keep the CPU wheel's own version, and a torchvision made for it
     grep -vE '^torch(vision)?==' constraints.txt > "$WORK/constraints.txt"
-    "$WORK/cpu/bin/python" -c 'import torch; print(f"torch=={torch.__version__}")' >> "$WORK/constraints.txt"
+    "$WORK/cpu/bin/python" -c 'import torch; print(f"torch=={torch.__version__}")' 2>/dev/null >> "$WORK/constraints.txt"
 fi
 "$WORK/cpu/bin/pip" install -q -c "$WORK/constraints.txt" .
 echo "CPU-only: $(size "$WORK/cpu") MB, torch $("$WORK/cpu/bin/python" -c 'import torch; print(torch.__version__)')"
-"$WORK/cpu/bin/pip" list 2>/dev/null | grep -ciE '^(nvidia|triton|cuda)' | sed 's/^/CPU-only: CUDA packages installed: /'
+cuda=$("$WORK/cpu/bin/pip" list 2>/dev/null | grep -ciE '^(nvidia|triton|cuda)' || true)
+echo "CPU-only: CUDA packages installed: $cuda"
