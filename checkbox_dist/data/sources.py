@@ -32,6 +32,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from checkbox_dist.core import faults
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import atomic_write_json
 from checkbox_dist.data.images import IMAGE_SUFFIXES, BadImageError, list_images
@@ -146,6 +147,7 @@ def detect_format(root: Path) -> str:
 
 def scan(root: Path) -> Catalog:
     """Read `root` in its format (no index)."""
+    faults.point("scan")
     kind = detect_format(root)
     reader = {"folder": _scan_folder, "csv": _scan_manifest, "jsonl": _scan_manifest, "parquet": _scan_manifest,
               "hf": _scan_hf, "tar": _scan_tar}[kind]

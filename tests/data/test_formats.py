@@ -262,3 +262,27 @@ def test_each_format_trains_resumes_evaluates_and_runs_cv(kind, roots, tmp_path:
         for r in oof:
             fold_of.setdefault(_group(Path(r["path"])), set()).add(r["fold"])
         assert all(len(f) == 1 for f in fold_of.values())
+
+
+@pytest.mark.system  # a real 2-process gloo world
+def test_two_ranks_read_one_index_of_the_shards_and_train_as_one_process_does(roots, tmp_path: Path):
+    """Rank 0 (the local main process) scans the shards and writes the index; rank 1 would be SIGKILLed if it
+    scanned (CHECKBOX_DIST_FAULT=scan:1@1), so it read the index. Tar samples are read by offset in the one
+    global order, so 2 processes x 1 micro-batch train bit-identical parameters to 1 process x 2 (exact sums)."""
+    from reliability_harness import run_world
+
+    from conftest import load_weights
+
+    recipe = ["train.global_batch_size=16", "data.batch_size=8", "train.exact_gradient_sum=true", "train.epochs=1",
+              "train.max_steps=2", "eval.calibrate=false", "data.device_cache=off"]
+    runs = {}
+    for world in (2, 1):
+        out = runs[world] = tmp_path / f"world{world}"
+        args = tiny_train_args(out, tmp_path / f"cache{world}", *recipe, data_root=roots["tar"])[1:]
+        results = run_world(world, ["train", *args], env={"CHECKBOX_DIST_FAULT": "scan:1@1"})
+        for rank, result in enumerate(results):
+            assert result.rc == 0, f"rank {rank} of {world}: exit {result.rc}\n{result.err[-3000:]}"
+        assert results[0].out.count("data: scanned ") == 1
+    a, b = load_weights(runs[2] / "checkpoints" / "last"), load_weights(runs[1] / "checkpoints" / "last")
+    params = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert params and all(torch.equal(a[k], b[k]) for k in params)  # BatchNorm statistics are per process
