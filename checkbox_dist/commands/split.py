@@ -14,8 +14,9 @@ EXAMPLES = """examples:
 
 def add_parser(subparsers) -> None:
     p = add_command(subparsers, "split", "write a stratified, seeded train/val index file (no copying)", EXAMPLES)
-    p.add_argument("--data", required=True, help="as data.root: a folder ROOT/<class>/*, a manifest, a saved HF dataset or tar shards (docs/DATA.md); "
-                                                    "a group column keeps each group on one side")
+    p.add_argument("--data", required=True,
+                   help="as data.root: a folder ROOT/<class>/*, a manifest, a saved HF dataset or tar shards; "
+                        "a group column keeps each group on one side")
     p.add_argument("--out", "--output", dest="out",
                    required=True, help="index file to write (JSON), used as data.split_file")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class held out for validation")

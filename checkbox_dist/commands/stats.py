@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from checkbox_dist.commands import add_command
 
@@ -14,7 +13,8 @@ EXAMPLES = """examples:
 def add_parser(subparsers) -> None:
     p = add_command(subparsers, "stats", "per-channel mean/std of the images (for data.mean/std)",
                     EXAMPLES)
-    p.add_argument("--data", required=True, help="as data.root: a folder ROOT/<class>/*, a manifest, a saved HF dataset or tar shards (docs/DATA.md)")
+    p.add_argument("--data", required=True,
+                   help="as data.root: a folder ROOT/<class>/*, a manifest, a saved HF dataset or tar shards")
     p.add_argument("--image-size", type=int, default=224, help="as data.image_size")
     p.add_argument("--resize", choices=["letterbox", "stretch"], default="letterbox", help="as data.resize")
     p.add_argument("--background", default="#ffffff", help="as data.background")

@@ -420,7 +420,8 @@ def _to_index(catalog: Catalog, stamp: list) -> dict:
             "splits": catalog.splits if catalog.has_splits else None,
             "groups": catalog.groups if catalog.has_groups else None, "bad": catalog.bad,
             "shards": shards, "shard": [where.get(str(r.path), -1) for r in refs] if shards else None,
-            "offsets": [r.offset for r in refs] if shards else None, "sizes": [r.size for r in refs] if shards else None,
+            "offsets": [r.offset for r in refs] if shards else None,
+            "sizes": [r.size for r in refs] if shards else None,
             "rows": [r.row for r in refs] if catalog.kind == "hf" else None,
             "parts": [r.part for r in refs] if catalog.kind == "hf" else None}
 

@@ -19,7 +19,7 @@ import torch
 
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import atomic_write_json
-from checkbox_dist.data.sources import Catalog, Ref, scan, scan_classes  # noqa: F401 - scan_classes: the folder scan
+from checkbox_dist.data.sources import Catalog, Ref, scan
 
 Item = tuple[Ref, int]
 

@@ -33,6 +33,10 @@ def _group(path: Path) -> str:
     return f"{path.parent.name}-shot{int(path.stem.split('_')[-1]) // GROUP}"
 
 
+def _row(path: Path) -> dict:
+    return {"path": f"images/{path.parent.name}/{path.name}", "label": path.parent.name}
+
+
 def _write_manifest(kind: str, out: Path, rows: list[dict]) -> Path:
     if kind == "csv":
         with out.open("w", newline="") as handle:
@@ -132,7 +136,7 @@ def test_a_glob_of_shards_is_tar_and_keys_name_shard_and_member(roots):
 
 def test_bad_manifest_rows_are_one_line_each_skipped_or_the_first_stops(tmp_path: Path, images: Path):
     shutil.copytree(images, tmp_path / "images")
-    good = [{"path": f"images/{p.parent.name}/{p.name}", "label": p.parent.name} for p in sorted(images.glob("*/*.png"))]
+    good = [_row(p) for p in sorted(images.glob("*/*.png"))]
     bad = [{"path": "images/checked/missing.png", "label": "checked"}, {"path": "", "label": "checked"},
            {"path": "https://example.com/a.png", "label": "other"}, {"path": "/etc/passwd", "label": "other"},
            {"path": "../outside.png", "label": "other"}, {"path": good[0]["path"], "label": ""},
@@ -150,7 +154,7 @@ def test_bad_manifest_rows_are_one_line_each_skipped_or_the_first_stops(tmp_path
 
 def test_a_bad_manifest_row_stops_training_with_one_error_line(tmp_path: Path, images: Path, cache_dir: Path):
     shutil.copytree(images, tmp_path / "images")
-    rows = [{"path": f"images/{p.parent.name}/{p.name}", "label": p.parent.name} for p in sorted(images.glob("*/*.png"))]
+    rows = [_row(p) for p in sorted(images.glob("*/*.png"))]
     manifest = _write_manifest("jsonl", tmp_path / "m.jsonl", rows + [{"path": "images/x.png", "label": "checked"}])
     proc = run_cli(*tiny_train_args(tmp_path / "run", cache_dir, data_root=manifest), check=False)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -196,8 +200,7 @@ def test_grouped_split_and_folds_never_straddle_and_stay_stratified():
 
 def test_a_manifest_group_column_keeps_groups_on_one_side(roots):
     split = build_split(roots["csv"], val_fraction=0.3, seed=3)
-    group_of = lambda items: {f"{Path(r.key).parent.name}-shot{int(Path(r.key).stem.split('_')[-1]) // GROUP}"  # noqa: E731
-                              for r, _ in items}
+    group_of = lambda items: {_group(Path(r.key)) for r, _ in items}  # noqa: E731
     assert split.val and not group_of(split.train) & group_of(split.val)
 
 
@@ -238,7 +241,7 @@ def _cv_args(root: Path, out: Path, cache: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("kind", FORMATS)
 def test_each_format_trains_resumes_evaluates_and_runs_cv(kind, roots, tmp_path: Path):
     """STOP after the first step (exit 75), resume=auto to the end, `eval` of the best checkpoint on the same
-    data, `cv --folds 2`; device cache on for half the formats, file streaming (Ref decode in the loader) for the rest."""
+    data, `cv --folds 2`; device cache on for half the formats, file streaming (decode in the loader) for the rest."""
     root, cache, run = roots[kind], tmp_path / "cache", tmp_path / "run"
     where = "data.device_cache=" + ("on" if kind in ("folder", "csv", "hf") else "off")
     args = tiny_train_args(run, cache, "train.epochs=1", "data.batch_size=8", where, data_root=root)
