@@ -215,17 +215,27 @@ def _manifest_rows(root: Path, kind: str) -> list[dict]:
             with root.open(newline="", encoding="utf-8") as handle:
                 return list(csv.DictReader(handle))
         if kind == "jsonl":
-            lines = root.read_text(encoding="utf-8").splitlines()
-            return [json.loads(line) if line.strip() else {} for line in lines]
+            return [_json_row(line) for line in root.read_text(encoding="utf-8").splitlines()]
         pq = _optional("pyarrow.parquet", "Parquet manifests")
         return pq.read_table(root).to_pylist()
     except (OSError, ValueError, UnicodeDecodeError) as err:
         raise UserError(f"{root}: not a readable {kind} manifest ({' '.join(str(err).split())[:120]})") from None
 
 
+def _json_row(line: str) -> dict:
+    """One JSON Lines row; a line that is not a JSON object is a bad row, not an unreadable manifest."""
+    if not line.strip():
+        return {"\0bad": "empty line"}
+    try:
+        row = json.loads(line)
+    except ValueError as err:
+        return {"\0bad": f"not JSON ({err.msg})"}
+    return row if isinstance(row, dict) else {"\0bad": "not a JSON object"}
+
+
 def _scan_manifest(root: Path, kind: str) -> Catalog:
     rows = _manifest_rows(root, kind)
-    columns = set().union(*(r.keys() for r in rows)) if rows else set()
+    columns = set().union(*(r.keys() for r in rows)) - {"\0bad"} if rows else set()
     if not {"path", "label"} <= columns:
         raise UserError(f"{root}: a manifest needs the columns path and label (found: {', '.join(sorted(columns))})")
     base = root.parent
@@ -235,7 +245,7 @@ def _scan_manifest(root: Path, kind: str) -> Catalog:
         where = f"{root}:{n}" if kind != "parquet" else f"{root} row {n - 1}"
         text = lambda key: "" if row.get(key) is None else str(row[key]).strip()  # noqa: E731
         path, label, split, group = text("path"), text("label"), text("split"), text("group")
-        problem = _manifest_problem(base, path, label, split)
+        problem = row.get("\0bad") or _manifest_problem(base, path, label, split)
         if problem:
             bad.append(f"{where}: {problem}")
             continue
@@ -396,7 +406,7 @@ def _stamp(root: Path, kind: str) -> list:
     elif kind == "tar":
         paths = shard_files(root)
     elif kind == "hf":
-        paths = sorted(p for p in root.rglob("*") if p.is_file())
+        paths = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("cache-"))
     else:
         paths = [root]
     out = []

@@ -163,6 +163,16 @@ def test_a_bad_manifest_row_stops_training_with_one_error_line(tmp_path: Path, i
                       "such rows out)"], proc.stderr[-2000:]
 
 
+def test_a_broken_jsonl_line_is_a_bad_row_not_a_broken_manifest(tmp_path: Path, images: Path):
+    shutil.copytree(images, tmp_path / "images")
+    manifest = _write_manifest("jsonl", tmp_path / "m.jsonl", [_row(p) for p in sorted(images.glob("*/*.png"))])
+    manifest.write_text(manifest.read_text() + '{"path": "images/checked/x.png", "label"\n[1, 2]\n')
+    split = build_split(manifest, on_bad_image="skip")
+    assert len(split.train) + len(split.val) == 30
+    assert [line.split(": ", 1)[0] for line in split.skipped] == [f"{manifest}:31", f"{manifest}:32"]
+    assert "not JSON" in split.skipped[0] and "not a JSON object" in split.skipped[1]
+
+
 def test_bad_tar_samples_and_hf_rows_are_bad_rows(tmp_path: Path, images: Path):
     shards = _write_shards(sorted(images.glob("*/*.png")), tmp_path / "shards", shards=1)
     with tarfile.open(shards / "train-0000.tar", "a") as tar:
