@@ -299,3 +299,24 @@ def test_two_ranks_read_one_index_of_the_shards_and_train_as_one_process_does(ro
     a, b = load_weights(runs[2] / "checkpoints" / "last"), load_weights(runs[1] / "checkpoints" / "last")
     params = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert params and all(torch.equal(a[k], b[k]) for k in params)  # BatchNorm statistics are per process
+
+
+def test_a_dataset_dict_gives_the_split_and_eval_scores_its_val_part(tmp_path: Path, images: Path):
+    import datasets
+
+    from checkbox_dist.infer.evaluate import labelled_items
+
+    files = sorted(images.glob("*/*.png"))
+    classes = ["checked", "other", "unchecked"]
+    parts = {name: _write_hf(files[::3] if name == "validation" else [f for j, f in enumerate(files) if j % 3],
+                             classes, tmp_path / name) for name in ("train", "validation")}
+    datasets.DatasetDict({k: datasets.load_from_disk(str(v)) for k, v in parts.items()}).save_to_disk(
+        str(tmp_path / "dict"))
+    catalog = scan(tmp_path / "dict")
+    assert catalog.kind == "hf" and catalog.splits.count("val") == 10 and catalog.splits.count("train") == 20
+    split = build_split(tmp_path / "dict")
+    assert len(split.val) == 10 and all(ref.key.startswith("validation/") for ref, _ in split.val)
+    items, _ = labelled_items(str(tmp_path / "dict"), classes)
+    assert [ref.key for ref, _ in items] == [ref.key for ref, _ in split.val]
+    with pytest.raises(UserError, match="class 'other' is not one of the model's classes"):
+        labelled_items(str(tmp_path / "dict"), ["checked", "unchecked"])
