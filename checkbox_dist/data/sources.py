@@ -239,17 +239,21 @@ def _scan_manifest(root: Path, kind: str) -> Catalog:
     if not {"path", "label"} <= columns:
         raise UserError(f"{root}: a manifest needs the columns path and label (found: {', '.join(sorted(columns))})")
     base = root.parent
-    good, bad = [], []
+    good, bad, seen = [], [], set()
     first = 2 if kind == "csv" else 1  # csv: line 1 is the header
     for n, row in enumerate(rows, first):
         where = f"{root}:{n}" if kind != "parquet" else f"{root} row {n - 1}"
         text = lambda key: "" if row.get(key) is None else str(row[key]).strip()  # noqa: E731
         path, label, split, group = text("path"), text("label"), text("split"), text("group")
+        key = PurePosixPath(path).as_posix()
         problem = row.get("\0bad") or _manifest_problem(base, path, label, split)
+        if not problem and key in seen:
+            problem = f"{path}: listed before (a path is one sample)"
         if problem:
             bad.append(f"{where}: {problem}")
             continue
-        good.append((Ref(PurePosixPath(path).as_posix(), base / path), label, split, group))
+        seen.add(key)
+        good.append((Ref(key, base / path), label, split, group))
     return _catalog(root, kind, good, bad)
 
 

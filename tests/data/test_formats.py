@@ -140,15 +140,15 @@ def test_bad_manifest_rows_are_one_line_each_skipped_or_the_first_stops(tmp_path
     bad = [{"path": "images/checked/missing.png", "label": "checked"}, {"path": "", "label": "checked"},
            {"path": "https://example.com/a.png", "label": "other"}, {"path": "/etc/passwd", "label": "other"},
            {"path": "../outside.png", "label": "other"}, {"path": good[0]["path"], "label": ""},
-           {"path": good[1]["path"], "label": "checked", "split": "test"}]
+           {"path": good[1]["path"], "label": "checked", "split": "test"}, dict(good[2], label="other")]
     manifest = _write_manifest("csv", tmp_path / "m.csv", [dict(r, split="") for r in good] + bad)
     split = build_split(manifest, on_bad_image="skip")
     assert len(split.train) + len(split.val) == 30 and len(split.skipped) == len(bad)
     for line, reason in zip(split.skipped, ["file not found", "empty path", "no URLs", "no URLs", "leaves the manifest",
-                                            "empty label", "not train or val"]):
+                                            "empty label", "not train or val", "listed before"]):
         assert reason in line and "\n" not in line, line
     assert split.skipped[0].startswith(f"{manifest}:32: ")  # the manifest's line number (header = line 1)
-    with pytest.raises(UserError, match=r"m.csv:32: images/checked/missing.png: file not found .*6 more"):
+    with pytest.raises(UserError, match=r"m.csv:32: images/checked/missing.png: file not found .*7 more"):
         build_split(manifest)
 
 
