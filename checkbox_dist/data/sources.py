@@ -368,14 +368,24 @@ def _scan_tar(root: Path, kind: str) -> Catalog:
     return _catalog(root, kind, rows, bad)
 
 
+def _linked(link: tarfile.TarInfo, target: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A hard-link member as the regular member it points to (tar writes a file's second name so)."""
+    member = tarfile.TarInfo(link.name)
+    member.type, member.size, member.offset_data = tarfile.REGTYPE, target.size, target.offset_data
+    return member
+
+
 def _scan_shard(shard: Path) -> tuple[list, list[str]]:
     """One shard's samples in the order of its members (WebDataset key = member name up to the first dot)."""
-    images, labels, order = {}, {}, []
+    images, labels, order, files = {}, {}, [], {}
     try:
         with tarfile.open(shard, "r:") as tar:
             for member in tar:
+                if member.islnk() and member.linkname in files:  # a hard link: an earlier member's bytes
+                    member = _linked(member, files[member.linkname])
                 if not member.isfile():
                     continue
+                files[member.name] = member
                 base, _, suffix = member.name.partition(".")
                 if base not in images and base not in labels:
                     order.append(base)

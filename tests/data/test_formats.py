@@ -175,11 +175,22 @@ def test_a_broken_jsonl_line_is_a_bad_row_not_a_broken_manifest(tmp_path: Path, 
 
 def test_bad_tar_samples_and_hf_rows_are_bad_rows(tmp_path: Path, images: Path):
     shards = _write_shards(sorted(images.glob("*/*.png")), tmp_path / "shards", shards=1)
+    first = next(images.glob("checked/*.png"))
+    os.link(first, tmp_path / "same.png")
+    (tmp_path / "same.cls").write_text("checked")
+    os.link(tmp_path / "same.cls", tmp_path / "same2.cls")
     with tarfile.open(shards / "train-0000.tar", "a") as tar:
-        tar.add(next(images.glob("checked/*.png")), arcname="orphan.png")
+        tar.add(first, arcname="orphan.png")
+        tar.add(tmp_path / "same.png", arcname="twin.png")  # a hard link to orphan.png's bytes
+        tar.add(tmp_path / "same.cls", arcname="twin.cls")
+        tar.add(tmp_path / "same2.cls", arcname="twin2.cls")  # a .cls without an image (a hard link, too)
+        assert tar.getmember("twin.png").islnk()
     split = build_split(shards, on_bad_image="skip")
-    assert len(split.train) + len(split.val) == 30
-    assert split.skipped == [f"{shards / 'train-0000.tar'}:orphan.png: no label (.cls missing or empty)"]
+    assert len(split.train) + len(split.val) == 31
+    twin = next(ref for ref, _ in split.train + split.val if ref.key.endswith("/twin.png"))
+    assert twin.read_bytes() == first.read_bytes()
+    assert split.skipped == [f"{shards / 'train-0000.tar'}:orphan.png: no label (.cls missing or empty)",
+                             f"{shards / 'train-0000.tar'}:twin2: a .cls without an image"]
 
 
 def test_missing_extra_is_one_line_naming_the_pip_extra(tmp_path: Path, monkeypatch):
