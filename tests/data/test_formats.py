@@ -219,10 +219,16 @@ def test_grouped_split_and_folds_never_straddle_and_stay_stratified():
     assert stratified_split(labels, 0.2, 1) == stratified_split(labels, 0.2, 1, [""] * 300)  # no groups: as before
 
 
-def test_a_manifest_group_column_keeps_groups_on_one_side(roots):
+def test_a_manifest_group_column_keeps_groups_on_one_side_in_split_and_the_split_command(roots, tmp_path: Path):
     split = build_split(roots["csv"], val_fraction=0.3, seed=3)
     group_of = lambda items: {_group(Path(r.key)) for r, _ in items}  # noqa: E731
     assert split.val and not group_of(split.train) & group_of(split.val)
+    out = tmp_path / "split.json"
+    run_cli("split", "--data", str(roots["parquet"]), "--out", str(out), "--val-fraction", "0.3", "--seed", "3")
+    index = json.loads(out.read_text())
+    assert index["train"] == [[r.key, split.classes[y]] for r, y in split.train]  # same rows, same groups
+    again = build_split(roots["parquet"], split_file=str(out))
+    assert [r.key for r, _ in again.val] == [r.key for r, _ in split.val]
 
 
 def test_split_column_decides_and_rows_without_one_are_split(tmp_path: Path, images: Path):
