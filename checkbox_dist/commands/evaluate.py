@@ -15,7 +15,9 @@ def add_parser(subparsers) -> None:
     p = add_command(subparsers, "eval", "evaluate checkpoint(s) on a labelled folder", EXAMPLES, DETAILS)
     p.add_argument("--checkpoint", action="append", required=True,
                    help="checkpoint folder, run folder or exported timm folder (repeat for an ensemble)")
-    p.add_argument("--data", required=True, help="folder ROOT/<class>/*.png (or ROOT/val/<class>)")
+    p.add_argument("--data", required=True,
+                   help="folder ROOT/<class>/*.png (or ROOT/val/<class>), or any other data.root format (a manifest, "
+                        "a saved HF dataset, tar shards: its val part when it has one)")
     p.add_argument("--out", "--output", dest="out",
                    default="", help="folder for the report files (default: next to the first checkpoint)")
     p.add_argument("--tta", action="store_true", help="average over the horizontal mirror too")

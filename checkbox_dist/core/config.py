@@ -69,12 +69,13 @@ class AugmentConfig:
 class DataConfig:
     """Where images come from and how they become tensors."""
 
-    root: str = setting("", 'ImageFolder: ROOT/<class>/* or ROOT/{train,val}/<class>/*; "" = synthetic')
+    root: str = setting("", 'ROOT/<class>/* or ROOT/{train,val}/<class>/*, a .csv/.jsonl/.parquet manifest, a saved '
+                            'HF dataset, tar shards (a folder or glob; docs/DATA.md); "" = synthetic')
     synth_n: int = setting(600, 'size of the embedded synthetic dataset used when root is ""')
     synth_seed: int = setting(0, "seed of the synthetic dataset")
     synth_labels: str = setting("class", "class | kind: sub-folders per class, or per class and drawn kind "
                                          "(23: checked-radio, other-slider, ...)")
-    cache_dir: str = setting("~/.cache/checkbox_dist", "synthetic datasets and decoded-image caches")
+    cache_dir: str = setting("~/.cache/checkbox_dist", "synthetic datasets, decoded-image caches, data indexes")
     split_file: str = setting("", 'index written by `checkbox-dist split`; "" = split on the fly')
     val_fraction: float = setting(0.2, "share of the images held out for validation (seed: 80/20, stratified); 0 = "
                                        "a refit: train on every image, fixed schedule, final weights "
@@ -96,7 +97,7 @@ class DataConfig:
                                   "grad_accum_steps")
     eval_batch_size: int = setting(64, "batch size of evaluation, per process")
     num_workers: int = setting(2, "data loader worker processes")
-    on_bad_image: str = setting("error", "error | skip (skipped files are listed once)")
+    on_bad_image: str = setting("error", "error | skip (skipped files and bad manifest rows are listed once)")
     balanced_sampling: bool = setting(False, "sample classes equally (177/124/110 in the real data)")
     device_cache: str = setting("auto", "auto | on | off: keep decoded uint8 images on the accelerator")
     device_cache_max_gb: float = setting(4.0, "largest image set device_cache=auto keeps on the accelerator (GB)")

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 from checkbox_dist import synth
 from checkbox_dist.data.cache import load_decoded
 from checkbox_dist.data.datasets import FileImages, TensorImages, make_loader
-from checkbox_dist.data.split import Split, build_split
+from checkbox_dist.data.sources import Catalog, file_ref, indexed_catalog, resolve_root
+from checkbox_dist.data.split import Item, Split, build_split
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec
 from checkbox_dist.data.synthetic import synthetic_folder, synthetic_root, synthetic_set
@@ -51,19 +52,35 @@ class Data:
 
 
 def data_root(cfg_data, accelerator) -> Path:
-    """The folder to train on; the synthetic default is generated once per host, by its local main process."""
+    """What to train on: data.root (a folder, manifest, HF dataset or tar shards: data/sources.py), or the
+    synthetic default, generated once per host by its local main process."""
     if cfg_data.root:
-        root = Path(cfg_data.root).expanduser()
-        if not root.is_dir():
-            raise UserError(f"data.root: folder not found: {root}")
-        return root
+        return resolve_root(cfg_data.root)
     if accelerator.is_local_main_process:
         synthetic_set(cfg_data.cache_dir, cfg_data.synth_n, cfg_data.synth_seed, cfg_data.synth_labels)
     accelerator.wait_for_everyone()
     return synthetic_root(cfg_data)
 
 
-def synthetic_mix(cfg, classes: list[str], accelerator) -> list[tuple[Path, int]]:
+def data_catalog(cfg_data, accelerator, say=print) -> Catalog:
+    """The catalog of data.root: each host's local main process scans it once and writes the index under
+    data.cache_dir (or finds it current); the other processes wait, then read that index. A scan that fails
+    fails on every process (they scan and raise the same error), never leaving the others waiting."""
+    root = data_root(cfg_data, accelerator)
+    cache = Path(cfg_data.cache_dir).expanduser()
+    catalog, failed = None, None
+    if accelerator.is_local_main_process:
+        try:
+            catalog = indexed_catalog(root, cache, say)
+        except UserError as err:
+            failed = err
+    accelerator.wait_for_everyone()
+    if failed is not None:
+        raise failed
+    return catalog or indexed_catalog(root, cache, lambda *_: None)
+
+
+def synthetic_mix(cfg, classes: list[str], accelerator) -> list[Item]:
     """`pretrain.mix_n` synthetic images for the training split of a real-data run (empty when off)."""
     n, seed = cfg.pretrain.mix_n, cfg.pretrain.mix_seed
     if not n or not cfg.data.root:
@@ -75,7 +92,8 @@ def synthetic_mix(cfg, classes: list[str], accelerator) -> list[tuple[Path, int]
         synthetic_set(cfg.data.cache_dir, n, seed, workers=synth.all_cores())
     accelerator.wait_for_everyone()
     root = synthetic_folder(cfg.data.cache_dir, n, seed)
-    return [(path, classes.index(c)) for c in synth.CLASSES for path in sorted((root / c).glob(f"{c}_*.png"))]
+    return [(file_ref(path, root.parent), classes.index(c)) for c in synth.CLASSES
+            for path in sorted((root / c).glob(f"{c}_*.png"))]
 
 
 def fits_on_device(n_images: int, spec: PreprocessSpec, cfg_data) -> bool:
@@ -90,8 +108,10 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
     largest multiple of it from the shuffled order (the global batch; 0 = every image)."""
     data_cfg = cfg.data
     micro_batch = micro_batch or data_cfg.batch_size
-    root = data_root(data_cfg, accelerator)
-    split = build_split(root, data_cfg.split_file, data_cfg.val_fraction, data_cfg.split_seed, data_cfg.exclude_file)
+    catalog = data_catalog(data_cfg, accelerator, say)
+    root = catalog.root
+    split = build_split(root, data_cfg.split_file, data_cfg.val_fraction, data_cfg.split_seed, data_cfg.exclude_file,
+                        data_cfg.on_bad_image, catalog)
     refit = not split.val and data_cfg.val_fraction == 0 and not data_cfg.split_file
     if not split.val and not refit:
         raise UserError(f"{root}: the validation split is empty")

@@ -111,9 +111,10 @@ def parse_color(text: str) -> tuple[int, int, int]:
         raise UserError(f"data.background: {text!r} is not a colour (use a name or #rrggbb)") from None
 
 
-def open_image(source: str | Path | bytes, name: str | None = None, *, target: PreprocessSpec | None = None,
+def open_image(source, name: str | None = None, *, target: PreprocessSpec | None = None,
                max_bytes: int = MAX_DECODE_BYTES, budget: DecodeBudget | None = None) -> Image.Image:
-    """Open and fully decode `source` as 8-bit RGBA; any failure is one `BadImageError` naming the file.
+    """Open and fully decode `source` (a path, bytes, or a data/sources.py Ref) as 8-bit RGBA; any failure is
+    one `BadImageError` naming the file.
 
     Before any pixel is decoded, the header's size and mode give `decode_cost` (bytes this decode may hold at
     once): over `max_bytes` is a BadImageError, and `budget` (shared by concurrent decodes) is held for that
@@ -123,6 +124,8 @@ def open_image(source: str | Path | bytes, name: str | None = None, *, target: P
     """
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     try:
+        if hasattr(source, "encoded"):  # a data/sources.py Ref: its file, or its bytes (a tar member, a row)
+            source = source.encoded()
         with _image_handle(source, label) as handle, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(handle) as img:
@@ -288,7 +291,7 @@ def to_uint8_tensor(rgba: Image.Image, spec: PreprocessSpec) -> torch.Tensor:
     return torch.from_numpy(out).permute(2, 0, 1).contiguous()
 
 
-def decode(source: str | Path | bytes, spec: PreprocessSpec, name: str | None = None, *,
+def decode(source, spec: PreprocessSpec, name: str | None = None, *,
            max_bytes: int = MAX_DECODE_BYTES, budget: DecodeBudget | None = None) -> torch.Tensor:
     """`source` as the model's uint8 input (see open_image for the memory limits and the early shrink)."""
     return to_uint8_tensor(open_image(source, name, target=spec, max_bytes=max_bytes, budget=budget), spec)

@@ -1,13 +1,17 @@
-"""Find the images and split them: class folders, stratified seeded splits, split index files.
+"""Split a catalog (data/sources.py: any format data.root may be) into train and val.
 
-Layouts (class names are the folder names, sorted, and are stored in every checkpoint):
-    ROOT/<class>/**/*.png                 one pool, split by `data.split_file` or a seeded stratified split
-    ROOT/{train,val}/<class>/**/*.png     already split
+In order: a split index file (`data.split_file`, written by `checkbox-dist split` or `cv`) decides; else
+the data's own split (ROOT/{train,val}/<class>/, a manifest's split column, a DatasetDict's splits; rows
+without one are split as below and join them); else a seeded stratified split, per class. With a group
+column the split is grouped: every sample of a group lands on the same side (near-duplicate crops of one
+screenshot never straddle train and val), groups stratified by their most common class.
+Class names are sorted (a ClassLabel's order for HF datasets) and stored in every checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,39 +19,26 @@ import torch
 
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import atomic_write_json
-from checkbox_dist.data.images import list_images
+from checkbox_dist.data.sources import Catalog, Ref, scan
+
+Item = tuple[Ref, int]
 
 
 @dataclass
 class Split:
     classes: list[str]
-    train: list[tuple[Path, int]]
-    val: list[tuple[Path, int]]
+    train: list[Item]
+    val: list[Item]
     root: Path
     skipped: list[str]
 
 
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
-def scan_classes(folder: Path) -> dict[str, list[Path]]:
-    """{class: files} for ROOT/<class>/*; an empty class folder is an error, not a silent drop."""
-    if not folder.is_dir():
-        raise UserError(f"data folder not found: {folder}")
-    classes = {d.name: list_images(d) for d in _class_dirs(folder)}
-    if not classes:
-        raise UserError(f"{folder}: no class folders (expected {folder}/<class>/*.png)")
-    empty = [name for name, files in classes.items() if not files]
-    if empty:
-        raise UserError(f"{folder}: class folder '{empty[0]}' has no images")
-    if len(classes) < 2:
-        raise UserError(f"{folder}: found one class ('{next(iter(classes))}'); need at least 2")
-    return classes
-
-
-def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Per class: shuffle with `seed`, send round(n * val_fraction) (at least 1) to val; 0 = none (a refit)."""
+def stratified_split(labels: list[int], val_fraction: float, seed: int,
+                     groups: list[str] | None = None) -> tuple[list[int], list[int]]:
+    """Per class: shuffle with `seed`, send round(n * val_fraction) (at least 1) to val; 0 = none (a refit).
+    With `groups` (a name per sample, "" = its own group): whole groups, see grouped_split."""
+    if groups is not None and any(groups):
+        return grouped_split(labels, groups, val_fraction, seed)
     gen = torch.Generator().manual_seed(seed)
     train, val = [], []
     for label in sorted(set(labels)):
@@ -56,6 +47,35 @@ def stratified_split(labels: list[int], val_fraction: float, seed: int) -> tuple
         n_val = min(len(members) - 1, max(1, round(len(members) * val_fraction))) if val_fraction > 0 else 0
         val += order[:n_val]
         train += order[n_val:]
+    return sorted(train), sorted(val)
+
+
+def group_members(labels: list[int], groups: list[str]) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """({group: sample indices} in order of first appearance, {group: its most common label (ties: lowest)});
+    a sample with no group ("") is a group of its own."""
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g if g else f"\0{i}", []).append(i)
+    label_of = {g: min(Counter(labels[i] for i in m).items(), key=lambda kv: (-kv[1], kv[0]))[0]
+                for g, m in members.items()}
+    return members, label_of
+
+
+def grouped_split(labels: list[int], groups: list[str], val_fraction: float, seed: int):
+    """Per class of group: shuffle the groups with `seed`, move whole groups to val until it holds
+    round(n * val_fraction) of that class's samples (at least one group, never every group)."""
+    gen = torch.Generator().manual_seed(seed)
+    members, label_of = group_members(labels, groups)
+    train, val = [], []
+    for label in sorted(set(label_of.values())):
+        names = [g for g in members if label_of[g] == label]
+        order = [names[j] for j in torch.randperm(len(names), generator=gen).tolist()]
+        target = max(1, round(sum(len(members[g]) for g in names) * val_fraction)) if val_fraction > 0 else 0
+        taken = 0
+        for n, g in enumerate(order):
+            to_val = taken < target and n < len(order) - 1
+            (val if to_val else train).extend(members[g])
+            taken += len(members[g]) if to_val else 0
     return sorted(train), sorted(val)
 
 
@@ -69,28 +89,37 @@ def read_exclusions(path: str, option: str = "data.exclude_file") -> set[str]:
     return {line for line in lines if line}
 
 
+def apply_bad_rows(catalog: Catalog, on_bad_image: str, skipped: list[str]) -> None:
+    """The catalog's bad rows, like unreadable files: data.on_bad_image=error stops at the first, skip lists each."""
+    if not catalog.bad:
+        return
+    if on_bad_image == "error":
+        more = f"; {len(catalog.bad) - 1} more" if len(catalog.bad) > 1 else ""
+        raise UserError(f"{catalog.bad[0]} (set data.on_bad_image=skip to leave such rows out{more})")
+    skipped += catalog.bad
+
+
 def build_split(root: Path, split_file: str = "", val_fraction: float = 0.2, seed: int = 42,
-                exclude_file: str = "") -> Split:
-    """The train/val file lists for `root`, whichever layout it has."""
+                exclude_file: str = "", on_bad_image: str = "error", catalog: Catalog | None = None) -> Split:
+    """The train/val lists for `root` (its `catalog`, scanned now when not given), whatever its format."""
+    catalog = catalog or scan(root)
+    skipped: list[str] = []
+    apply_bad_rows(catalog, on_bad_image, skipped)
     excluded = read_exclusions(exclude_file)
-    keep = lambda p: p.relative_to(root).as_posix() not in excluded  # noqa: E731
-    if (root / "train").is_dir() and (root / "val").is_dir() and not split_file:
-        train_map, val_map = scan_classes(root / "train"), scan_classes(root / "val")
-        classes = sorted(set(train_map) | set(val_map))
-        missing = [c for c in classes if c not in train_map]
-        if missing:
-            raise UserError(f"{root}/train: class '{missing[0]}' is in val but has no train folder")
-        index = {c: i for i, c in enumerate(classes)}
-        train = [(p, index[c]) for c in classes for p in train_map.get(c, []) if keep(p)]
-        val = [(p, index[c]) for c in classes for p in val_map.get(c, []) if keep(p)]
-        return Split(classes, train, val, root, [])
     if split_file:
-        return read_split_file(Path(split_file), root, excluded)
-    files = scan_classes(root)
-    classes = list(files)
-    items = [(p, i) for i, c in enumerate(classes) for p in files[c] if keep(p)]
-    train_idx, val_idx = stratified_split([y for _, y in items], val_fraction, seed)
-    return Split(classes, [items[i] for i in train_idx], [items[i] for i in val_idx], root, [])
+        split = read_split_file(Path(split_file), catalog, excluded)
+        split.skipped = skipped
+        return split
+    keep = [i for i, ref in enumerate(catalog.refs) if ref.key not in excluded]
+    train = [i for i in keep if catalog.splits[i] == "train"]
+    val = [i for i in keep if catalog.splits[i] == "val"]
+    free = [i for i in keep if not catalog.splits[i]]
+    if free:
+        train_idx, val_idx = stratified_split([catalog.labels[i] for i in free], val_fraction, seed,
+                                              [catalog.groups[i] for i in free])
+        train, val = sorted(train + [free[j] for j in train_idx]), sorted(val + [free[j] for j in val_idx])
+    items = lambda idx: [(catalog.refs[i], catalog.labels[i]) for i in idx]  # noqa: E731
+    return Split(catalog.classes, items(train), items(val), root, skipped)
 
 
 def write_split_file(root: Path, out: Path, val_fraction: float, seed: int) -> Split:
@@ -99,27 +128,29 @@ def write_split_file(root: Path, out: Path, val_fraction: float, seed: int) -> S
     return split
 
 
-def write_split_lists(out: Path, root: Path, classes: list[str], train: list[tuple[Path, int]],
-                      val: list[tuple[Path, int]], extra: dict | None = None) -> None:
+def write_split_lists(out: Path, root: Path, classes: list[str], train: list[Item],
+                      val: list[Item], extra: dict | None = None) -> None:
     """An index file (the `split` format) from explicit lists, e.g. one cross-validation fold."""
-    rel = lambda items: [[p.relative_to(root).as_posix(), classes[y]] for p, y in items]  # noqa: E731
+    rel = lambda items: [[ref.key, classes[y]] for ref, y in items]  # noqa: E731
     payload = {"format": 1, "root": str(root.resolve()), **(extra or {}),
                "classes": classes, "train": rel(train), "val": rel(val)}
     atomic_write_json(out, payload)
 
 
-def read_split_file(path: Path, root: Path, excluded: set[str] = frozenset()) -> Split:
+def read_split_file(path: Path, catalog: Catalog, excluded: set[str] = frozenset()) -> Split:
+    """A split index file's lists, resolved against `catalog` (every key it lists must be there)."""
     if not path.is_file():
         raise UserError(f"data.split_file not found: {path}")
     try:
         payload = json.loads(path.read_text())
         classes = list(payload["classes"])
         index = {c: i for i, c in enumerate(classes)}
-        sets = [[(root / rel, index[c]) for rel, c in payload[part] if rel not in excluded]
-                for part in ("train", "val")]
+        sets = [[(key, index[c]) for key, c in payload[part] if key not in excluded] for part in ("train", "val")]
     except (ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path}: not a split file written by `checkbox-dist split` ({err})") from None
-    for file, _ in sets[0] + sets[1]:
-        if not file.is_file():
-            raise UserError(f"{path}: lists {file}, which does not exist under data.root")
-    return Split(classes, sets[0], sets[1], root, [])
+    where = catalog.by_key
+    for key, _ in sets[0] + sets[1]:
+        if key not in where:
+            raise UserError(f"{path}: lists {key}, which is not in data.root ({catalog.root})")
+    resolve = lambda items: [(catalog.refs[where[key]], y) for key, y in items]  # noqa: E731
+    return Split(classes, resolve(sets[0]), resolve(sets[1]), catalog.root, [])

@@ -57,16 +57,22 @@ from checkbox_dist.core.distributed import process_state
 from checkbox_dist.core.errors import Preempted, UserError
 from checkbox_dist.core.files import atomic_write_csv, atomic_write_json
 from checkbox_dist.core.runs import agreed_name, config_stem, timestamped
-from checkbox_dist.data.build import data_root
+from checkbox_dist.data.build import data_catalog
 from checkbox_dist.data.cache import load_decoded
-from checkbox_dist.data.split import read_exclusions, scan_classes, stratified_split, write_split_lists
+from checkbox_dist.data.sources import Catalog
+from checkbox_dist.data.split import (Item, apply_bad_rows, group_members, read_exclusions, stratified_split,
+                                      write_split_lists)
 from checkbox_dist.experiments.sweep import report_to_wandb
 from checkbox_dist.infer.predictor import Predictor
 
 
-def plan_folds(labels: list[int], k: int, seed: int) -> list[int]:
+def plan_folds(labels: list[int], k: int, seed: int, groups: list[str] | None = None) -> list[int]:
     """Fold index per item. Per class: a seeded shuffle dealt round-robin, each class starting where the
-    previous one stopped, so fold sizes differ by at most one and class counts per fold by at most one."""
+    previous one stopped, so fold sizes differ by at most one and class counts per fold by at most one.
+    With `groups` (data with a group column): whole groups, per class of group (its most common label) in a
+    seeded order, each to the fold with the fewest images so far, so no group straddles two folds."""
+    if groups is not None and any(groups):
+        return _plan_grouped_folds(labels, groups, k, seed)
     gen = torch.Generator().manual_seed(seed)
     fold = [-1] * len(labels)
     start = 0
@@ -78,28 +84,48 @@ def plan_folds(labels: list[int], k: int, seed: int) -> list[int]:
     return fold
 
 
-def list_items(root: Path, exclude_file: str, k: int) -> tuple[list[str], list[tuple[Path, int]]]:
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        raise UserError(f"{root} is split into train/ and val/: cv needs one pool ROOT/<class>/*; "
-                        f"point data.root at {root / 'train'} (or merge the two)")
-    files = scan_classes(root)
+def _plan_grouped_folds(labels: list[int], groups: list[str], k: int, seed: int) -> list[int]:
+    gen = torch.Generator().manual_seed(seed)
+    members, label_of = group_members(labels, groups)
+    if len(members) < k:
+        raise UserError(f"the data has {len(members)} group(s), fewer than --folds {k}")
+    fold, sizes = [-1] * len(labels), [0] * k
+    for label in sorted(set(label_of.values())):
+        names = [g for g in members if label_of[g] == label]
+        for j in torch.randperm(len(names), generator=gen).tolist():
+            target = min(range(k), key=lambda f: (sizes[f], f))
+            for i in members[names[j]]:
+                fold[i] = target
+            sizes[target] += len(members[names[j]])
+    return fold
+
+
+def list_items(catalog: Catalog, exclude_file: str, k: int, on_bad_image: str = "error",
+               skipped: list[str] | None = None) -> tuple[list[str], list[Item], list[str]]:
+    """(classes, items, group per item) of the pool every fold draws from."""
+    root = catalog.root
+    if catalog.has_splits:
+        raise UserError(f"{root} is split into train and val: cv needs one pool; for a folder point data.root at "
+                        f"{root / 'train'} (or merge the two); for a manifest drop the split column")
+    apply_bad_rows(catalog, on_bad_image, skipped if skipped is not None else [])
     excluded = read_exclusions(exclude_file)
-    classes = list(files)
-    items = [(p, i) for i, c in enumerate(classes) for p in files[c] if p.relative_to(root).as_posix() not in excluded]
+    keep = [i for i, ref in enumerate(catalog.refs) if ref.key not in excluded]
+    classes = catalog.classes
+    items = [(catalog.refs[i], catalog.labels[i]) for i in keep]
     for i, c in enumerate(classes):
         n = sum(1 for _, y in items if y == i)
         if n < k:
             raise UserError(f"{root}: class '{c}' has {n} image(s) left, fewer than --folds {k}")
-    return classes, items
+    return classes, items, [catalog.groups[i] for i in keep]
 
 
 # cv.json keys newer than some CV folders on disk, with the value those runs had
 _NEWER_SETTINGS = {"train_exclude": [], "inner_val": 0.0}
 
 
-def _train_exclusions(root: Path, items: list[tuple[Path, int]], path: str) -> set[str]:
+def _train_exclusions(root: Path, items: list[Item], path: str) -> set[str]:
     listed = read_exclusions(path, "--train-exclude")
-    present = {p.relative_to(root).as_posix() for p, _ in items}
+    present = {ref.key for ref, _ in items}
     unknown = sorted(listed - present)
     if unknown:  # a typo or a list made for other data would otherwise exclude nothing, silently
         raise UserError(f"--train-exclude {path}: {len(unknown)} path(s) not in {root}, e.g. {unknown[0]}")
@@ -134,7 +160,7 @@ def _mean_std(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def predict_fold(best_dir: Path, items: list[tuple[Path, int]], cfg, device, tta: bool):
+def predict_fold(best_dir: Path, items: list[Item], cfg, device, tta: bool):
     """Calibrated probabilities of the fold's held-out images from its best checkpoint."""
     predictor = Predictor([best_dir], device=str(device), tta=tta)
     skipped: list[str] = []
@@ -152,16 +178,19 @@ class _Pool:
 
     root: Path
     classes: list[str]
-    items: list[tuple[Path, int]]
+    items: list[Item]
+    groups: list[str]  # per item; "" = its own group
     fold_of: list[int]
     untrained: set[str]  # --train-exclude: never in a training part, still held out and scored
 
-    def held_out(self, i: int) -> list[tuple[Path, int]]:
+    def held_out(self, i: int) -> list[Item]:
         return [it for it, f in zip(self.items, self.fold_of) if f == i]
 
-    def training(self, i: int) -> list[tuple[Path, int]]:
-        return [it for it, f in zip(self.items, self.fold_of)
-                if f != i and it[0].relative_to(self.root).as_posix() not in self.untrained]
+    def training(self, i: int) -> tuple[list[Item], list[str]]:
+        """Fold i's training part and its groups."""
+        kept = [(it, g) for it, g, f in zip(self.items, self.groups, self.fold_of)
+                if f != i and it[0].key not in self.untrained]
+        return [it for it, _ in kept], [g for _, g in kept]
 
 
 def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selection: str = "final",
@@ -216,10 +245,11 @@ def _cv_config(cfg, selection: str):
 
 def _pool(cfg, state, folds: int, seed: int, train_exclude: str) -> _Pool:
     # the folder every fold trains on: data.root, or the synthetic set, generated once
-    root = data_root(cfg.data, state)
-    classes, items = list_items(root, cfg.data.exclude_file, folds)
-    fold_of = plan_folds([y for _, y in items], folds, seed)
-    return _Pool(root, classes, items, fold_of, _train_exclusions(root, items, train_exclude))
+    catalog = data_catalog(cfg.data, state, say=print if state.is_main_process else (lambda *_: None))
+    root = catalog.root
+    classes, items, groups = list_items(catalog, cfg.data.exclude_file, folds, cfg.data.on_bad_image)
+    fold_of = plan_folds([y for _, y in items], folds, seed, groups)
+    return _Pool(root, classes, items, groups, fold_of, _train_exclusions(root, items, train_exclude))
 
 
 def _folds_to_run(only: list[int] | None, folds: int) -> list[int]:
@@ -254,16 +284,16 @@ def _write_fold_files(out: Path, settings: dict, pool: _Pool, only: list[int]) -
     atomic_write_json(out / "cv.json", settings)
     for i in only:
         meta = {"fold": i, "folds": folds, "seed": settings["seed"], "val_fraction": round(1 / folds, 6)}
-        training, val = pool.training(i), pool.held_out(i)
+        (training, groups), val = pool.training(i), pool.held_out(i)
         if settings["inner_val"]:
-            training, val = _inner_split(training, settings["inner_val"], settings["seed"] + i)
+            training, val = _inner_split(training, groups, settings["inner_val"], settings["seed"] + i)
             meta["inner_val"] = settings["inner_val"]
         write_split_lists(out / "folds" / f"fold_{i}.json", pool.root, pool.classes, training, val, meta)
 
 
-def _inner_split(training: list[tuple[Path, int]], fraction: float, seed: int):
+def _inner_split(training: list[Item], groups: list[str], fraction: float, seed: int):
     """(inner training, inner validation) of a fold's training part; the outer fold stays out of both."""
-    train_idx, val_idx = stratified_split([y for _, y in training], fraction, seed)
+    train_idx, val_idx = stratified_split([y for _, y in training], fraction, seed, groups)
     return [training[j] for j in train_idx], [training[j] for j in val_idx]
 
 
@@ -314,8 +344,8 @@ def _write_fold_oof(run_dir: Path, i: int, pool: _Pool, cfg, device, tta: bool) 
     fold_classes, kept, probs = predict_fold(run_dir / "checkpoints" / "best", pool.held_out(i), cfg, device, tta)
     if fold_classes != classes:
         raise UserError(f"{run_dir}: trained on classes {fold_classes}, data has {classes}")
-    rows = [[p.relative_to(pool.root).as_posix(), classes[y], classes[int(pr.argmax())], i,
-             *[f"{v:.6f}" for v in pr.tolist()]] for (p, y), pr in zip(kept, probs)]
+    rows = [[ref.key, classes[y], classes[int(pr.argmax())], i,
+             *[f"{v:.6f}" for v in pr.tolist()]] for (ref, y), pr in zip(kept, probs)]
     atomic_write_csv(run_dir / "oof.csv", ["path", "given", "predicted", "fold", *[f"p_{c}" for c in classes]], rows)
 
 

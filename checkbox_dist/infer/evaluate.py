@@ -20,7 +20,8 @@ from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import atomic_write_json
 from checkbox_dist.core.metrics import classification_metrics, classification_report
 from checkbox_dist.data.datasets import FileImages
-from checkbox_dist.data.split import scan_classes
+from checkbox_dist.data.sources import resolve_root, scan
+from checkbox_dist.data.split import apply_bad_rows
 from checkbox_dist.data.images import PreprocessSpec
 from checkbox_dist.model import checkpoint, ensemble
 from checkbox_dist.model.logits import collect_logits
@@ -36,6 +37,22 @@ def default_out(folder: Path) -> Path:
     return folder.parent.parent / "eval"
 
 
+def labelled_items(data: str, classes: list[str]) -> tuple[list, Path]:
+    """(items, root) to score from --data, any data.root format: a folder ROOT/<class>/* (or its val/ part),
+    or the val part of data that has one (ROOT/{train,val}, a split column, a DatasetDict), else all of it.
+    Bad rows are one error line, as data.on_bad_image=error does in training."""
+    root = resolve_root(data)
+    if root.is_dir() and (root / "val").is_dir() and not any((root / c).is_dir() for c in classes):
+        root = root / "val"
+    catalog = scan(root)
+    apply_bad_rows(catalog, "error", [])
+    unknown = [c for c in catalog.classes if c not in classes]
+    if unknown:
+        raise UserError(f"{root}: class '{unknown[0]}' is not one of the model's classes {classes}")
+    keep = [i for i, s in enumerate(catalog.splits) if s == "val"] if catalog.has_splits else range(len(catalog.refs))
+    return [(catalog.refs[i], classes.index(catalog.classes[catalog.labels[i]])) for i in keep], root
+
+
 def run(args) -> int:
     """`checkbox-dist eval` (flags: commands/evaluate.py); --device defaults to CUDA, else MPS, else the CPU."""
     args.device = str(inference_device(args.device))
@@ -43,14 +60,7 @@ def run(args) -> int:
     classes = loaded[0][1]["classes"]
     if any(p["classes"] != classes for _, p in loaded):
         raise UserError("--checkpoint: the checkpoints were trained on different classes")
-    root = Path(args.data)
-    if (root / "val").is_dir() and not any((root / c).is_dir() for c in classes):
-        root = root / "val"
-    found = scan_classes(root)
-    unknown = [c for c in found if c not in classes]
-    if unknown:
-        raise UserError(f"{root}: class folder '{unknown[0]}' is not one of the model's classes {classes}")
-    items = [(p, classes.index(c)) for c in found for p in found[c]]
+    items, root = labelled_items(args.data, classes)
     probs_sum, ece_raw, temps = None, [], []
     for model, payload in loaded:
         spec = PreprocessSpec.from_dict(payload["preprocess"])
