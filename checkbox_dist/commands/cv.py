@@ -39,6 +39,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--inner-val", type=float, default=0.0, metavar="F",
                    help="hold out F of each fold's training part as the run's val set (nested: with --selection "
                         "best, the epoch is chosen there and the outer fold only scores)")
+    p.add_argument("--outer-history", action="store_true",
+                   help="with --inner-val and --selection best: score the outer fold at every evaluation too "
+                        "(recorded, never used to select) into OUT/outer_history.json, for benchmarks/best_rule.py")
     p.set_defaults(handler=run)
 
 

@@ -8,7 +8,7 @@ Layouts (class names are the folder names, sorted, and are stored in every check
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +25,9 @@ class Split:
     val: list[tuple[Path, int]]
     root: Path
     skipped: list[str]
+    # A split file's optional `probe` part: images scored at every evaluation and recorded, never used to select
+    # or stop (cv --outer-history puts the outer fold here); neither trained on nor part of val.
+    probe: list[tuple[Path, int]] = field(default_factory=list)
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -100,11 +103,15 @@ def write_split_file(root: Path, out: Path, val_fraction: float, seed: int) -> S
 
 
 def write_split_lists(out: Path, root: Path, classes: list[str], train: list[tuple[Path, int]],
-                      val: list[tuple[Path, int]], extra: dict | None = None) -> None:
-    """An index file (the `split` format) from explicit lists, e.g. one cross-validation fold."""
+                      val: list[tuple[Path, int]], extra: dict | None = None,
+                      probe: list[tuple[Path, int]] | None = None) -> None:
+    """An index file (the `split` format) from explicit lists, e.g. one cross-validation fold; `probe`: images
+    the run scores at every evaluation without selecting on them (Split.probe)."""
     rel = lambda items: [[p.relative_to(root).as_posix(), classes[y]] for p, y in items]  # noqa: E731
     payload = {"format": 1, "root": str(root.resolve()), **(extra or {}),
                "classes": classes, "train": rel(train), "val": rel(val)}
+    if probe:
+        payload["probe"] = rel(probe)
     atomic_write_json(out, payload)
 
 
@@ -115,11 +122,13 @@ def read_split_file(path: Path, root: Path, excluded: set[str] = frozenset()) ->
         payload = json.loads(path.read_text())
         classes = list(payload["classes"])
         index = {c: i for i, c in enumerate(classes)}
-        sets = [[(root / rel, index[c]) for rel, c in payload[part] if rel not in excluded]
-                for part in ("train", "val")]
-    except (ValueError, KeyError, TypeError) as err:
+        sets = [[(root / rel, index[c]) for rel, c in payload.get(part, []) if rel not in excluded]
+                for part in ("train", "val", "probe")]
+        if "train" not in payload or "val" not in payload:
+            raise KeyError("train" if "train" not in payload else "val")
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"{path}: not a split file written by `checkbox-dist split` ({err})") from None
-    for file, _ in sets[0] + sets[1]:
+    for file, _ in sets[0] + sets[1] + sets[2]:
         if not file.is_file():
             raise UserError(f"{path}: lists {file}, which does not exist under data.root")
-    return Split(classes, sets[0], sets[1], root, [])
+    return Split(classes, sets[0], sets[1], root, [], sets[2])
