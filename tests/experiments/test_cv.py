@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -259,6 +261,14 @@ def test_outer_history_scores_the_outer_fold_at_every_evaluation_without_selecti
         assert kept["outer_top1"] == pytest.approx(scored["top1"])
         inner = [(r["val_top1"], -r["val_loss"]) for r in rows]
         assert scored["best_epoch"] == rows[inner.index(max(inner))]["epoch"]  # chosen on the inner val set
+    # benchmarks/best_rule.py replays every rule on those histories: its val_top1 row is this run's CV score
+    table = subprocess.run([sys.executable, "benchmarks/best_rule.py", str(out), "--smooth", "2"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = {line.split()[0]: line for line in table[2:]}
+    assert set(rows) == {"seed", "val_loss", "val_top1", "val_f1", "final", "val_top1_smooth", "oracle"}
+    mean = statistics.fmean(f["top1"] for f in summary["per_fold"])
+    assert rows["val_top1"].split()[1] == f"{100 * mean:.1f}"
+    assert rows["final"].split("|")[1].split() == ["+0.0"] * 3  # deltas against itself
 
 
 def test_outer_history_without_an_inner_val_set_is_one_clear_error(synth_root, cache_dir, tmp_path, capsys):
