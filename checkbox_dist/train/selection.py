@@ -80,6 +80,15 @@ def choose(rule: str, history: list[dict], k: int) -> int | None:
     return best["epoch"] if best else None
 
 
+def patience_note(rule: str, patience: int) -> list[str]:
+    """The start-of-run note when train.early_stopping_patience cannot fire: under `final` every evaluation is a new
+    best, so no evaluation ever counts as "no new best"."""
+    if rule != "final" or not patience:
+        return []
+    return [f"note: eval.best_rule=final keeps every evaluation as the new best, so train.early_stopping_patience="
+            f"{patience} never stops this run (it trains all train.epochs)"]
+
+
 def binomial_std(top1: float, n: int) -> float:
     """The standard deviation of a top-1 measured on n images; p is kept in [0.1, 0.9] (a perfect score on a
     few images is no evidence of a zero spread)."""

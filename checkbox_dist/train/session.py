@@ -39,6 +39,7 @@ from checkbox_dist.model.optim import build_optimizer, build_scheduler, effectiv
 import checkbox_dist.train.backend as backend
 from checkbox_dist.train.output import RunOutput
 from checkbox_dist.train.reduction import ExactGradientSum, build_gradient_sum, keep_local
+from checkbox_dist.train.selection import patience_note
 
 
 @dataclass
@@ -336,4 +337,4 @@ def describe(s: Session) -> list[str]:
             f"{p.steps_per_epoch} optimizer steps/epoch, {p.total_steps} planned",
             s.data.summary(),
             f"model: {cfg.model.name} ({n_params:.2f}M params, pretrained={cfg.model.pretrained}) | "
-            f"{len(s.data.classes)} classes"]
+            f"{len(s.data.classes)} classes", *patience_note(cfg.eval.best_rule, cfg.train.early_stopping_patience)]

@@ -204,4 +204,6 @@ def test_final_rule_keeps_the_last_weights_as_best(tmp_path: Path, cache_dir: Pa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_epoch"] == 8 and summary["selection"]["rule"] == "final"
     assert "best: epoch 8 of 8 kept by eval.best_rule=final (the last evaluated epoch, no selection)" in stdout
-    assert "unreliable" not in stdout and "early stopping" not in stdout
+    assert "unreliable" not in stdout and "early stopping:" not in stdout
+    assert ("note: eval.best_rule=final keeps every evaluation as the new best, so train.early_stopping_patience=2 "
+            "never stops this run (it trains all train.epochs)") in stdout
