@@ -190,7 +190,7 @@ class EvalConfig:
 
     every_epochs: int = setting(1, "evaluate every N epochs")
     top_k: int = setting(2, "the k of top-k accuracy (3 classes: top-2 is the informative one)")
-    best_rule: str = setting("seed", "which epoch checkpoints/best keeps (train/selection.py): seed (val_loss < best "
+    best_rule: str = setting("final", "which epoch checkpoints/best keeps (train/selection.py): seed (val_loss < best "
                                      "and top1 >= best) | val_loss | val_top1 | val_f1 | val_top1_smooth (best "
                                      "trailing mean of val top-1 over eval.smooth_evals evaluations, ties to the "
                                      "later) | final (the last epoch, as `last`)")
