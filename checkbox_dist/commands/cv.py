@@ -10,7 +10,10 @@ EXAMPLES = """examples:
   checkbox-dist cv --config C --folds 5 --out DIR --fold 3         # one fold only (parallel jobs, arrays);
                                                                   # rerun without --fold to summarise
   checkbox-dist cv --config C --folds 5 --train-exclude runs/audit/flagged.txt
-                                  # suspected label errors out of training, still scored: comparable"""
+                                  # suspected label errors out of training, still scored: comparable
+  checkbox-dist cv --config C --folds 3 --inner-val 0.2 --selection best --outer-history
+                                  # the outer fold scored at every epoch too: OUT/outer_history.json, which
+                                  # `python benchmarks/best_rule.py OUT` replays every eval.best_rule on"""
 DETAILS = """Each fold is the normal training loop on a split whose val part is exactly the fold's held-out images.
 `--selection final` (default) evaluates each fold once, after the whole schedule: the held-out fold never
 chooses anything, so the mean is an honest estimate of a fixed recipe. `--selection best` keeps the
@@ -39,6 +42,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--inner-val", type=float, default=0.0, metavar="F",
                    help="hold out F of each fold's training part as the run's val set (nested: with --selection "
                         "best, the epoch is chosen there and the outer fold only scores)")
+    p.add_argument("--outer-history", action="store_true",
+                   help="with --inner-val and --selection best: score the outer fold at every evaluation too "
+                        "(recorded, never used to select) into OUT/outer_history.json, for benchmarks/best_rule.py")
     p.set_defaults(handler=run)
 
 

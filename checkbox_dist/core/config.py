@@ -191,7 +191,11 @@ class EvalConfig:
 
     every_epochs: int = setting(1, "evaluate every N epochs")
     top_k: int = setting(2, "the k of top-k accuracy (3 classes: top-2 is the informative one)")
-    best_rule: str = setting("seed", "seed (val_loss < best and top1 >= best) | val_loss | val_top1 | val_f1")
+    best_rule: str = setting("final", "which epoch checkpoints/best keeps (train/selection.py): seed (val_loss < best "
+                                     "and top1 >= best) | val_loss | val_top1 | val_f1 | val_top1_smooth (best "
+                                     "trailing mean of val top-1 over eval.smooth_evals evaluations, ties to the "
+                                     "later) | final (the last epoch, as `last`)")
+    smooth_evals: int = setting(3, "evaluations in val_top1_smooth's trailing window")
     confusion_every_epochs: int = setting(1, "write confusion_matrix_epoch_<N>.png every N epochs")
     calibrate: bool = setting(True, "fit temperature scaling on val at the end of training")
     cv_dir: str = setting("", "a `checkbox-dist cv --out` folder of this recipe: a refit (data.val_fraction=0) "

@@ -28,7 +28,7 @@ CHOICES = {
     "schedule.name": ("constant", "cosine", "step", "plateau"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "train.nan_policy": ("stop", "skip"),
-    "eval.best_rule": ("seed", "val_loss", "val_top1", "val_f1"),
+    "eval.best_rule": ("seed", "val_loss", "val_top1", "val_f1", "val_top1_smooth", "final"),
     "tracking.wandb_mode": ("auto", "online", "offline", "disabled"),
 }
 # Accelerate's trackers (accelerate.utils.LoggerType, "all" left out: a run names what it logs to) and the module each
@@ -37,7 +37,7 @@ TRACKERS = {"wandb": ("wandb",), "tensorboard": ("tensorboard", "tensorboardX"),
             "comet_ml": ("comet_ml",), "aim": ("aim",), "clearml": ("clearml",), "dvclive": ("dvclive",),
             "swanlab": ("swanlab",), "trackio": ("trackio",)}
 POSITIVE = {"data.image_size", "data.batch_size", "data.eval_batch_size", "train.epochs",
-            "train.grad_accum_steps", "eval.every_epochs", "eval.top_k", "eval.ece_bins",
+            "train.grad_accum_steps", "eval.every_epochs", "eval.top_k", "eval.ece_bins", "eval.smooth_evals",
             "optim.base_batch_size", "train.log_every_steps", "checkpoint.every_epochs", "schedule.step_epochs",
             "pretrain.epochs", "pretrain.batch_size"}
 NON_NEGATIVE = {"data.num_workers", "data.synth_n", "optim.lr", "optim.weight_decay", "train.max_steps",

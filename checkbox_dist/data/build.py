@@ -35,6 +35,8 @@ class Data:
     train_loader: DataLoader
     val_loader: DataLoader | None
     on_device: bool
+    probe_set: TensorImages | FileImages | None = None  # the split file's probe part (Split.probe), when listed
+    probe_loader: DataLoader | None = None
 
     @property
     def refit(self) -> bool:
@@ -48,7 +50,9 @@ class Data:
                 f"({counts(self.train_set)}) | "
                 + (f"val {len(self.val_set)} ({counts(self.val_set)})" if self.val_set is not None else
                    "no val (refit: every image trains)") + " | "
-                f"{self.spec.size_text} {self.spec.resize} on {self.spec.background} | {where}")
+                + (f"probe {len(self.probe_set)} (scored at every evaluation, never selects) | "
+                   if self.probe_set is not None else "")
+                + f"{self.spec.size_text} {self.spec.resize} on {self.spec.background} | {where}")
 
 
 def data_root(cfg_data, accelerator) -> Path:
@@ -123,9 +127,9 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
         split.train = split.train + mixed
         say(f"pretrain.mix_n: + {len(mixed)} synthetic images (seed {cfg.pretrain.mix_seed}) in the training split")
     spec = PreprocessSpec.from_data_config(data_cfg)
-    on_device = fits_on_device(len(split.train) + len(split.val), spec, data_cfg)
+    on_device = fits_on_device(len(split.train) + len(split.val) + len(split.probe), spec, data_cfg)
     sets = []
-    for items in (split.train, split.val) if not refit else (split.train,):
+    for items in [split.train] + ([split.val] if not refit else []) + ([split.probe] if split.probe else []):
         if on_device:
             cache = Path(data_cfg.cache_dir).expanduser()
             if not accelerator.is_local_main_process:
@@ -143,7 +147,8 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
         say(f"data.on_bad_image=skip: left out {len(split.skipped)} file(s):")
         for line in sorted(set(split.skipped)):
             say(f"  skipped {line}")
-    train_set, val_set = sets if not refit else (sets[0], None)
+    train_set, val_set = sets[0], (None if refit else sets[1])
+    probe_set = sets[-1] if split.probe else None
     if len(train_set) < micro_batch:
         say(f"note: train split ({len(train_set)}) is smaller than the micro-batch ({micro_batch})")
     train_labels = train_set.labels.cpu()
@@ -152,4 +157,8 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
                                epoch_multiple=epoch_multiple)
     val_loader = None if refit else make_loader(val_set, val_set.labels.cpu(), data_cfg.eval_batch_size, train=False,
                                                 seed=cfg.train.seed, balanced=False, num_workers=data_cfg.num_workers)
-    return Data(split.classes, spec, split, train_set, val_set, train_loader, val_loader, on_device)
+    probe_loader = None if probe_set is None else make_loader(
+        probe_set, probe_set.labels.cpu(), data_cfg.eval_batch_size, train=False, seed=cfg.train.seed, balanced=False,
+        num_workers=data_cfg.num_workers)
+    return Data(split.classes, spec, split, train_set, val_set, train_loader, val_loader, on_device, probe_set,
+                probe_loader)

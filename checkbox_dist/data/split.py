@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +31,9 @@ class Split:
     val: list[Item]
     root: Path
     skipped: list[str]
+    # A split file's optional `probe` part: images scored at every evaluation and recorded, never used to select
+    # or stop (cv --outer-history puts the outer fold here); neither trained on nor part of val.
+    probe: list[Item] = field(default_factory=list)
 
 
 def stratified_split(labels: list[int], val_fraction: float, seed: int,
@@ -129,11 +132,14 @@ def write_split_file(root: Path, out: Path, val_fraction: float, seed: int) -> S
 
 
 def write_split_lists(out: Path, root: Path, classes: list[str], train: list[Item],
-                      val: list[Item], extra: dict | None = None) -> None:
-    """An index file (the `split` format) from explicit lists, e.g. one cross-validation fold."""
+                      val: list[Item], extra: dict | None = None, probe: list[Item] | None = None) -> None:
+    """An index file (the `split` format) from explicit lists, e.g. one cross-validation fold; `probe`: images
+    the run scores at every evaluation without selecting on them (Split.probe)."""
     rel = lambda items: [[ref.key, classes[y]] for ref, y in items]  # noqa: E731
     payload = {"format": 1, "root": str(root.resolve()), **(extra or {}),
                "classes": classes, "train": rel(train), "val": rel(val)}
+    if probe:
+        payload["probe"] = rel(probe)
     atomic_write_json(out, payload)
 
 
@@ -145,12 +151,15 @@ def read_split_file(path: Path, catalog: Catalog, excluded: set[str] = frozenset
         payload = json.loads(path.read_text())
         classes = list(payload["classes"])
         index = {c: i for i, c in enumerate(classes)}
-        sets = [[(key, index[c]) for key, c in payload[part] if key not in excluded] for part in ("train", "val")]
-    except (ValueError, KeyError, TypeError) as err:
+        sets = [[(key, index[c]) for key, c in payload.get(part, []) if key not in excluded]
+                for part in ("train", "val", "probe")]
+        if "train" not in payload or "val" not in payload:
+            raise KeyError("train" if "train" not in payload else "val")
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"{path}: not a split file written by `checkbox-dist split` ({err})") from None
     where = catalog.by_key
-    for key, _ in sets[0] + sets[1]:
+    for key, _ in sets[0] + sets[1] + sets[2]:
         if key not in where:
             raise UserError(f"{path}: lists {key}, which is not in data.root ({catalog.root})")
     resolve = lambda items: [(catalog.refs[where[key]], y) for key, y in items]  # noqa: E731
-    return Split(classes, resolve(sets[0]), resolve(sets[1]), catalog.root, [])
+    return Split(classes, resolve(sets[0]), resolve(sets[1]), catalog.root, [], resolve(sets[2]))

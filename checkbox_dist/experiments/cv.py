@@ -9,6 +9,9 @@
     checkbox-dist cv --config C --folds 5 --inner-val 0.2 --selection best
                                     # nested: what `train` ships by default (best epoch on 20 % of the
                                     # fold's training part), scored on the outer fold
+    checkbox-dist cv --config C --folds 3 --inner-val 0.2 --selection best --outer-history
+                                    # and the outer fold scored at every evaluation: OUT/outer_history.json,
+                                    # what benchmarks/best_rule.py replays every eval.best_rule on
 
 Each fold is the normal training loop (`train.run`, in this process, so `accelerate launch` and Slurm work
 exactly as for `train`) on a split index file whose val part is exactly the fold's held-out images.
@@ -21,6 +24,10 @@ skips every per-epoch eval, plot and checkpoint: on a GPU those cost more than t
 run's validation set: the epoch (and the temperature) is then chosen on that inner set and the outer fold
 only scores, a nested estimate of a model trained like `train` with data.val_fraction=F. Without it, `final`
 estimates a refit (data.val_fraction=0): all of the training part, the fixed schedule, the final weights.
+`--outer-history` (with --inner-val and --selection best) also lists the outer fold as the fold's split file's
+`probe` part: the run scores it at every evaluation, next to the inner-val metrics in metrics.jsonl, and never
+selects or stops on it; OUT/outer_history.json collects those rows, so that any best-epoch rule can be applied
+afterwards to the inner-val history and scored on the outer fold (benchmarks/best_rule.py).
 
 OUT/
     cv.json                 settings of this CV run; a rerun into OUT must match (completed folds are kept)
@@ -28,6 +35,7 @@ OUT/
     fold_<i>/               the training run of fold i; fold_<i>/oof.csv its held-out predictions
     oof_predictions.csv     every image exactly once: path, given, predicted, fold, p_<class> (temperature applied)
     cv_summary.json         per-fold top-1, macro-F1, per-class F1, confusion; mean and std over folds; pooled
+    outer_history.json      --outer-history: per fold, per evaluated epoch, inner-val and outer-fold metrics
     confusion_oof.png       pooled out-of-fold confusion matrix
 
 An OUT/STOP file (slurm/sweep.sh's stop request) stops the run before the next fold with exit 75; remove it
@@ -120,7 +128,7 @@ def list_items(catalog: Catalog, exclude_file: str, k: int, on_bad_image: str = 
 
 
 # cv.json keys newer than some CV folders on disk, with the value those runs had
-_NEWER_SETTINGS = {"train_exclude": [], "inner_val": 0.0}
+_NEWER_SETTINGS = {"train_exclude": [], "inner_val": 0.0, "outer_history": False}
 
 
 def _train_exclusions(root: Path, items: list[Item], path: str) -> set[str]:
@@ -195,23 +203,27 @@ class _Pool:
 
 def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selection: str = "final",
            tta: bool = False, only: list[int] | None = None, say=print, train_exclude: str = "",
-           inner_val: float = 0.0) -> dict | None:
+           inner_val: float = 0.0, outer_history: bool = False) -> dict | None:
     """Train the folds not done yet (all, or `only`), then summarise if every fold is done.
 
     `train_exclude`: a file of paths (the data.exclude_file format, e.g. audit's flagged.txt) left out of
     every fold's training part but still in its held-out part, so the score counts all images and stays
     comparable with a run without it; data.exclude_file instead removes images from both.
     `inner_val`: share of each fold's training part held out (stratified, seeded) as the run's validation set.
+    `outer_history`: the outer fold is also scored at every evaluation (recorded, never selecting).
     Raises Preempted when OUT/STOP exists before a fold (or a fold's training is preempted)."""
     state = process_state()
     if not 0.0 <= inner_val < 1.0:
         raise UserError(f"--inner-val must be in [0, 1), got {inner_val}")
+    if outer_history and not (inner_val and selection == "best"):
+        raise UserError("--outer-history needs --inner-val F and --selection best: the outer fold is scored at each "
+                        "evaluation of a run that selects on its inner validation set")
     cfg = _cv_config(cfg, selection)
     pool = _pool(cfg, state, folds, seed, train_exclude)
     only = _folds_to_run(only, folds)
     settings = {"config": config_path, "folds": folds, "seed": seed, "selection": selection, "tta": tta,
                 "root": str(pool.root.resolve()), "exclude_file": cfg.data.exclude_file, "n_images": len(pool.items),
-                "train_exclude": sorted(pool.untrained), "inner_val": inner_val,
+                "train_exclude": sorted(pool.untrained), "inner_val": inner_val, "outer_history": outer_history,
                 "classes": pool.classes, "resolved_config": to_dict(cfg)}
     _check_rerun(out, settings)
     if state.is_main_process:
@@ -265,7 +277,8 @@ def _check_rerun(out: Path, settings: dict) -> None:
     if not cv_file.is_file():
         return
     old = json.loads(cv_file.read_text())
-    for key in ("folds", "seed", "selection", "tta", "root", "n_images", "train_exclude", "inner_val"):
+    for key in ("folds", "seed", "selection", "tta", "root", "n_images", "train_exclude", "inner_val",
+                "outer_history"):
         was = old.get(key, _NEWER_SETTINGS.get(key))
         if was != settings[key]:
             shown = lambda v: f"{len(v)} paths" if isinstance(v, list) else v  # noqa: E731
@@ -288,7 +301,8 @@ def _write_fold_files(out: Path, settings: dict, pool: _Pool, only: list[int]) -
         if settings["inner_val"]:
             training, val = _inner_split(training, groups, settings["inner_val"], settings["seed"] + i)
             meta["inner_val"] = settings["inner_val"]
-        write_split_lists(out / "folds" / f"fold_{i}.json", pool.root, pool.classes, training, val, meta)
+        probe = pool.held_out(i) if settings["outer_history"] else None  # scored at every evaluation, never selects
+        write_split_lists(out / "folds" / f"fold_{i}.json", pool.root, pool.classes, training, val, meta, probe)
 
 
 def _inner_split(training: list[Item], groups: list[str], fraction: float, seed: int):
@@ -398,9 +412,34 @@ def summarise(out: Path, folds: int) -> dict:
         "image_width": settings["resolved_config"]["data"]["image_width"],
     }
     atomic_write_json(out / "cv_summary.json", summary)
+    if settings.get("outer_history"):
+        write_outer_history(out, folds, settings)
     plots.confusion_matrix_png(pooled["confusion"], classes, out / "confusion_oof.png",
                                f"out-of-fold, {folds} folds: top-1 {100 * pooled['top1']:.1f}% (n={len(rows)})")
     return summary
+
+
+def fold_history(run_dir: Path) -> list[dict]:
+    """The evaluated epochs of a fold's run (metrics.jsonl; a resumed epoch's newer row wins): epoch, inner-val
+    loss/top-1/macro-F1 and the outer fold's (the run's probe part) top-1/macro-F1/loss."""
+    rows = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if row.get("kind") == "epoch" and "val_top1" in row:
+            rows[row["epoch"]] = row
+    keys = {"val_loss": "val_loss", "val_top1": "val_top1", "val_macro_f1": "val_macro_f1",
+            "outer_top1": "probe_top1", "outer_macro_f1": "probe_macro_f1", "outer_loss": "probe_loss"}
+    return [{"epoch": e, **{k: rows[e].get(source) for k, source in keys.items()}} for e in sorted(rows)]
+
+
+def write_outer_history(out: Path, folds: int, settings: dict) -> None:
+    """OUT/outer_history.json: every fold's evaluated epochs, inner-val and outer metrics side by side."""
+    cfg = settings["resolved_config"]
+    atomic_write_json(out / "outer_history.json", {
+        "folds": folds, "seed": settings["seed"], "train_seed": cfg["train"]["seed"],
+        "inner_val": settings["inner_val"], "best_rule": cfg["eval"]["best_rule"],
+        "model": cfg["model"]["name"], "epochs": cfg["train"]["epochs"],
+        "per_fold": [{"fold": i, "history": fold_history(out / f"fold_{i}")} for i in range(folds)]})
 
 
 def format_table(summary: dict) -> str:
@@ -433,7 +472,7 @@ def run(args) -> int:
     seed = cfg.data.split_seed if args.seed is None else args.seed
     say = print if state.is_main_process else (lambda *_: None)
     summary = run_cv(cfg, args.config, args.folds, out, seed, args.selection, args.tta, args.fold, say,
-                     args.train_exclude, args.inner_val)
+                     args.train_exclude, args.inner_val, args.outer_history)
     if summary is None:
         return 0
     say(format_table(summary))

@@ -120,7 +120,18 @@ def data_section(config: dict) -> list[str]:
     return lines
 
 
-def recipe_section(config: dict, spec: PreprocessSpec) -> list[str]:
+def selection_text(ev: dict, selection: dict | None) -> str:
+    """Which epoch the model is and why: the run's `selection` record (train/selection.py), else the config's rule."""
+    if not selection:
+        return f"best epoch by `{ev.get('best_rule')}`"
+    text = (f"epoch {selection['epoch']} of {selection['last_epoch']} kept by `eval.best_rule: {selection['rule']}` "
+            f"({selection['why']}) on {selection['val_n']} val images")
+    if selection.get("small_val") and selection["rule"] != "final":
+        text += " (few images: the choice of epoch is noisy)"
+    return text
+
+
+def recipe_section(config: dict, spec: PreprocessSpec, selection: dict | None = None) -> list[str]:
     model, optim, sched = config.get("model", {}), config.get("optim", {}), config.get("schedule", {})
     train, data, ev = config.get("train", {}), config.get("data", {}), config.get("eval", {})
     refit = data.get("val_fraction", 0.2) == 0 and not data.get("split_file")
@@ -137,7 +148,7 @@ def recipe_section(config: dict, spec: PreprocessSpec) -> list[str]:
             f"{sched.get('name')} schedule (warm-up {sched.get('warmup_epochs')} epochs)",
             f"- {train.get('epochs')} epoch(s) at batch {data.get('batch_size')} per process, "
             + ("the final weights (refit: nothing held out to choose an epoch on)" if refit else
-               f"best epoch by `{ev.get('best_rule')}`") + (", " + ", ".join(extras) if extras else ""),
+               selection_text(ev, selection)) + (", " + ", ".join(extras) if extras else ""),
             f"- augmentation: {', '.join(f'{k} {v}' for k, v in augment.items()) or 'none'}",
             f"- temperature scaling: {calibration_text(config, ev)}"]
 
@@ -235,7 +246,8 @@ def card(payload: dict, name: str, license_id: str, cv: dict | None = None, cv_c
             + ", ".join(f"`{c}`" for c in classes) + f". A timm `{payload['model_name']}` trained with checkbox-dist"
             f" (epoch {payload.get('epoch')}); exported with `{export_command}`.", "",
             "## Training data", "", *data_section(config), "",
-            "## Recipe and scores", "", *recipe_section(config, spec), "",
+            "## Recipe and scores", "",
+            *recipe_section(config, spec, payload.get("metrics", {}).get("selection")), "",
             f"To train it again: `checkbox-dist train --config {CONFIG_FILE}` ({CONFIG_FILE} is in this folder; "
             f"point `data.root` at your copy of the data).", "",
             *scores_section(payload, cv, cv_command, cv_notes or []), "",

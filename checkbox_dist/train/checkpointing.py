@@ -6,7 +6,7 @@ model/checkpoint.py (the format: plain dicts, written atomically, verified on lo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from accelerate.utils import DistributedType, gather_object
@@ -24,11 +24,12 @@ class LoopState:
     epoch: int = 1
     micro_step: int = 0  # micro-batches of `epoch` this process has done (a mid-epoch save)
     global_step: int = 0  # optimizer steps
-    best: dict | None = None  # loss, top1, macro_f1, epoch of the best evaluation so far
+    best: dict | None = None  # the best evaluation so far: selection.candidate (loss, top1, macro_f1, epoch, ...)
     bad_epochs: int = 0  # evaluations since the last new best (early stopping)
     # Images of the epoch's global order done, all processes together: what a resume on another world size
     # continues from (micro_step = epoch_samples / (world x micro-batch)).
     epoch_samples: int = 0
+    recent_top1: list[float] = field(default_factory=list)  # val top-1 of the last eval.smooth_evals evaluations
 
 
 def rng_state() -> dict:

@@ -1,9 +1,10 @@
-"""Evaluation inside a training run: val metrics of an epoch, the best-model rules, and temperature
-scaling of the best checkpoint at the end of the run."""
+"""Evaluation inside a training run: val (and probe) metrics of an epoch, and temperature scaling of the best
+checkpoint at the end of the run. The best-model rules: train/selection.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,33 +17,24 @@ from checkbox_dist.train.output import ValPredictions
 from checkbox_dist.train.session import Session
 
 
-def evaluate(s: Session) -> dict:
-    """classification_metrics of the evaluated weights (EMA when on) on the val split, every sample once."""
+def evaluate(s: Session, probe: bool = False) -> dict:
+    """classification_metrics of the evaluated weights (EMA when on) on the val split (`probe`: on the split
+    file's probe part, which only gets recorded), every sample once."""
     eval_model = s.ema.module if s.ema is not None else s.model
-    lookup = s.trace.eval_lookup(s.data.val_set.lookup) if s.trace else s.data.val_set.lookup
-    logits, labels = collect_logits(eval_model, prefetch.wrap(s.val_loader), lookup, s.data.spec, s.accelerator)
-    if len(labels) != len(s.data.val_set):  # collect_logits keeps each val index once, on every backend
-        raise RuntimeError(f"evaluation gathered {len(labels)} val rows for {len(s.data.val_set)} val images")
+    dataset, loader = (s.data.probe_set, s.probe_loader) if probe else (s.data.val_set, s.val_loader)
+    lookup = s.trace.eval_lookup(dataset.lookup) if s.trace and not probe else dataset.lookup
+    logits, labels = collect_logits(eval_model, prefetch.wrap(loader), lookup, s.data.spec, s.accelerator)
+    if len(labels) != len(dataset):  # collect_logits keeps each index once, on every backend
+        raise RuntimeError(f"evaluation gathered {len(labels)} rows for {len(dataset)} images")
     return classification_metrics(logits, labels, s.data.classes, s.cfg.eval.top_k, s.cfg.eval.ece_bins)
 
 
-def is_better(rule: str, metrics: dict, best: dict | None) -> bool:
-    """The best-model rules. `seed`: val loss strictly lower AND top-1 not lower (the write-up's rule)."""
-    if best is None:
-        return True
-    if rule == "seed":
-        return metrics["loss"] < best["loss"] and metrics["top1"] >= best["top1"]
-    if rule == "val_loss":
-        return metrics["loss"] < best["loss"]
-    if rule == "val_top1":  # ties broken by loss
-        return (metrics["top1"], -metrics["loss"]) > (best["top1"], -best["loss"])
-    return (metrics["macro_f1"], -metrics["loss"]) > (best["macro_f1"], -best["loss"])
-
-
-def calibrate_best(s: Session, best_dir: Path) -> tuple[dict, ValPredictions]:
+def calibrate_best(s: Session, best_dir: Path,
+                   selection: Callable[[int], dict] | None = None) -> tuple[dict, ValPredictions]:
     """Fit temperature scaling on the val split for the `best` checkpoint, save it into the checkpoint, and
-    return the run summary's numbers (val metrics before calibration, ECE before/after, temperature) and the
-    best model's calibrated val predictions (for the end-of-run review: trackers, confusion matrix)."""
+    return the run summary's numbers (val metrics before calibration, ECE before/after, temperature, and
+    `selection(best epoch)`: how the epoch was chosen, train/selection.py) and the best model's calibrated val
+    predictions (for the end-of-run review: trackers, confusion matrix)."""
     cfg, data = s.cfg, s.data
     payload, _ = checkpoint.load(best_dir)
     model = checkpoint.model_from_payload(payload, str(best_dir), s.accelerator.device)
@@ -51,14 +43,17 @@ def calibrate_best(s: Session, best_dir: Path) -> tuple[dict, ValPredictions]:
     before = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins)
     temperature = fit_temperature(logits, labels) if cfg.eval.calibrate else 1.0
     after = classification_metrics(logits, labels, data.classes, cfg.eval.top_k, cfg.eval.ece_bins, temperature)
+    chosen = selection(payload["epoch"]) if selection else None
     payload["temperature"] = temperature
     payload["metrics"] = dict(payload["metrics"], ece_before_calibration=before["ece"],
-                              ece_after_calibration=after["ece"], temperature=temperature)
+                              ece_after_calibration=after["ece"], temperature=temperature,
+                              **({"selection": chosen} if chosen else {}))
     checkpoint.save(best_dir, payload, None)
     # The temperature minimises this NLL, so it never rises; ECE (15 bins over ~100 images) can, by noise.
     nll_after = float(F.cross_entropy(logits / temperature, labels)) if len(labels) else float("nan")
     summary = {"best_epoch": payload["epoch"], "val_top1": before["top1"], "val_loss": before["loss"],
                "val_loss_calibrated": nll_after, "val_macro_f1": before["macro_f1"], "val_ece": before["ece"],
-               "val_ece_calibrated": after["ece"], "temperature": temperature, "best_checkpoint": str(best_dir)}
+               "val_ece_calibrated": after["ece"], "temperature": temperature, "best_checkpoint": str(best_dir),
+               **({"best_rule": chosen["rule"], "selection": chosen} if chosen else {})}
     val = ValPredictions(list(data.val_set.names), labels, F.softmax(logits / temperature, dim=1), before["confusion"])
     return summary, val

@@ -27,7 +27,8 @@ import checkbox_dist.train.guards as guards
 import checkbox_dist.train.backend as backend
 import checkbox_dist.train.windows as windows
 from checkbox_dist.train.checkpointing import LoopState, resume, save, save_epoch_end
-from checkbox_dist.train.evaluation import evaluate, is_better
+from checkbox_dist.train.evaluation import evaluate
+from checkbox_dist.train.selection import candidate, is_better
 from checkbox_dist.train.session import Session
 
 
@@ -256,16 +257,22 @@ def epoch_row(s: Session, state: LoopState, sums: EpochSums) -> dict:
 
 
 def add_evaluation(s: Session, state: LoopState, row: dict, metrics: dict) -> None:
-    """Val metrics into the epoch's row; the plateau schedule, best model and patience counters advance."""
+    """Val metrics into the epoch's row (and the probe part's, recorded only); the plateau schedule, best model
+    (train/selection.py) and patience counters advance."""
     row.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)})
     row["val_per_class"], row["val_confusion"] = metrics["per_class"], metrics["confusion"]
+    if s.probe_loader is not None:  # cv --outer-history: scored and written down, never selects or stops
+        probe = evaluate(s, probe=True)
+        row.update({f"probe_{k}": probe[k] for k in ("top1", "macro_f1", "loss")})
     if s.cfg.schedule.name == "plateau":
         s.scheduler.step(metrics["loss"])  # patience counts evaluations: set eval.every_epochs=1 for it
-    row["is_best"] = is_better(s.cfg.eval.best_rule, metrics, state.best)
+    k = s.cfg.eval.smooth_evals
+    state.recent_top1 = (state.recent_top1 + [metrics["top1"]])[-k:]
+    scored = candidate(metrics, state.epoch, state.recent_top1, k)
+    row["is_best"] = is_better(s.cfg.eval.best_rule, scored, state.best)
     state.bad_epochs = 0 if row["is_best"] else state.bad_epochs + 1
     if row["is_best"]:
-        state.best = {"loss": metrics["loss"], "top1": metrics["top1"], "macro_f1": metrics["macro_f1"],
-                      "epoch": state.epoch}
+        state.best = scored
 
 
 def report_evaluated(s: Session, state: LoopState, row: dict, metrics: dict) -> None:

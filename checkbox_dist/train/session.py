@@ -39,6 +39,7 @@ from checkbox_dist.model.optim import build_optimizer, build_scheduler, effectiv
 import checkbox_dist.train.backend as backend
 from checkbox_dist.train.output import RunOutput
 from checkbox_dist.train.reduction import ExactGradientSum, build_gradient_sum, keep_local
+from checkbox_dist.train.selection import patience_note
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Session:
     resume_from: Path | None
     running_stats: list[torch.Tensor] = field(default_factory=list)  # BatchNorm buffers averaged after each step
     exact_sum: ExactGradientSum | None = None  # train.exact_gradient_sum: the loop hands it every micro-batch
+    probe_loader: object = None  # the split file's probe part, prepared like val_loader (None: none listed)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -294,6 +296,7 @@ def _build(cfg: Config, accelerator: Accelerator, shape: BatchShape, run_dir: Pa
     optimizer = build_optimizer(cfg.optim, model, lr)
     model, optimizer, train_loader, val_loader = accelerator.prepare(
         model, optimizer, data.train_loader, data.val_loader)
+    probe_loader = accelerator.prepare(data.probe_loader) if data.probe_loader is not None else None
     plan = make_plan(cfg, accelerator, shape, len(train_loader), len(data.train_set), lr,
                      sum_gradients(model, accelerator.num_processes, cfg.train.exact_gradient_sum))
     exact_sum = build_gradient_sum(cfg.train.exact_gradient_sum, model, accelerator.num_processes)
@@ -306,7 +309,8 @@ def _build(cfg: Config, accelerator: Accelerator, shape: BatchShape, run_dir: Pa
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     session = Session(cfg, accelerator, run_dir, out, data, model, forward, optimizer, scheduler, train_loader,
                       val_loader, ema, criterion, parse_color(cfg.data.background), plan, trace, resume_from,
-                      running_stats(cfg, accelerator.unwrap_model(model), accelerator.num_processes), exact_sum)
+                      running_stats(cfg, accelerator.unwrap_model(model), accelerator.num_processes), exact_sum,
+                      probe_loader)
     out.print(*describe(session))
     return session
 
@@ -333,4 +337,4 @@ def describe(s: Session) -> list[str]:
             f"{p.steps_per_epoch} optimizer steps/epoch, {p.total_steps} planned",
             s.data.summary(),
             f"model: {cfg.model.name} ({n_params:.2f}M params, pretrained={cfg.model.pretrained}) | "
-            f"{len(s.data.classes)} classes"]
+            f"{len(s.data.classes)} classes", *patience_note(cfg.eval.best_rule, cfg.train.early_stopping_patience)]

@@ -8,6 +8,7 @@ from checkbox_dist.model import checkpoint
 from checkbox_dist.train.evaluation import calibrate_best
 from checkbox_dist.train.loop import Outcome, fit
 from checkbox_dist.train.refit import finish_refit
+from checkbox_dist.train.selection import closing_lines, selection_record
 from checkbox_dist.train.session import Session, setup
 
 
@@ -33,7 +34,11 @@ def finish(s: Session, outcome: Outcome) -> dict:
         summary = finish_refit(s, best_dir, outcome.stopped_early)
         atomic_write_json(s.run_dir / "summary.json", summary)
         return summary
-    summary, val = calibrate_best(s, best_dir)
+    ev, n_val = s.cfg.eval, len(s.data.val_set)
+    last_epoch = outcome.last_metrics.get("epoch", 0)
+    summary, val = calibrate_best(s, best_dir, lambda epoch: selection_record(
+        ev.best_rule, ev.smooth_evals, epoch, max(epoch, last_epoch), n_val))
+    chosen = summary["selection"]
     plots = s.run_dir / "plots"
     summary.update(stopped_early=outcome.stopped_early, run_dir=str(s.run_dir),
                    metrics_plot=str(plots / "metrics_plot.png"))
@@ -44,6 +49,8 @@ def finish(s: Session, outcome: Outcome) -> dict:
                 f"{summary['val_macro_f1']:.4f} | at temperature {summary['temperature']:.3f}: loss "
                 f"{summary['val_loss']:.4f} -> {summary['val_loss_calibrated']:.4f}, ECE {summary['val_ece']:.4f}"
                 f" -> {summary['val_ece_calibrated']:.4f}",
+                *closing_lines(ev.best_rule, ev.smooth_evals, chosen["epoch"], chosen["last_epoch"], n_val,
+                               summary["val_top1"]),
                 f"best checkpoint: {best_dir}",
                 f"plots: {plots / 'metrics_plot.png'} and {matrix}")
     return summary

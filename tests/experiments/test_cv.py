@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -233,3 +235,44 @@ def test_inner_val_holds_out_part_of_the_training_part_and_scores_the_outer_fold
     assert not (train | inner) & scored and len(train | inner | scored) == 60
     assert json.loads((out / "cv.json").read_text())["inner_val"] == 0.2
     assert cli_main(_cv_args(synth_root, out, cache_dir, "--selection", "best", "--fold", "0")) == 2  # other setting
+
+
+def test_outer_history_scores_the_outer_fold_at_every_evaluation_without_selecting_on_it(synth_root, cache_dir,
+                                                                                          tmp_path):
+    """--outer-history: each fold's split file lists its outer fold as the `probe` part (disjoint from the inner
+    train and val parts), every evaluated epoch records the outer fold's top-1 next to the inner-val metrics, and
+    OUT/outer_history.json collects them; the best epoch's recorded outer top-1 is the fold's OOF score (the
+    same weights on the same images), and the selection follows the inner val set alone."""
+    out = tmp_path / "out"
+    assert cli_main(_cv_args(synth_root, out, cache_dir, "train.epochs=3", "eval.best_rule=val_top1",
+                             "--inner-val", "0.2", "--selection", "best", "--outer-history")) == 0
+    history = json.loads((out / "outer_history.json").read_text())
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert history["inner_val"] == 0.2 and history["best_rule"] == "val_top1" and len(history["per_fold"]) == 3
+    for i, (fold, scored) in enumerate(zip(history["per_fold"], summary["per_fold"])):
+        split = json.loads((out / "folds" / f"fold_{i}.json").read_text())
+        probe = {p for p, _ in split["probe"]}
+        assert probe == {r["path"] for r in _read_csv(out / f"fold_{i}" / "oof.csv")}
+        assert not probe & {p for p, _ in split["train"] + split["val"]}
+        rows = fold["history"]
+        assert [r["epoch"] for r in rows] == [1, 2, 3]
+        assert all(0.0 <= r["outer_top1"] <= 1.0 and 0.0 <= r["outer_macro_f1"] <= 1.0 for r in rows)
+        kept = next(r for r in rows if r["epoch"] == scored["best_epoch"])
+        assert kept["outer_top1"] == pytest.approx(scored["top1"])
+        inner = [(r["val_top1"], -r["val_loss"]) for r in rows]
+        assert scored["best_epoch"] == rows[inner.index(max(inner))]["epoch"]  # chosen on the inner val set
+    # benchmarks/best_rule.py replays every rule on those histories: its val_top1 row is this run's CV score
+    table = subprocess.run([sys.executable, "benchmarks/best_rule.py", str(out), "--smooth", "2"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = {line.split()[0]: line for line in table[2:]}
+    assert set(rows) == {"seed", "val_loss", "val_top1", "val_f1", "final", "val_top1_smooth", "oracle"}
+    mean = statistics.fmean(f["top1"] for f in summary["per_fold"])
+    assert rows["val_top1"].split()[1] == f"{100 * mean:.1f}"
+    assert rows["final"].split("|")[1].split() == ["+0.0"] * 3  # deltas against itself
+
+
+def test_outer_history_without_an_inner_val_set_is_one_clear_error(synth_root, cache_dir, tmp_path, capsys):
+    assert cli_main(_cv_args(synth_root, tmp_path / "out", cache_dir, "--selection", "best",
+                             "--outer-history")) == 2
+    err = capsys.readouterr().err
+    assert "error: --outer-history needs --inner-val F and --selection best" in err and "Traceback" not in err
