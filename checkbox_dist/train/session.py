@@ -79,6 +79,11 @@ class Session:
     resume_from: Path | None
     running_stats: list[torch.Tensor] = field(default_factory=list)  # BatchNorm buffers averaged after each step
     exact_sum: ExactGradientSum | None = None  # train.exact_gradient_sum: the loop hands it every micro-batch
+    fresh: bool = False  # setup created run_dir: a run that fails before its first step removes it
+
+    def abandon(self, err: BaseException) -> None:
+        """The run failed before its first step (e.g. the checkpoint to resume does not fit): as a failed setup."""
+        _discard(self.out, self.run_dir, self.fresh, err)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -272,7 +277,9 @@ def setup(cfg: Config, config_path: str | None) -> Session:
     if precision_note:
         out.print(precision_note)
     try:
-        return _build(cfg, accelerator, shape, run_dir, out, trace, resume_from)
+        session = _build(cfg, accelerator, shape, run_dir, out, trace, resume_from)
+        session.fresh = fresh
+        return session
     except BaseException as err:
         _discard(out, run_dir, fresh, err)
         raise
