@@ -182,8 +182,9 @@ def _choose_resume(cfg: Config, run_dir: Path, say) -> str | None:
     return None
 
 
-def configure_backends(accelerator: Accelerator) -> None:
-    if accelerator.device.type == "cuda":
+def configure_backends(device_type: str) -> None:
+    """On CUDA: cuDNN's autotuner and TF32 matmuls/convolutions on; other devices are left as they are."""
+    if device_type == "cuda":
         # Shapes are static (drop_last), so cuDNN's autotuner pays off after the first step; TF32 matmuls
         # speed up fp32 runs on Ampere and later (bf16 runs are unaffected).
         torch.backends.cudnn.benchmark = True
@@ -288,7 +289,7 @@ def setup(cfg: Config, config_path: str | None) -> Session:
 def _build(cfg: Config, accelerator: Accelerator, shape: BatchShape, run_dir: Path, out: RunOutput,
            trace: RankTrace | None, resume_from: Path | None) -> Session:
     set_seed(cfg.train.seed)  # same seed on every process: identical initial weights
-    configure_backends(accelerator)
+    configure_backends(accelerator.device.type)
     if shape.note:
         out.print(shape.note)
     data = build_data(cfg, accelerator, say=out.print, micro_batch=shape.micro,
