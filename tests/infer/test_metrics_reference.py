@@ -17,12 +17,13 @@ CLASSES = ["checked", "other", "unchecked"]
 
 
 def test_ece_of_a_hand_computed_case():
-    """5 bins of width 0.2. (0.8, 1]: confidences 0.9 (right), 0.9 (wrong), 1.0 (right) -> |2/3 - 0.9333| x 3/6;
-    (0.6, 0.8]: 0.7 (wrong) -> 0.7 x 1/6; (0.4, 0.6]: 0.5 (right) and 0.5 (wrong) -> |0.5 - 0.5| x 2/6 = 0."""
+    """5 bins of width 0.2, each (low, high]. (0.8, 1]: confidences 0.9 (right), 0.9 (wrong), 1.0 (wrong: a bin's
+    upper edge belongs to it) -> |1/3 - 0.9333| x 3/6; (0.6, 0.8]: 0.7 (wrong) -> 0.7 x 1/6; (0.4, 0.6]: 0.5
+    (right) and 0.5 (wrong) -> |0.5 - 0.5| x 2/6 = 0."""
     probs = torch.tensor([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [1.0, 0.0, 0.0],
                           [0.1, 0.7, 0.2], [0.3, 0.2, 0.5], [0.5, 0.3, 0.2]])
-    labels = torch.tensor([0, 1, 0, 0, 2, 1])
-    expected = abs(2 / 3 - (0.9 + 0.9 + 1.0) / 3) * 3 / 6 + 0.7 * 1 / 6 + 0.0
+    labels = torch.tensor([0, 1, 1, 0, 2, 1])
+    expected = abs(1 / 3 - (0.9 + 0.9 + 1.0) / 3) * 3 / 6 + 0.7 * 1 / 6 + 0.0
     assert expected_calibration_error(probs, labels, bins=5) == pytest.approx(expected, abs=1e-6)
     # perfectly calibrated: in each bin the accuracy equals the confidence
     calibrated = torch.tensor([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]])
