@@ -1,7 +1,8 @@
 """Training paths users take that no other test runs, each through the real CLI in its own process
 (tests/reliability_harness.py): file streaming with DataLoader workers stopped and resumed, `train.resume=PATH`,
 resuming onto other classes, the step and plateau schedules through a resume, `eval.every_epochs > 1`,
-`optim.scale_lr`, and `optim.clip_grad_norm` with accumulation, with 2 processes and with the NaN-skip policy.
+`optim.scale_lr`, and `optim.clip_grad_norm` with accumulation and with 2 processes (with the NaN-skip policy:
+tests/train/test_reliability_faults.py, test_a_skipped_window_with_clipping_changes_nothing_and_the_next_one_trains).
 
 Stops are real: a STOP request raised by SIGUSR1 at a chosen micro-batch (CHECKBOX_DIST_FAULT=step:N:usr1,
 core/faults.py), the run saves `last` and exits 75; every resume asserts the point it printed, so a run that
@@ -199,25 +200,3 @@ def test_clip_grad_norm_clips_the_whole_window_with_accumulation_and_with_2_proc
     assert _max_diff(one, _weights(runs["accum"])) < 2e-6
     assert _max_diff(one, _weights(runs["world2"])) < 2e-6
     assert _max_diff(one, _weights(runs["unclipped"])) > 1e-3
-
-
-def test_clip_grad_norm_with_the_nan_skip_policy(tmp_path: Path, cache_dir: Path):
-    """nan_policy=skip with clipping and AdamW: a NaN loss at step 2 skips that update alone; the weights and the
-    optimizer state after 2 steps equal a run of 1 step, and step 3 moves on from there, finite."""
-    common = [*FAST, *CLIP, "optim.clip_grad_norm=0.05", "train.nan_policy=skip", "optim.name=adamw",
-              "data.batch_size=32", "train.epochs=3"]
-    skipped, one_step, three = tmp_path / "skipped", tmp_path / "one_step", tmp_path / "three"
-    result = cli(tiny_train_args(skipped, cache_dir, *common, "train.max_steps=2"),
-                 env={"CHECKBOX_DIST_FAULT": "step:2:nan"})
-    assert result.rc == 0 and "non-finite loss at optimizer step 2 (epoch 2, batch 0): update skipped" in result.out, \
-        result.out[-2000:] + result.err[-2000:]
-    assert cli(tiny_train_args(one_step, cache_dir, *common, "train.max_steps=1")).rc == 0
-    tensors_equal(_weights(skipped), _weights(one_step), "weights after a skipped step")
-    states = [torch.load(d / "checkpoints" / "last" / "train_state.pt", weights_only=True)["optimizer"]["state"]
-              for d in (skipped, one_step)]
-    tensors_equal(states[0], states[1], "AdamW state after a skipped step")
-    result = cli(tiny_train_args(three, cache_dir, *common, "train.max_steps=3"), env={"CHECKBOX_DIST_FAULT": "step:2:nan"})
-    assert result.rc == 0, result.err[-2000:]
-    after = _weights(three)
-    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
-    assert _max_diff(after, _weights(skipped)) > 0  # the step after the skipped one trained
