@@ -13,6 +13,8 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 ||
 date -u +"%Y-%m-%d %H:%M UTC"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, timm, accelerate; print('torch', torch.__version__, 'timm', timm.__version__, 'accelerate', accelerate.__version__)"
+echo "=== cuda_branches (fused optimizers, cuDNN/TF32, CUDA RNG through a resume)"
+timeout 300 python3 benchmarks/cuda_branches.py "$LOG_DIR/cuda_branches"; echo "exit $?"
 CACHE=/tmp/cbd_cache
 DATA=$CACHE/synth-n4000-s0
 python3 -m checkbox_dist synth --out "$DATA" --n 4000 --seed 0 --workers 16

@@ -23,7 +23,8 @@ with one result or {"input", "error"} per image, in order (one image's failure i
 Errors are JSON {"detail": "one line"}: 400 malformed request (bad or deep JSON, a malformed or non-http(s)
 URL, an untrusted Host header), 401 no/wrong bearer token, 403 URL fetching disabled, 408 body too slow,
 413 body or image over the limit, 415 wrong content type, 422 not an image / over --max-decode-mb / URL
-refused or download failed, 503 + Retry-After when the queue, decode memory or memory is exhausted.
+refused or download failed, 500 the model call failed (that request only), 503 + Retry-After when the
+queue, decode memory or memory is exhausted.
 Request data never names a file: uploads are bytes, URLs must be http(s) (file://, paths and redirects to
 them are refused). URL fetches reach public addresses only (loopback, private, link-local, multicast and
 169.254.169.254 refused after DNS and on every redirect) unless --url-allow lists more; --no-url-fetch

@@ -147,10 +147,8 @@ def export_onnx(graph: InferenceGraph, meta: dict, out: Path, exporter: str = "d
                                       dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"},
                                                     "probabilities": {0: "batch"}})
         except Exception as err:  # noqa: BLE001 - exporter failures come in many types; one line for the user
-            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
             other = "legacy" if exporter == "dynamo" else "dynamo"
-            raise UserError(f"ONNX export of {meta['model_name']} failed ({first}); "
-                            f"try --onnx-exporter {other}") from None
+            raise exporter_failed("ONNX", meta, err, f"; try --onnx-exporter {other}") from None
         model = onnx.load(str(tmp))
         set_metadata(model, meta)
         onnx.save(model, str(tmp))
@@ -174,10 +172,19 @@ def parity(graph: InferenceGraph, onnx_path: Path, images: torch.Tensor | None =
     return {"max_abs_diff": max(diffs), "images": len(images)}
 
 
+def exporter_failed(what: str, meta: dict, err: Exception, hint: str = "") -> UserError:
+    """An exporter's exception (many types, often pages of trace) as the user's one line: its first line."""
+    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+    return UserError(f"{what} export of {meta['model_name']} failed ({first}){hint}")
+
+
 def export_torchscript(graph: InferenceGraph, meta: dict, out: Path) -> None:
     example = sample_input(graph.spec, 2)
     with atomic_path(out) as tmp, quiet():
-        traced = torch.jit.trace(graph, (example,), check_trace=False)
+        try:
+            traced = torch.jit.trace(graph, (example,), check_trace=False)
+        except Exception as err:  # noqa: BLE001 - as export_onnx: one line for the user
+            raise exporter_failed("TorchScript", meta, err) from None
         torch.jit.save(traced, str(tmp), _extra_files={"checkbox_dist.json": json.dumps(meta, default=str)})
 
 

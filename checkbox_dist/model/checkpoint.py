@@ -303,9 +303,7 @@ def restore(folder: Path, classes: list[str], model, optimizer, scheduler, scale
     if ema is not None and saved.get("ema"):
         ema.load_state_dict(saved["ema"])
     rng = saved["rng"][rank] if rank < len(saved["rng"]) else saved["rng"][0]
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
+    set_rng_state(rng)
     loop, saved_world = saved["loop"], saved.get("world_size", 1)
     sums = None
     if loop["micro_step"] and saved.get("epoch_sums") is not None:
@@ -314,6 +312,14 @@ def restore(folder: Path, classes: list[str], model, optimizer, scheduler, scale
         sums = rng.get("epoch_sums")
     micro = saved.get("micro_batch") or payload.get("config", {}).get("data", {}).get("batch_size", 0)
     return Restored(loop, sums, saved_world, micro)
+
+
+def set_rng_state(rng: dict) -> None:
+    """A process's saved RNG state back in place: the CPU generator, and the current CUDA device's when the state
+    has one and CUDA is here (a checkpoint from a GPU run resumes on a CPU-only machine with the CPU state only)."""
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
 
 
 def epoch_folders(checkpoints: Path) -> list[Path]:

@@ -154,6 +154,8 @@ class Service:
             raise busy(str(err)) from None
         except MemoryError:
             raise busy("out of memory") from None
+        except Exception as err:  # noqa: BLE001 - a model call that broke (a bug, a device error): this request
+            raise RequestError(500, unexpected(label, err)) from None  # alone, one line; the log says why
 
     async def predict_batch(self, items: list[tuple[str, object]]) -> dict:
         """One result or {"input", "error"} per image, in order; the images share model calls."""
@@ -190,9 +192,15 @@ def _result_or_error(label: str, got):
     if isinstance(got, MemoryError):
         return {"input": label, "error": f"{label[:200]}: server out of memory; retry later"}
     if isinstance(got, BaseException):
-        log.error("batch item %r failed: %s", label[:200], "".join(traceback.format_exception_only(got)).strip())
-        return {"input": label, "error": f"{label[:200]}: could not be predicted ({type(got).__name__})"}
+        return {"input": label, "error": unexpected(label, got)}
     return got
+
+
+def unexpected(label: str, err: BaseException) -> str:
+    """An error no rule answers (a bug, a model call that broke): logged in full, answered as one line that
+    names the type only (the exception's text may hold paths or device details)."""
+    log.error("item %r failed: %s", label[:200], "".join(traceback.format_exception_only(err)).strip())
+    return f"{label[:200]}: could not be predicted ({type(err).__name__})"
 
 
 async def answer_out_of_memory(request, _err: MemoryError):

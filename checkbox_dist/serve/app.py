@@ -30,11 +30,7 @@ def run(args) -> int:
     _check_limits(args)
     return_freed_memory()
     predictor = _load_predictor(args)
-    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)})
-    settings.token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
-    if not settings.trusted_hosts and args.host in LOOPBACK:  # DNS rebinding: only loopback names reach it
-        settings.trusted_hosts = ["127.0.0.1", "localhost", "::1", "[::1]"]
-    app = create_app(predictor, settings)
+    app = create_app(predictor, settings_from_args(args))
     sources = ", ".join(m.source for m in predictor.members)
     print(f"serving {'/'.join(predictor.classes)} from {sources} ({predictor.members[0].backend}) on "
           f"http://{args.host}:{args.port} | max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms",
@@ -46,6 +42,16 @@ def run(args) -> int:
     except SystemExit:  # uvicorn exits 1 when it cannot bind the port; its log says why
         raise UserError(f"serve: could not start on {args.host}:{args.port} (port in use?)") from None
     return 0
+
+
+def settings_from_args(args) -> Settings:
+    """The serve limits the command line asked for (flags named as Settings fields), the token (--token, else
+    $CHECKBOX_DIST_TOKEN) and, on a loopback address, the loopback Host names only (against DNS rebinding)."""
+    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)})
+    settings.token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
+    if not settings.trusted_hosts and args.host in LOOPBACK:
+        settings.trusted_hosts = ["127.0.0.1", "localhost", "::1", "[::1]"]
+    return settings
 
 
 def _access_log_to_stderr(level: str) -> None:

@@ -6,6 +6,7 @@ model/checkpoint.py (the format: plain dicts, written atomically, verified on lo
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -13,6 +14,7 @@ from accelerate.utils import DistributedType, gather_object
 
 from checkbox_dist.core.config import to_dict
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.core.files import atomic_folder
 from checkbox_dist.model import checkpoint
 from checkbox_dist.train.session import Session
 
@@ -56,7 +58,7 @@ def save(s: Session, state: LoopState, name: str, metrics: dict, epoch_sums: lis
     if acc.is_main_process:
         payload = checkpoint.build_payload(
             s.weights_module().state_dict(), s.data.classes, s.cfg.model.name, s.data.spec.to_dict(), to_dict(s.cfg),
-            metrics, epoch=metrics.get("epoch", state.epoch - 1), global_step=state.global_step)
+            metrics, epoch=state.epoch - 1, global_step=state.global_step)  # the epochs its weights completed
         train_state = None
         if with_state:
             train_state = checkpoint.build_train_state(
@@ -85,6 +87,7 @@ def resume(s: Session) -> tuple[LoopState, list[float] | None]:
                         f"of {per_step}); resume on {got.world_size} processes, or with a data.batch_size that "
                         f"divides it")
     state.micro_step = state.epoch_samples // per_step
+    carry_best(s, state)
     if s.trace:
         s.trace.resumed(s.resume_from, state.epoch, state.global_step)
     if got.world_size != s.plan.world:
@@ -93,6 +96,31 @@ def resume(s: Session) -> tuple[LoopState, list[float] | None]:
                 f"{s.plan.micro_per_epoch} (image {state.epoch_samples} of the epoch), optimizer step "
                 f"{state.global_step}")
     return state, got.epoch_sums
+
+
+def carry_best(s: Session, state: LoopState) -> None:
+    """train.resume=PATH from another run's folder: this run has no `best` yet, though the restored state names a
+    best epoch. The source's `best` comes along when it holds that epoch; otherwise (a later best overwrote it,
+    or the checkpoint was copied alone) the best is chosen again from this run's evaluations."""
+    source = s.resume_from.parent / "best"
+    if state.best is None or s.resume_from.parent == s.ckpt_dir or (s.ckpt_dir / "best").is_dir():
+        return
+    try:
+        found = checkpoint.load(source)[0].get("epoch") if source.is_dir() else None
+    except UserError:  # damaged or unreadable: as if absent
+        found = None
+    if found == state.best["epoch"]:
+        if s.accelerator.is_main_process:
+            with atomic_folder(s.ckpt_dir / "best") as tmp:
+                for file in source.iterdir():
+                    if file.is_file():
+                        shutil.copy2(file, tmp / file.name)
+        s.out.print(f"resume: copied {source} (epoch {found}, the best so far) to {s.ckpt_dir / 'best'}")
+    else:
+        s.out.print(f"note: the best so far (epoch {state.best['epoch']}) is not in {source}: the best checkpoint "
+                    f"is chosen again from this run's evaluations")
+        state.best, state.bad_epochs = None, 0
+    s.accelerator.wait_for_everyone()
 
 
 def elastic_notes(s: Session, got) -> list[str]:

@@ -73,7 +73,11 @@ class Outcome:
 
 def fit(s: Session) -> Outcome:
     """Train until the last epoch, max_steps or early stopping; raises Preempted on a stop request."""
-    state, resumed_sums = resume(s)
+    try:
+        state, resumed_sums = resume(s)
+    except BaseException as err:
+        s.abandon(err)
+        raise
     if s.trace:
         s.trace.count_steps(s.optimizer)
     s.out.start_trackers()

@@ -81,6 +81,11 @@ class Session:
     running_stats: list[torch.Tensor] = field(default_factory=list)  # BatchNorm buffers averaged after each step
     exact_sum: ExactGradientSum | None = None  # train.exact_gradient_sum: the loop hands it every micro-batch
     probe_loader: object = None  # the split file's probe part, prepared like val_loader (None: none listed)
+    fresh: bool = False  # setup created run_dir: a run that fails before its first step removes it
+
+    def abandon(self, err: BaseException) -> None:
+        """The run failed before its first step (e.g. the checkpoint to resume does not fit): as a failed setup."""
+        _discard(self.out, self.run_dir, self.fresh, err)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -179,8 +184,9 @@ def _choose_resume(cfg: Config, run_dir: Path, say) -> str | None:
     return None
 
 
-def configure_backends(accelerator: Accelerator) -> None:
-    if accelerator.device.type == "cuda":
+def configure_backends(device_type: str) -> None:
+    """On CUDA: cuDNN's autotuner and TF32 matmuls/convolutions on; other devices are left as they are."""
+    if device_type == "cuda":
         # Shapes are static (drop_last), so cuDNN's autotuner pays off after the first step; TF32 matmuls
         # speed up fp32 runs on Ampere and later (bf16 runs are unaffected).
         torch.backends.cudnn.benchmark = True
@@ -274,7 +280,9 @@ def setup(cfg: Config, config_path: str | None) -> Session:
     if precision_note:
         out.print(precision_note)
     try:
-        return _build(cfg, accelerator, shape, run_dir, out, trace, resume_from)
+        session = _build(cfg, accelerator, shape, run_dir, out, trace, resume_from)
+        session.fresh = fresh
+        return session
     except BaseException as err:
         _discard(out, run_dir, fresh, err)
         raise
@@ -283,7 +291,7 @@ def setup(cfg: Config, config_path: str | None) -> Session:
 def _build(cfg: Config, accelerator: Accelerator, shape: BatchShape, run_dir: Path, out: RunOutput,
            trace: RankTrace | None, resume_from: Path | None) -> Session:
     set_seed(cfg.train.seed)  # same seed on every process: identical initial weights
-    configure_backends(accelerator)
+    configure_backends(accelerator.device.type)
     if shape.note:
         out.print(shape.note)
     data = build_data(cfg, accelerator, say=out.print, micro_batch=shape.micro,
