@@ -48,7 +48,7 @@ class Data:
         n = len(self.classes)
         counts = lambda s: "/".join(str(c) for c in torch.bincount(s.labels, minlength=n).tolist())  # noqa: E731
         where = "decoded once, held on the device" if self.on_device else "decoded per step by DataLoader workers"
-        where += f" ({self.why}) | ready in {self.seconds:.1f} s" if self.why else f" | ready in {self.seconds:.1f} s"
+        where += f" ({self.why}) | ready in {self.seconds:.2f} s" if self.why else f" | ready in {self.seconds:.2f} s"
         return (f"data: {self.split.root} | classes {', '.join(self.classes)} | train {len(self.train_set)} "
                 f"({counts(self.train_set)}) | "
                 + (f"val {len(self.val_set)} ({counts(self.val_set)})" if self.val_set is not None else
