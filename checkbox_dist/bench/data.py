@@ -188,8 +188,8 @@ def measure_root(args, root: Path, label: str) -> dict:
 def table(rows: list[dict]) -> str:
     """The markdown table of bench_data.json's rows."""
     names = [f"{m}/{t}/{p}p" for m, t, p in RUNS if any(f"{m}/{t}/{p}p" in r["runs"] for r in rows)]
-    lines = ["| data | images | run | start-up s | peak RSS MB | ours img/s | plain img/s | ours / plain |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| data | images | run | start-up s | command s | peak RSS MB | ours img/s | plain img/s | ours / plain |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         for name in names:
             if name not in r["runs"]:
@@ -197,7 +197,8 @@ def table(rows: list[dict]) -> str:
             run = r["runs"][name]
             plain = r["plain_on_img_s"] if name.startswith("on") else r["plain_off_img_s"]
             plain_text, ratio = (f"{plain:.1f}", f"{run['img_s'] / plain:.2f}") if name.endswith("/1p") else ("", "")
-            lines.append(f"| {r['label']} | {r['images']:,} | {name} | {run['startup_s']:.2f} | {run['peak_rss_mb']:.0f} "
+            lines.append(f"| {r['label']} | {r['images']:,} | {name} | {run['startup_s']:.2f} | {run['wall_s']:.1f} "
+                         f"| {run['peak_rss_mb']:.0f} "
                          f"| {run['img_s']:.1f} | {plain_text} | {ratio} |")
     return "\n".join(lines) + "\n"
 
