@@ -15,7 +15,7 @@ import textwrap
 
 # Command modules (checkbox_dist.commands.<name>), in `checkbox-dist --help` order.
 MODULES = ["quickstart", "train", "evaluate", "predict", "export", "serve", "cv", "sweep", "audit", "split",
-           "stats", "synth", "configs", "config", "bench_train", "bench_infer", "bench_serve"]
+           "stats", "synth", "configs", "config", "bench_train", "bench_data", "bench_infer", "bench_serve"]
 
 OVERRIDES_METAVAR = "section.key=value"
 CONFIG_HELP = "a packaged config name (`checkbox-dist configs` lists them) or a YAML file"

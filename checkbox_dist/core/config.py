@@ -100,7 +100,10 @@ class DataConfig:
     on_bad_image: str = setting("error", "error | skip (skipped files and bad manifest rows are listed once)")
     balanced_sampling: bool = setting(False, "sample classes equally (177/124/110 in the real data)")
     device_cache: str = setting("auto", "auto | on | off: keep decoded uint8 images on the accelerator")
-    device_cache_max_gb: float = setting(4.0, "largest image set device_cache=auto keeps on the accelerator (GB)")
+    device_cache_free_fraction: float = setting(0.5, "device_cache=auto holds the decoded set on the device when it "
+                                                     "takes at most this share of the device's free memory (CPU: "
+                                                     "the host's available memory)")
+    device_cache_max_gb: float = setting(0.0, "device_cache=auto: also never more than this (GB); 0 = no cap")
     augment: AugmentConfig = section(AugmentConfig)
 
 

@@ -66,6 +66,8 @@ def check_values(cfg: Any, flat: dict[str, Any]) -> None:
             raise ConfigError(f"{key}: must be >= 0, got {flat[key]!r}")
     if not 0.0 < cfg.pretrain.val_fraction < 1.0:
         raise ConfigError(f"pretrain.val_fraction: must be between 0 and 1, got {cfg.pretrain.val_fraction}")
+    if not 0.0 < cfg.data.device_cache_free_fraction <= 1.0:
+        raise ConfigError(f"data.device_cache_free_fraction: must be in (0, 1], got {cfg.data.device_cache_free_fraction}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: must be in [0, 1) (0 = refit on every image), "
                           f"got {cfg.data.val_fraction}")

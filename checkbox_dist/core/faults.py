@@ -6,7 +6,7 @@
     CHECKBOX_DIST_FAULT=eval:1:kill,step:2:slow ...               # several faults, comma-separated
 
 Each fault is SITE:COUNT[:ACTION][@RANK]. Sites (where `point(site)` is called):
-    decode      every image decoded into the in-memory dataset (checkbox_dist/data/cache.py: decode_all)
+    decode      every image decoded into the decoded-image cache or memory (checkbox_dist/data/cache.py: _decoded)
     scan        every scan of a data root, the index not used (checkbox_dist/data/sources.py: scan)
     step        every training micro-batch, after the forward pass, before backward (checkbox_dist/train/loop.py: train_step)
     eval        every evaluation batch (checkbox_dist/model/logits.py: collect_logits)

@@ -9,6 +9,8 @@ processes hold identical data. Nothing here writes into the run folder.
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from checkbox_dist import synth
+from checkbox_dist.core.memory import free_bytes
 from checkbox_dist.data.cache import load_decoded
 from checkbox_dist.data.datasets import FileImages, TensorImages, make_loader
 from checkbox_dist.data.sources import Catalog, file_ref, indexed_catalog, resolve_root
@@ -37,6 +40,8 @@ class Data:
     on_device: bool
     probe_set: TensorImages | FileImages | None = None  # the split file's probe part (Split.probe), when listed
     probe_loader: DataLoader | None = None
+    why: str = ""  # why the split is (or is not) held on the device: device_cache_choice's reason
+    seconds: float = 0.0  # wall time of build_data: scan, split, decode or map
 
     @property
     def refit(self) -> bool:
@@ -46,6 +51,7 @@ class Data:
         n = len(self.classes)
         counts = lambda s: "/".join(str(c) for c in torch.bincount(s.labels, minlength=n).tolist())  # noqa: E731
         where = "decoded once, held on the device" if self.on_device else "decoded per step by DataLoader workers"
+        where += f" ({self.why}) | ready in {self.seconds:.2f} s" if self.why else f" | ready in {self.seconds:.2f} s"
         return (f"data: {self.split.root} | classes {', '.join(self.classes)} | train {len(self.train_set)} "
                 f"({counts(self.train_set)}) | "
                 + (f"val {len(self.val_set)} ({counts(self.val_set)})" if self.val_set is not None else
@@ -100,16 +106,58 @@ def synthetic_mix(cfg, classes: list[str], accelerator) -> list[Item]:
             for path in sorted((root / c).glob(f"{c}_*.png"))]
 
 
-def fits_on_device(n_images: int, spec: PreprocessSpec, cfg_data) -> bool:
+def device_cache_choice(n_bytes: int, free: int | None, where: str, cfg_data) -> tuple[bool, str]:
+    """Hold the decoded split (`n_bytes` of uint8) on the device? With data.device_cache=auto: yes when it takes at
+    most data.device_cache_free_fraction of the `free` bytes the device has (and at most data.device_cache_max_gb
+    when that is set); on/off decide alone. Returns (decision, the reason the run's data line prints)."""
     if cfg_data.device_cache != "auto":
-        return cfg_data.device_cache == "on"
-    size_gb = n_images * spec.channels * math.prod(spec.height_width) / 1e9  # uint8: one byte per value
-    return size_gb <= cfg_data.device_cache_max_gb
+        return cfg_data.device_cache == "on", f"data.device_cache={cfg_data.device_cache}"
+    if free is None:
+        return False, f"data.device_cache=auto: {where} unknown, streaming"
+    fraction = cfg_data.device_cache_free_fraction
+    budget, cap = fraction * free, ""
+    if cfg_data.device_cache_max_gb and cfg_data.device_cache_max_gb * 1e9 < budget:
+        budget, cap = cfg_data.device_cache_max_gb * 1e9, ", capped at data.device_cache_max_gb"
+    fits = n_bytes <= budget
+    return fits, (f"data.device_cache=auto: {n_bytes / 1e9:.2f} GB {'<=' if fits else '>'} {budget / 1e9:.2f} GB = "
+                  f"{fraction:.0%} of {free / 1e9:.1f} GB {where}{cap}")
+
+
+def device_free_bytes(accelerator) -> tuple[int | None, str]:
+    """Free bytes for the decoded split on this process's device, the smallest over all processes (every process
+    must take the same decision: build_data's collectives differ between the two paths).
+
+    CUDA: the device's free memory, shared by the processes on that device. CPU: the host's available memory
+    (MemAvailable), not divided by the local processes: they map ONE copy of the cache file (data/cache.py).
+    XLA: torch_xla's figure, or a conservative assumed one (core/memory.py)."""
+    free, where = free_bytes(accelerator.device)
+    if free is not None and accelerator.device.type == "cuda":  # more local processes than GPUs share them
+        free //= math.ceil(int(os.environ.get("LOCAL_WORLD_SIZE") or 1) / max(1, torch.cuda.device_count()))
+    if accelerator.num_processes > 1:
+        mib = torch.tensor([-1.0 if free is None else free / 2**20], device=accelerator.device)
+        smallest = accelerator.gather(mib).min().item()
+        free = None if smallest < 0 else int(smallest * 2**20)
+    return free, where
+
+
+def fits_on_device(n_images: int, spec: PreprocessSpec, cfg_data, accelerator) -> tuple[bool, str]:
+    """device_cache_choice for `n_images` of `spec` (uint8: one byte per value) on the accelerator's device."""
+    n_bytes = n_images * spec.channels * math.prod(spec.height_width)
+    if cfg_data.device_cache != "auto":
+        return device_cache_choice(n_bytes, None, "", cfg_data)
+    return device_cache_choice(n_bytes, *device_free_bytes(accelerator), cfg_data)
+
+
+def on_device_of(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device`; on a CPU run the tensor itself (the host's one mapped copy of the cache): Accelerate's
+    MULTI_CPU device is `cpu:0`, and `.to("cpu:0")` copies a tensor, a private copy in every process."""
+    return tensor if device.type == "cpu" else tensor.to(device)
 
 
 def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple: int = 0) -> Data:
     """`micro_batch`: the train loader's batch (0 = data.batch_size); `epoch_multiple`: each epoch takes the
     largest multiple of it from the shuffled order (the global batch; 0 = every image)."""
+    started = time.perf_counter()
     data_cfg = cfg.data
     micro_batch = micro_batch or data_cfg.batch_size
     catalog = data_catalog(data_cfg, accelerator, say)
@@ -127,7 +175,7 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
         split.train = split.train + mixed
         say(f"pretrain.mix_n: + {len(mixed)} synthetic images (seed {cfg.pretrain.mix_seed}) in the training split")
     spec = PreprocessSpec.from_data_config(data_cfg)
-    on_device = fits_on_device(len(split.train) + len(split.val) + len(split.probe), spec, data_cfg)
+    on_device, why = fits_on_device(len(split.train) + len(split.val) + len(split.probe), spec, data_cfg, accelerator)
     sets = []
     for items in [split.train] + ([split.val] if not refit else []) + ([split.probe] if split.probe else []):
         if on_device:
@@ -139,8 +187,8 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
             if accelerator.is_local_main_process:
                 accelerator.wait_for_everyone()
             names = [str(items[i][0]) for i in decoded["kept"]]
-            sets.append(TensorImages(decoded["images"].to(accelerator.device), decoded["labels"].to(accelerator.device),
-                                     names))
+            sets.append(TensorImages(on_device_of(decoded["images"], accelerator.device),
+                                     on_device_of(decoded["labels"], accelerator.device), names))
         else:
             sets.append(FileImages(items, spec))
     if split.skipped:
@@ -152,13 +200,15 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
     if len(train_set) < micro_batch:
         say(f"note: train split ({len(train_set)}) is smaller than the micro-batch ({micro_batch})")
     train_labels = train_set.labels.cpu()
+    pin = accelerator.device.type == "cuda"
     train_loader = make_loader(train_set, train_labels, micro_batch, train=True, seed=cfg.train.seed,
                                balanced=data_cfg.balanced_sampling, num_workers=data_cfg.num_workers,
-                               epoch_multiple=epoch_multiple)
+                               epoch_multiple=epoch_multiple, pin_memory=pin)
     val_loader = None if refit else make_loader(val_set, val_set.labels.cpu(), data_cfg.eval_batch_size, train=False,
-                                                seed=cfg.train.seed, balanced=False, num_workers=data_cfg.num_workers)
+                                               seed=cfg.train.seed, balanced=False, num_workers=data_cfg.num_workers,
+                                               pin_memory=pin)
     probe_loader = None if probe_set is None else make_loader(
         probe_set, probe_set.labels.cpu(), data_cfg.eval_batch_size, train=False, seed=cfg.train.seed, balanced=False,
-        num_workers=data_cfg.num_workers)
+        num_workers=data_cfg.num_workers, pin_memory=pin)
     return Data(split.classes, spec, split, train_set, val_set, train_loader, val_loader, on_device, probe_set,
-                probe_loader)
+                probe_loader, why, time.perf_counter() - started)
