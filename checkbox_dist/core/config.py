@@ -108,7 +108,8 @@ class ModelConfig:
     """The network: any timm model, built with the data's number of classes."""
 
     name: str = setting("resnet50", "any timm model name")
-    pretrained: Union[bool, str] = setting(False, "false | true (hub) | path to a state_dict/.safetensors")
+    pretrained: Union[bool, str] = setting(False, "false | true (timm's default weights, from the hub) | hf-hub:ORG/NAME "
+                                                   "| local-dir:PATH (a timm folder) | a state_dict/.safetensors file")
     drop_rate: float = setting(0.0, "dropout before the classifier")
     drop_path_rate: float = setting(0.0, "stochastic depth (models that support it)")
     # The class is decided by a control that fills a small part of a wide crop; averaging dilutes it over the map.
