@@ -206,10 +206,13 @@ class TrackingConfig:
     backends: list[str] = setting([], "trackers to log to, any of Accelerate's: wandb, tensorboard (pip install "
                                       "'checkbox_dist[tensorboard]'), mlflow, comet_ml, aim, clearml, dvclive, "
                                       "swanlab, trackio ([] = none)")
-    project: str = setting("checkbox_dist", "W&B project")
+    project: str = setting("checkbox_dist", "W&B project, TensorBoard folder, MLflow experiment")
     entity: str = setting("", 'W&B entity (team or user); "" = your default')
     run_name: str = setting("", 'tracker run name; "" = the run folder\'s name')
     wandb_mode: str = setting("auto", "auto (online if possible, else offline) | online | offline | disabled")
+    mlflow_uri: str = setting("", 'MLflow tracking URI (sqlite:///PATH, file:PATH, http://server); "" = '
+                                  "MLFLOW_TRACKING_URI, else a SQLite store in RUN/tracking/mlflow.db (never a server "
+                                  "unless one is named)")
 
 
 @dataclass
