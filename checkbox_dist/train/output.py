@@ -84,7 +84,9 @@ def wandb_mode(requested: str) -> tuple[str, str]:
 def mlflow_store(configured: str, run_dir: Path) -> tuple[str, str | None]:
     """(tracking URI, artifact location for a new experiment): tracking.mlflow_uri, else MLFLOW_TRACKING_URI (the
     store's own artifact location), else a SQLite store with its artifacts in RUN/tracking/: MLflow never reaches a
-    server that the config or the environment does not name."""
+    server that the config or the environment does not name. Its usage telemetry (a request to
+    mlflow-telemetry.io) is off unless MLFLOW_DISABLE_TELEMETRY says otherwise."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri:
         return uri, None

@@ -12,6 +12,7 @@ the best model's confusion matrix.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -205,11 +206,17 @@ def test_mlflow_store_is_the_config_or_the_environment_else_the_run_folder(tmp_p
     from checkbox_dist.train.output import mlflow_store
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "")  # recorded, so the test leaves the environment as it found it
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY")
     assert mlflow_store("", tmp_path) == (f"sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}",
                                           (tmp_path / "tracking" / "mlflow-artifacts").as_uri())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert mlflow_store("", tmp_path) == ("http://mlflow.example:5000", None)  # the server's artifact store
     assert mlflow_store("file:///x/mlruns", tmp_path) == ("file:///x/mlruns", None)
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"  # no request to MLflow's telemetry server either
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")  # unless the user asks for it
+    mlflow_store("", tmp_path)
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
 
 
 def test_a_missing_mlflow_names_the_extra(monkeypatch):
