@@ -14,7 +14,8 @@ before and after the checkpoint's temperature, and writes a confusion-matrix PNG
 def add_parser(subparsers) -> None:
     p = add_command(subparsers, "eval", "evaluate checkpoint(s) on a labelled folder", EXAMPLES, DETAILS)
     p.add_argument("--checkpoint", action="append", required=True,
-                   help="checkpoint folder, run folder or exported timm folder (repeat for an ensemble)")
+                   help="checkpoint folder, run folder, exported timm folder or Hub id hf-hub:ORG/NAME "
+                        "(repeat for an ensemble)")
     p.add_argument("--data", required=True,
                    help="folder ROOT/<class>/*.png (or ROOT/val/<class>), or any other data.root format (a manifest, "
                         "a saved HF dataset, tar shards: its val part when it has one)")

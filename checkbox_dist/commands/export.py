@@ -23,7 +23,8 @@ it is kept; files are written to a temporary name and renamed. ONNX needs `pip i
 def add_parser(subparsers) -> None:
     p = add_command(subparsers, "export", "a checkpoint as ONNX (+ int8), TorchScript or safetensors",
                     EXAMPLES, DETAILS)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder (-> checkpoints/best)")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint folder, run folder (-> checkpoints/best), timm folder or Hub id hf-hub:ORG/NAME")
     p.add_argument("--format", choices=FORMATS, default="onnx")
     p.add_argument("--out", "--output", dest="out", default="",
                    help="output file, or folder for timm (default: next to model.pt in the checkpoint folder; "

@@ -28,7 +28,8 @@ def add_parser(subparsers) -> None:
     p = add_command(subparsers, "predict", "classify image files, folders, globs or URLs", EXAMPLES, DETAILS)
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="file, folder (recursive), glob or http(s) URL")
     p.add_argument("--checkpoint", action="append", required=True,
-                   help="checkpoint or run folder, an exported .onnx file or timm folder (repeat for an ensemble)")
+                   help="checkpoint or run folder, an exported .onnx file or timm folder, or a Hub id "
+                        "hf-hub:ORG/NAME (repeat for an ensemble)")
     p.add_argument("--image_url", "--image-url", action="append", default=[], dest="image_url",
                    help="an image URL (same as giving it as INPUT; repeatable)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table for people, the others for programs")

@@ -37,7 +37,8 @@ def add_parser(subparsers) -> None:
     p = add_command(subparsers, "serve", "HTTP API: POST /predict, /predict/batch, GET /health, /model, /metrics",
                     EXAMPLES, DETAILS)
     p.add_argument("--checkpoint", action="append", required=True,
-                   help="checkpoint or run folder, an exported .onnx file or timm folder (repeat for an ensemble)")
+                   help="checkpoint or run folder, an exported .onnx file or timm folder, or a Hub id "
+                        "hf-hub:ORG/NAME (repeat for an ensemble)")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (in a container)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",

@@ -112,7 +112,8 @@ class ModelConfig:
     """The network: any timm model, built with the data's number of classes."""
 
     name: str = setting("resnet50", "any timm model name")
-    pretrained: Union[bool, str] = setting(False, "false | true (hub) | path to a state_dict/.safetensors")
+    pretrained: Union[bool, str] = setting(False, "false | true (timm's default weights, from the hub) | hf-hub:ORG/NAME "
+                                                   "| local-dir:PATH (a timm folder) | a state_dict/.safetensors file")
     drop_rate: float = setting(0.0, "dropout before the classifier")
     drop_path_rate: float = setting(0.0, "stochastic depth (models that support it)")
     # The class is decided by a control that fills a small part of a wide crop; averaging dilutes it over the map.
@@ -213,10 +214,13 @@ class TrackingConfig:
     backends: list[str] = setting([], "trackers to log to, any of Accelerate's: wandb, tensorboard (pip install "
                                       "'checkbox_dist[tensorboard]'), mlflow, comet_ml, aim, clearml, dvclive, "
                                       "swanlab, trackio ([] = none)")
-    project: str = setting("checkbox_dist", "W&B project")
+    project: str = setting("checkbox_dist", "W&B project, TensorBoard folder, MLflow experiment")
     entity: str = setting("", 'W&B entity (team or user); "" = your default')
     run_name: str = setting("", 'tracker run name; "" = the run folder\'s name')
     wandb_mode: str = setting("auto", "auto (online if possible, else offline) | online | offline | disabled")
+    mlflow_uri: str = setting("", 'MLflow tracking URI (sqlite:///PATH, file:PATH, http://server); "" = '
+                                  "MLFLOW_TRACKING_URI, else a SQLite store in RUN/tracking/mlflow.db (never a server "
+                                  "unless one is named)")
 
 
 @dataclass

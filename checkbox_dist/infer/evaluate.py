@@ -23,13 +23,17 @@ from checkbox_dist.data.datasets import FileImages
 from checkbox_dist.data.sources import resolve_root, scan
 from checkbox_dist.data.split import apply_bad_rows
 from checkbox_dist.data.images import PreprocessSpec
-from checkbox_dist.model import checkpoint, ensemble
+from checkbox_dist.model import checkpoint, ensemble, hub
 from checkbox_dist.model.logits import collect_logits
 from checkbox_dist.infer.predictor import inference_device
 
 
-def default_out(folder: Path) -> Path:
-    """RUN/eval for RUN/checkpoints/<name>; ENSEMBLE/eval for an ensemble; beside an exported timm folder."""
+def default_out(source: str) -> Path:
+    """RUN/eval for RUN/checkpoints/<name>; ENSEMBLE/eval for an ensemble; beside an exported timm folder;
+    ./NAME-eval for a Hub model (hf-hub:ORG/NAME)."""
+    if hub.hub_id(source) is not None:
+        return Path(hub.local_name(source) + "-eval")
+    folder = checkpoint.resolve(source)
     if ensemble.is_ensemble(folder):
         return folder / "eval"
     if checkpoint.is_timm_folder(folder) and not (folder / checkpoint.MODEL_FILE).is_file():
@@ -79,7 +83,7 @@ def run(args) -> int:
     print(classification_report(metrics, classes))
     if len(loaded) == 1:
         print(f"ECE: {ece_raw[0]:.4f} uncalibrated -> {metrics['ece']:.4f} with temperature {temps[0]:.3f}")
-    out_dir = Path(args.out) if args.out else default_out(checkpoint.resolve(args.checkpoint[0]))
+    out_dir = Path(args.out) if args.out else default_out(args.checkpoint[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     png = plots.confusion_matrix_png(metrics["confusion"], classes, out_dir / "confusion_matrix.png",
                                      f"{root.name}: top-1 {100 * metrics['top1']:.1f}% (n={metrics['n']})")

@@ -40,7 +40,7 @@ from checkbox_dist.core.files import atomic_path
 from checkbox_dist.data.images import PreprocessSpec
 from checkbox_dist.infer import quantize, timm_export
 from checkbox_dist.infer.onnx_meta import ONNX_FILE, ONNX_META_KEY, quiet, set_metadata
-from checkbox_dist.model import checkpoint, ensemble
+from checkbox_dist.model import checkpoint, ensemble, hub
 
 FORMATS = ("onnx", "torchscript", "safetensors", "timm")
 DEFAULT_NAMES = {"onnx": ONNX_FILE, "torchscript": "model.torchscript.pt", "safetensors": "model.safetensors",
@@ -207,7 +207,8 @@ def run(args) -> int:
     if "ensemble" in payload and (args.format in ("safetensors", "timm") or args.int8):
         raise UserError(f"{folder} is an ensemble: it exports as one graph, --format onnx (without --int8) or "
                         f"torchscript; export a member (e.g. {folder}/member_0) for {args.format}")
-    out = Path(args.out).expanduser() if args.out else folder / DEFAULT_NAMES[args.format]
+    beside = Path(hub.local_name(args.checkpoint)) if hub.hub_id(args.checkpoint) is not None else folder
+    out = Path(args.out).expanduser() if args.out else beside / DEFAULT_NAMES[args.format]
     meta = describe(folder, payload, args.format)
     if args.format == "onnx":
         check = export_onnx(graph, meta, out, args.onnx_exporter)

@@ -42,7 +42,7 @@ def snippet(spec: PreprocessSpec) -> str:
     lines = ["import json, numpy as np, timm, torch",
              "from PIL import Image",
              "",
-             "folder = \".\"  # this folder: a local copy, or `huggingface-cli download REPO --local-dir DIR`",
+             "folder = \".\"  # this folder: a local copy, or `hf download REPO --local-dir DIR`",
              "cfg = json.load(open(f\"{folder}/config.json\"))",
              "model = timm.create_model(f\"local-dir:{folder}\", pretrained=True).eval()",
              "_, H, W = cfg[\"pretrained_cfg\"][\"input_size\"]",

@@ -6,6 +6,7 @@
     Predictor(["RUN/checkpoints/best/model.onnx"])            # ONNX Runtime (`export` wrote it)
     Predictor(["RUN"], backend="onnx")                        # the same, found in the folder
     Predictor(["RUN/checkpoints/best/timm"])                  # an `export --format timm` folder
+    Predictor(["hf-hub:ORG/NAME"])                            # such a folder on the Hugging Face Hub
     Predictor(["RUN/ensemble"])                               # an ensemble folder (model/ensemble.py): N members
     Predictor(["RUN/ensemble"], backend="onnx")               # its model.onnx: one graph averaging them
 
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec, decode, normalize
 from checkbox_dist.infer.onnx_meta import ONNX_FILE, ONNX_META_KEY
-from checkbox_dist.model import checkpoint, ensemble
+from checkbox_dist.model import checkpoint, ensemble, hub
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -40,8 +41,9 @@ class TorchMember:
     backend = "torch"
 
     def __init__(self, path: str | Path, device: torch.device, loaded: tuple | None = None):
-        self.source = str(checkpoint.resolve(path))
-        self.model, self.payload = loaded or checkpoint.load_model(path, device)
+        folder = checkpoint.resolve(path)
+        self.source = str(path) if hub.hub_id(path) is not None else str(folder)
+        self.model, self.payload = loaded or checkpoint.load_model(folder, device)
         self.device = device
         self.classes: list[str] = self.payload["classes"]
         self.spec = PreprocessSpec.from_dict(self.payload["preprocess"])

@@ -2,7 +2,8 @@
 
     checkbox-dist export --checkpoint runs/quickstart --format timm [--out DIR] [--cv-summary CV/cv_summary.json]
     timm.create_model("local-dir:DIR", pretrained=True)          # anywhere, without checkbox-dist
-    huggingface-cli upload ORG/NAME DIR                          # or timm.models.push_to_hub; nothing uploads here
+    hf upload ORG/NAME DIR .                                     # or timm.models.push_to_hub; nothing uploads here
+    checkbox-dist predict --checkpoint hf-hub:ORG/NAME crop.png  # any command, from the Hub (model/hub.py)
 
 DIR/
     config.json            timm's (architecture, num_classes, label_names in our class order, model_args,

@@ -1,24 +1,28 @@
 """build_model: a timm classifier by name, from scratch, from the hub, or from a local weights file.
 
-    model.pretrained: false          random init (the default here: no machine reaches a model hub)
-    model.pretrained: true           timm downloads the ImageNet weights from the Hugging Face hub
-    model.pretrained: /path/w.pth    a local state_dict (.pth/.pt/.bin) or .safetensors file
+    model.pretrained: false                random init (the default here: no machine reaches a model hub)
+    model.pretrained: true                 timm downloads model.name's default pretrained weights (ImageNet)
+    model.pretrained: hf-hub:ORG/NAME      a timm model on the Hugging Face Hub (model/hub.py: the cache, or
+                                           offline with HF_HUB_OFFLINE=1), e.g. an `export --format timm` folder
+    model.pretrained: local-dir:PATH       a timm model folder (config.json + model.safetensors); PATH alone too
+    model.pretrained: /path/w.pth          a local state_dict (.pth/.pt/.bin) or .safetensors file
 
-With weights, timm's own loader adapts the stem to `in_chans` and drops the 1000-class head when the
-class count differs; every other tensor must match (strict), so a wrong file fails loudly.
+With weights, timm's own loader adapts the stem to `in_chans` and drops the head when the class count
+differs from the source's; every other tensor must match (strict), so a wrong file fails loudly. A timm
+folder or Hub model must be of model.name's architecture (its config.json `architecture`).
 """
 
 from __future__ import annotations
 
+import json
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 import timm
 import torch
 
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.model import hub
 
 
 def _create(name: str, **kwargs) -> torch.nn.Module:
@@ -34,16 +38,23 @@ def _create(name: str, **kwargs) -> torch.nn.Module:
         raise UserError(f"model.global_pool: {kwargs['global_pool']!r} does not work with {name} ({err})") from None
 
 
-def _hub_unreachable(timeout_s: float = 5.0) -> str:
-    """'' when huggingface.co (or HF_ENDPOINT) accepts a TCP connection, else the reason."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-        return "HF_HUB_OFFLINE is set"
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+def _from_timm_folder(cfg, source: str, **kwargs) -> torch.nn.Module:
+    """model.pretrained = hf-hub:ORG/NAME, local-dir:PATH or a timm folder: timm's `local-dir:` loader."""
+    folder = hub.timm_folder(source)
     try:
-        with socket.create_connection((host.hostname, host.port or 443), timeout=timeout_s):
-            return ""
-    except OSError as err:
-        return f"{host.hostname}: {err.strerror or err}"
+        architecture = json.loads((folder / hub.TIMM_CONFIG).read_text()).get("architecture", "")
+    except (OSError, ValueError, AttributeError) as err:
+        raise UserError(f"model.pretrained: {source}: unreadable {hub.TIMM_CONFIG} ({err})") from None
+    if architecture.split(".")[0] != cfg.name.split(".")[0]:
+        raise UserError(f"model.pretrained: {source} is a {architecture or '(no architecture)'}, model.name is "
+                        f"{cfg.name}: set model.name={architecture}")
+    try:
+        return _create(f"local-dir:{folder}", pretrained=True, **kwargs)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - shape/key mismatch or an unreadable file
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise UserError(f"model.pretrained: {source} does not load into {cfg.name} ({reason})") from None
 
 
 def build_model(cfg, num_classes: int, in_chans: int = 3) -> torch.nn.Module:
@@ -58,10 +69,10 @@ def build_model(cfg, num_classes: int, in_chans: int = 3) -> torch.nn.Module:
         return _create(cfg.name, pretrained=False, **kwargs)
     if pretrained is True or pretrained in ("true", "True"):
         # Without a route to the hub, huggingface_hub retries for ~45 s per file; probe once instead.
-        reason = _hub_unreachable()
+        reason = hub.hub_unreachable()
         if reason:
             raise UserError(f"model.pretrained=true: the Hugging Face hub is unreachable ({reason}); "
-                            f"set model.pretrained to a local weights file")
+                            f"set model.pretrained to a local weights file or timm folder")
         try:
             return _create(cfg.name, pretrained=True, **kwargs)
         except UserError:
@@ -69,8 +80,10 @@ def build_model(cfg, num_classes: int, in_chans: int = 3) -> torch.nn.Module:
         except Exception as err:  # noqa: BLE001 - any hub/network failure becomes one line
             reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
             raise UserError(f"model.pretrained=true: could not fetch {cfg.name} weights from the hub "
-                            f"({reason}); set model.pretrained to a local weights file") from None
+                            f"({reason}); set model.pretrained to a local weights file or timm folder") from None
     path = Path(os.path.expanduser(str(pretrained)))
+    if str(pretrained).startswith((hub.HUB, hub.LOCAL)) or path.is_dir():
+        return _from_timm_folder(cfg, str(pretrained), **kwargs)
     if not path.is_file():
         raise UserError(f"model.pretrained: weights file not found: {path}")
     try:

@@ -16,7 +16,9 @@ match is rejected, and resume falls back to the previous good one.
 
 `export --format timm` folders load here too (`resolve`, `load`, `load_model`): timm's config.json +
 model.safetensors, with a `checkbox_dist` block in config.json (classes, preprocess, temperature, model
-name, config) from which the same payload is rebuilt, so predict/eval/serve treat both alike.
+name, config) from which the same payload is rebuilt, so predict/eval/serve treat both alike. Such a folder
+published on the Hugging Face Hub is named `hf-hub:ORG/NAME[@REVISION]`: `resolve` fetches it (model/hub.py),
+so every command that takes a checkpoint takes a Hub id.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from checkbox_dist.core.config import ModelConfig
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import atomic_folder, leftovers, original_name
 from checkbox_dist.data.images import PreprocessSpec
+from checkbox_dist.model import hub
 from checkbox_dist.model.build import build_model, load_weights
 
 FORMAT = 1
@@ -195,8 +198,11 @@ def is_timm_folder(path: Path) -> bool:
 
 
 def resolve(path: str | Path) -> Path:
-    """A run folder, a checkpoint folder or its model.pt, or a timm export folder (or its config.json) ->
-    the checkpoint folder (run -> best); an ensemble folder -> itself (model/ensemble.py loads its members)."""
+    """A run folder, a checkpoint folder or its model.pt, a timm export folder (or its config.json), or a Hub id
+    (hf-hub:ORG/NAME: its downloaded folder) -> the checkpoint folder (run -> best); an ensemble folder -> itself
+    (model/ensemble.py loads its members)."""
+    if hub.hub_id(path) is not None:
+        return hub.snapshot(str(path))
     path = Path(path).expanduser()
     if path.is_file() and path.name in (MODEL_FILE, TIMM_CONFIG, TIMM_WEIGHTS):
         path = path.parent

@@ -9,13 +9,20 @@ Run folder (train.output_dir):
     plots/confusion_matrix_epoch_<N>.png
     plots/confusion_matrix_best.png   the best checkpoint on val, at the end of the run
     checkpoints/{last,best,epoch_<N>}/
-    tracking/                W&B (offline) and TensorBoard files
+    tracking/                W&B (offline) and TensorBoard files; MLflow's store by default (mlflow.db and
+                             mlflow-artifacts/: `mlflow_store`)
     tracking/end_of_run.json what the end-of-run review logged, so a re-run with the same id does not repeat it
+    wandb_id.txt, mlflow_run_id.txt   the tracker runs this run logs to, so a resumed run continues them
 
-End of run (`end_of_run`, after the best checkpoint is calibrated), through Accelerate's trackers: every backend
-gets the best model's confusion matrix image and its final val metrics (W&B run summary; TensorBoard hparams
-with those metrics); W&B also gets the best checkpoint as a model Artifact (aliases best, latest; metadata:
-classes, metrics, config hash) and a Table of the val images the best model gets wrong.
+During the run, through Accelerate's trackers: the flattened config (W&B config, TensorBoard/MLflow params), the
+metrics of each log interval and epoch, and each epoch's confusion matrix (an image on W&B and TensorBoard, a PNG
+artifact under plots/ on MLflow).
+
+End of run (`end_of_run`, after the best checkpoint is calibrated), what each backend can take: the best model's
+confusion matrix and its final val metrics (best/...: W&B run summary, TensorBoard hparams, MLflow metrics); the
+best checkpoint as a model (W&B Artifact with aliases best, latest and metadata classes, metrics, config hash;
+MLflow artifacts model/model.pt + model/meta.json, the metadata as tags); the val images the best model gets
+wrong (a W&B Table, MLflow val_errors.json, TensorBoard text).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ FINAL_METRICS = ("val_top1", "val_macro_f1", "val_loss", "val_loss_calibrated", 
                  "temperature", "best_epoch")
 MAX_ERROR_ROWS = 1000  # rows of the W&B table of wrong val predictions
 MARKER = "end_of_run.json"
+MLFLOW_ID = "mlflow_run_id.txt"
 
 
 @dataclass
@@ -71,6 +79,19 @@ def wandb_mode(requested: str) -> tuple[str, str]:
             return "online", ""
     except (OSError, ValueError) as err:  # ValueError: a port that is not a number
         return "offline", f"{host} unreachable ({getattr(err, 'strerror', None) or err})"
+
+
+def mlflow_store(configured: str, run_dir: Path) -> tuple[str, str | None]:
+    """(tracking URI, artifact location for a new experiment): tracking.mlflow_uri, else MLFLOW_TRACKING_URI (the
+    store's own artifact location), else a SQLite store with its artifacts in RUN/tracking/: MLflow never reaches a
+    server that the config or the environment does not name. Its usage telemetry (a request to
+    mlflow-telemetry.io) is off unless MLFLOW_DISABLE_TELEMETRY says otherwise."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri:
+        return uri, None
+    tracking = run_dir.resolve() / "tracking"
+    return f"sqlite:///{tracking / 'mlflow.db'}", (tracking / "mlflow-artifacts").as_uri()
 
 
 class RunOutput:
@@ -129,9 +150,36 @@ class RunOutput:
                                     "entity": self.cfg.tracking.entity or None}
         if self.is_main:
             tracking_dir.mkdir(parents=True, exist_ok=True)
+        if "mlflow" in self.cfg.tracking.backends:
+            init_kwargs["mlflow"] = self._mlflow_start()
         self.accelerator.project_configuration.logging_dir = str(tracking_dir)  # TensorBoard writes here
         flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in to_flat_dict(self.cfg).items()}
-        self.accelerator.init_trackers(self.cfg.tracking.project, config=flat, init_kwargs=init_kwargs)
+        self.accelerator.init_trackers(self.cfg.tracking.project, init_kwargs=init_kwargs)
+        for tracker in self.accelerator.trackers:  # the main process's
+            tracker.store_init_configuration(self._mlflow_params(flat) if tracker.name == "mlflow" else flat)
+        if self.is_main and "mlflow" in self.cfg.tracking.backends and not (self.run_dir / MLFLOW_ID).exists():
+            run = self.accelerator.get_tracker("mlflow", unwrap=True)
+            (self.run_dir / MLFLOW_ID).write_text(run.info.run_id)
+
+    def _mlflow_params(self, flat: dict) -> dict:
+        """MLflow keeps a run's params as first logged (a change is an error): a continued run adds new keys only."""
+        import mlflow
+
+        run = self.accelerator.get_tracker("mlflow", unwrap=True)
+        logged = mlflow.get_run(run.info.run_id).data.params
+        return {k: v for k, v in flat.items() if k not in logged}
+
+    def _mlflow_start(self) -> dict:
+        """The MLflowTracker's arguments: the store (main process), the run to continue when resumed."""
+        uri, artifacts = mlflow_store(self.cfg.tracking.mlflow_uri, self.run_dir)
+        if self.is_main:
+            import mlflow
+
+            mlflow.set_tracking_uri(uri)
+            self.print(f"MLflow: {uri}")
+        id_file = self.run_dir / MLFLOW_ID
+        return {"run_id": id_file.read_text().strip() if id_file.is_file() else None, "logging_dir": artifacts,
+                "run_name": self.cfg.tracking.run_name or self.run_dir.name}
 
     def log(self, values: dict, step: int) -> None:
         if self.cfg.tracking.backends:
@@ -184,7 +232,7 @@ class RunOutput:
         return path
 
     def _log_image(self, key: str, path: Path, step: int | None, wandb_step: int | None = -1) -> None:
-        """A PNG to every tracker through Accelerate's `log_images` (wandb_step -1: the same step as the others)."""
+        """A PNG to every tracker that takes images (wandb_step -1: the same step as the others)."""
         if not self.cfg.tracking.backends:
             return
         import numpy as np
@@ -195,8 +243,11 @@ class RunOutput:
             tracker = self.accelerator.get_tracker(name)
             if name == "wandb":
                 tracker.log_images({key: [image]}, step=step if wandb_step == -1 else wandb_step)
-            else:
+            elif name == "tensorboard":
                 tracker.log_images({key: image[None]}, step=step, dataformats="NHWC")
+            elif name == "mlflow":  # Accelerate's MLflowTracker takes no images: the PNG file as an artifact
+                tracker.log_artifact(str(path), artifact_path="plots")
+            # the other trackers: the PNG stays in RUN/plots/ (their image calls differ and are untested here)
 
     # -- end of run ------------------------------------------------------------------------------------
     def end_of_run(self, summary: dict, best_dir: Path, classes: list[str], val: ValPredictions,
@@ -215,7 +266,8 @@ class RunOutput:
         # best/val_top1, ..., best/temperature, best/epoch
         finals = {f"best/{k.removeprefix('best_')}": float(summary[k]) for k in FINAL_METRICS}
         marker = self.run_dir / "tracking" / MARKER
-        key = {"best_epoch": summary["best_epoch"], "step": step, "wandb_id": self._wandb_id()}
+        key = {"best_epoch": summary["best_epoch"], "step": step, "wandb_id": self._wandb_id(),
+               "mlflow_id": self._mlflow_id()}
         done = json.loads(marker.read_text()) if marker.is_file() else {}
         self.summary(finals)  # the W&B run summary holds the final numbers, also when resumed
         if {k: done.get(k) for k in key} == key:
@@ -224,9 +276,11 @@ class RunOutput:
         try:
             self._log_image("best/confusion_matrix", matrix, step, wandb_step=None)
             if "tensorboard" in backends:
-                self._tensorboard_hparams(finals)
+                self._tensorboard_review(finals, classes, val)
             if "wandb" in backends:
                 self._wandb_review(best_dir, classes, val, summary)
+            if "mlflow" in backends:
+                self._mlflow_review(finals, best_dir, classes, val, summary, step)
         except Exception as err:  # noqa: BLE001 - a tracker failing must not fail a run whose checkpoints are saved
             self.print(f"trackers: the end-of-run review was not logged ({type(err).__name__}: {err}); "
                        f"the run itself is complete")
@@ -238,13 +292,41 @@ class RunOutput:
         id_file = self.run_dir / "wandb_id.txt"
         return id_file.read_text().strip() if "wandb" in self.cfg.tracking.backends and id_file.is_file() else None
 
-    def _tensorboard_hparams(self, finals: dict) -> None:
-        """The config as hparams with the final metrics (HParams dashboard), as a session named `final`."""
+    def _mlflow_id(self) -> str | None:
+        id_file = self.run_dir / MLFLOW_ID
+        return id_file.read_text().strip() if "mlflow" in self.cfg.tracking.backends and id_file.is_file() else None
+
+    def _tensorboard_review(self, finals: dict, classes: list[str], val: ValPredictions) -> None:
+        """The config as hparams with the final metrics (HParams dashboard), as a session named `final`; the val
+        errors as a text table."""
         writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                    for k, v in to_flat_dict(self.cfg).items()}
         writer.add_hparams(hparams, finals, run_name="final")
+        columns, rows = error_rows(classes, val)
+        table = [columns, ["---"] * len(columns), *rows[:MAX_ERROR_ROWS]]
+        writer.add_text("val/errors", "\n".join("| " + " | ".join(map(str, row)) + " |" for row in table))
         writer.flush()
+
+    def _mlflow_review(self, finals: dict, best_dir: Path, classes: list[str], val: ValPredictions, summary: dict,
+                       step: int) -> None:
+        """The final metrics, the best checkpoint (model.pt + meta.json under model/, its metadata as tags) and
+        the val errors (val_errors.json) on the MLflow run."""
+        import mlflow
+
+        tracker = self.accelerator.get_tracker("mlflow")
+        tracker.log(finals, step=step)
+        for name in (checkpoint.MODEL_FILE, checkpoint.META_FILE):
+            tracker.log_artifact(str(best_dir / name), artifact_path="model")
+        columns, rows = error_rows(classes, val)
+        mlflow.log_dict({"columns": columns, "rows": rows[:MAX_ERROR_ROWS], "wrong": len(rows),
+                         "val": len(val.labels)}, "val_errors.json")
+        mlflow.set_tags({"checkbox_dist.classes": ",".join(classes), "checkbox_dist.model_name": self.cfg.model.name,
+                         "checkbox_dist.config_hash": recipe_hash(self.cfg),
+                         "checkbox_dist.checkpoint_sha256": _model_sha256(best_dir) or "",
+                         "checkbox_dist.best_epoch": summary["best_epoch"]})
+        self.print(f"MLflow: logged the best checkpoint (artifacts model/) and val_errors.json ({len(rows)} wrong of "
+                   f"{len(val.labels)})")
 
     def _wandb_review(self, best_dir: Path, classes: list[str], val: ValPredictions, summary: dict) -> None:
         import wandb

@@ -108,7 +108,7 @@ def check_trackers(backends: list[str]) -> None:
     """Every tracker the config names is installed: Accelerate would drop a missing one with a warning."""
     for name in backends:
         if not any(importlib.util.find_spec(module) for module in TRACKERS[name]):
-            extra = "'checkbox_dist[tensorboard]'" if name == "tensorboard" else name
+            extra = f"'checkbox_dist[{name}]'" if name in ("tensorboard", "mlflow") else name
             raise UserError(f"tracking.backends: {name} is not installed in this environment: pip install {extra}")
 
 

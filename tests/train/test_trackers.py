@@ -12,6 +12,7 @@ the best model's confusion matrix.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,8 @@ def test_tensorboard_gets_hparams_with_final_metrics_and_the_matrix(tracked_run)
     main = EventAccumulator(str(out / "tracking" / "checkbox_dist"), size_guidance={"images": 0})
     main.Reload()
     assert "best/confusion_matrix" in main.Tags()["images"]
+    text = main.Tensors("val/errors/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert text.startswith("| file | given | predicted | confidence |")  # the val errors, as on W&B
     assert len(list((out / "tracking" / "checkbox_dist").glob("final/events.out.tfevents.*"))) == 1  # not re-logged
     assert (out / "plots" / "confusion_matrix_best.png").stat().st_size > 5_000
 
@@ -135,3 +138,95 @@ def test_every_accelerate_tracker_is_a_backend_and_a_missing_one_is_one_line(tmp
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "error: tracking.backends: aim is not installed in this environment: pip install aim")
     assert not out.exists()
+
+
+# ---- MLflow: a real local store (SQLite in the run folder, the default), read back with MLflow's own client -----
+
+@pytest.fixture(scope="module")
+def mlflow_run(tmp_path_factory, cache_dir):
+    root = tmp_path_factory.mktemp("mlflow")
+    out = root / "run"
+    env = {"MLFLOW_TRACKING_URI": None, "MLFLOW_EXPERIMENT_NAME": None, "MLFLOW_RUN_ID": None}  # the run's default
+    args = tiny_train_args(out, cache_dir, "train.epochs=2", "tracking.backends=[mlflow]")
+    first = run_cli(*args, env=env, cwd=root)
+    again = run_cli(*args, "train.resume=auto", env=env, cwd=root)  # the finished run once more: the same MLflow run
+    return out, first, again
+
+
+def _artifact_paths(client, run_id: str, path: str | None = None) -> list[str]:
+    found = []
+    for item in client.list_artifacts(run_id, path):
+        found += _artifact_paths(client, run_id, item.path) if item.is_dir else [item.path]
+    return found
+
+
+def test_mlflow_holds_params_epoch_metrics_the_matrix_and_the_model(mlflow_run, tmp_path):
+    import torch
+    from mlflow import MlflowClient
+
+    from checkbox_dist.core.config import load_config, to_flat_dict
+    from conftest import read_metrics
+
+    out, first, again = mlflow_run
+    client = MlflowClient(f"sqlite:///{out / 'tracking' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("checkbox_dist")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1, "a resumed run continues its MLflow run"
+    run = runs[0]
+    assert run.info.run_id == (out / "mlflow_run_id.txt").read_text().strip() and run.info.status == "FINISHED"
+    assert run.info.run_name == "run"
+
+    flat = to_flat_dict(load_config(out / "config.yaml"))
+    assert {k: run.data.params[k] for k in ("model.name", "train.epochs", "optim.lr")} == \
+        {"model.name": "test_resnet", "train.epochs": "2", "optim.lr": str(flat["optim.lr"])}
+    assert set(run.data.params) == set(flat)
+
+    epochs = [r for r in read_metrics(out) if r["kind"] == "epoch"]
+    history = client.get_metric_history(run.info.run_id, "val/top1")
+    assert [m.value for m in history] == pytest.approx([r["val_top1"] for r in epochs]) and len(epochs) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert run.data.metrics["best/val_top1"] == pytest.approx(summary["val_top1"])
+    assert run.data.metrics["best/temperature"] == pytest.approx(summary["temperature"])
+
+    paths = _artifact_paths(client, run.info.run_id)
+    assert {"plots/confusion_matrix_epoch_1.png", "plots/confusion_matrix_epoch_2.png",
+            "plots/confusion_matrix_best.png", "model/model.pt", "model/meta.json", "val_errors.json"} <= set(paths)
+    local = Path(client.download_artifacts(run.info.run_id, "model", str(tmp_path)))
+    best = out / "checkpoints" / "best"
+    assert (local / "model.pt").read_bytes() == (best / "model.pt").read_bytes()  # the calibrated best
+    assert torch.load(local / "model.pt", weights_only=True)["classes"] == ["checked", "other", "unchecked"]
+    errors = json.loads(Path(client.download_artifacts(run.info.run_id, "val_errors.json", str(tmp_path))).read_text())
+    assert errors["columns"][:4] == ["file", "given", "predicted", "confidence"]
+    assert run.data.tags["checkbox_dist.config_hash"]
+    assert "logged before" in again.stdout
+    assert paths.count("model/model.pt") == 1 and not (out.parent / "mlruns").exists()  # nothing outside the run
+
+
+def test_mlflow_store_is_the_config_or_the_environment_else_the_run_folder(tmp_path, monkeypatch):
+    from checkbox_dist.train.output import mlflow_store
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "")  # recorded, so the test leaves the environment as it found it
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY")
+    assert mlflow_store("", tmp_path) == (f"sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}",
+                                          (tmp_path / "tracking" / "mlflow-artifacts").as_uri())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert mlflow_store("", tmp_path) == ("http://mlflow.example:5000", None)  # the server's artifact store
+    assert mlflow_store("file:///x/mlruns", tmp_path) == ("file:///x/mlruns", None)
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"  # no request to MLflow's telemetry server either
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")  # unless the user asks for it
+    mlflow_store("", tmp_path)
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
+
+
+def test_a_missing_mlflow_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from checkbox_dist.core.errors import UserError
+    from checkbox_dist.train.session import check_trackers
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(UserError, match=r"^tracking.backends: mlflow is not installed in this environment: "
+                                        r"pip install 'checkbox_dist\[mlflow\]'$"):
+        check_trackers(["mlflow"])
