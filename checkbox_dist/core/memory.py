@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import resource
 import sys
 from pathlib import Path
 
@@ -61,7 +60,9 @@ def free_bytes(device) -> tuple[int | None, str]:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size (bytes; ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """This process's peak resident set size (bytes; ru_maxrss is KiB on Linux, bytes on macOS). POSIX only."""
+    import resource  # not on Windows: imported where used, so the package imports there
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
