@@ -84,6 +84,52 @@ def test_predict_backend_onnx_and_int8(infer_exported, synth_root):
     assert quant["mode"] == "static" and "calibration" in quant
 
 
+@pytest.fixture(scope="module")
+def confident(tmp_path_factory, cache_dir) -> tuple[Path, list[Path], list[str]]:
+    """A checkpoint that is sure of itself, exported with --int8: test_resnet trained on an easy set (reddish,
+    greenish, bluish noise, 20 per class, no augmentation) to val top-1 1.0; (best, image files, their classes)."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import run_cli, tiny_train_args
+
+    root = tmp_path_factory.mktemp("easy")
+    rng = np.random.default_rng(0)
+    files, labels = [], []
+    for name, rgb in {"checked": (200, 40, 40), "other": (40, 200, 40), "unchecked": (40, 40, 200)}.items():
+        (root / "data" / name).mkdir(parents=True)
+        for i in range(20):
+            files.append(root / "data" / name / f"{i:02d}.png")
+            labels.append(name)
+            Image.fromarray(np.clip(rng.normal(rgb, 25, (32, 32, 3)), 0, 255).astype(np.uint8)).save(files[-1])
+    run = root / "run"
+    run_cli(*tiny_train_args(run, cache_dir, "train.epochs=4", "data.batch_size=16", "train.label_smoothing=0.0",
+                             "data.augment.translate=0.0", "data.augment.scale=[1.0, 1.0]",
+                             "data.augment.brightness=0.0", "data.augment.contrast=0.0", "data.augment.invert=0.0",
+                             "eval.confusion_every_epochs=1000", data_root=root / "data"))
+    best = run / "checkpoints" / "best"
+    proc = run_cli("export", "--checkpoint", str(best), "--format", "onnx", "--int8")
+    assert "top-1 agrees with float32 on 100.0%" in proc.stdout, proc.stdout
+    return best, files, labels
+
+
+def test_int8_keeps_the_top1_of_a_confident_model(confident):
+    """On a model that knows its classes, int8 must keep every decision and the probabilities: a graph that
+    answers a constant, or one whose quantized activations lost the signal, fails here."""
+    best, files, labels = confident
+    runs = {}
+    for name, source in {"torch": best, "int8": best / "model.int8.onnx"}.items():
+        code, stdout, stderr = run_main("predict", "--checkpoint", str(source), *map(str, files), "--format", "jsonl")
+        assert code == 0, stderr
+        runs[name] = [json.loads(line) for line in stdout.splitlines()]
+    assert [r["class"] for r in runs["torch"]] == labels  # the float32 model is right on every image ...
+    assert min(r["score"] for r in runs["torch"]) > 0.9  # ... and sure of it
+    assert [r["class"] for r in runs["int8"]] == [r["class"] for r in runs["torch"]]  # top-1 agreement: all
+    worst = max(abs(t["confidence"][c] - q["confidence"][c]) for t, q in zip(runs["torch"], runs["int8"])
+                for c in t["confidence"])
+    assert worst < 0.02, worst
+
+
 def test_torchscript_and_safetensors_reproduce_the_checkpoint(infer_checkpoint, tmp_path, synth_root):
     import timm
     from safetensors import safe_open
@@ -119,7 +165,7 @@ def test_torchscript_and_safetensors_reproduce_the_checkpoint(infer_checkpoint, 
 
 
 def test_export_failures_are_one_line_and_leave_no_file(infer_checkpoint, tmp_path):
-    from checkbox_dist.core.files import atomic_path
+    from reliability_harness import cli, one_line_error
 
     cases = [(["--checkpoint", str(tmp_path / "nope"), "--format", "onnx"], "checkpoint not found"),
              (["--checkpoint", str(infer_checkpoint), "--format", "torchscript", "--int8"], "--int8 applies to")]
@@ -127,12 +173,15 @@ def test_export_failures_are_one_line_and_leave_no_file(infer_checkpoint, tmp_pa
         code, _, stderr = run_main("export", *args)
         assert code == 2 and stderr.startswith("error: ") and message in stderr
         assert len(stderr.strip().splitlines()) == 1
-    out = tmp_path / "partial.onnx"
-    with pytest.raises(RuntimeError):
-        with atomic_path(out) as tmp:
-            tmp.write_bytes(b"half a model")
-            raise RuntimeError("exporter died")
-    assert not out.exists() and list(tmp_path.iterdir()) == []
+    # A real export that dies while writing: a 512 KiB file-size limit (`ulimit -f`) on the export process, the
+    # graph is ~1.6 MB. One line, exit 2, and nothing left in the output folder (no partial or temporary file).
+    out = tmp_path / "out" / "m.onnx"
+    out.parent.mkdir()
+    failed = cli(["export", "--checkpoint", str(infer_checkpoint), "--format", "onnx", "--out", str(out)],
+                 max_file_bytes=512 << 10)
+    line = one_line_error(failed)
+    assert "File too large" in line, line
+    assert list(out.parent.iterdir()) == []
 
 
 def test_bench_infer_runs_and_prints_ratios(infer_exported):

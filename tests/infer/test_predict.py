@@ -12,6 +12,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from conftest import run_cli, run_main
 
@@ -118,22 +119,35 @@ def test_formats_output_file_and_image_url_spelling(infer_checkpoint, inputs, im
             assert float(lines[1].split()[2]) == pytest.approx(records[0]["confidence"]["checked"], abs=1e-3)
 
 
-def test_ensemble_with_tta_and_usage_errors(infer_checkpoint, inputs, tmp_path):
-    code, stdout, _ = run_main("predict", "--checkpoint", str(infer_checkpoint), "--checkpoint",
-                               str(infer_checkpoint.parent.parent), "--tta", "--format", "jsonl",
-                               str(inputs / "single.png"))
+def test_ensemble_of_two_different_members_with_tta(infer_checkpoint, inputs, tmp_path):
+    """`--checkpoint A --checkpoint B --tta`: the mean over the members of each one's mean over the image and its
+    mirror, computed here by hand. B is A with its classifier head re-drawn, so the members disagree and an
+    ensemble that used only one member (or averaged a member with itself) fails."""
+    from checkbox_dist.infer.predictor import Predictor
+    from checkbox_dist.model import checkpoint
+
+    payload, _ = checkpoint.load(infer_checkpoint)
+    generator = torch.Generator().manual_seed(0)
+    weights = {k: (torch.randn(v.shape, generator=generator) if k.startswith("fc.") else v)
+               for k, v in payload["model"].items()}
+    other = tmp_path / "other"
+    checkpoint.save(other, dict(payload, model=weights), None)
+    code, stdout, _ = run_main("predict", "--checkpoint", str(infer_checkpoint), "--checkpoint", str(other), "--tta",
+                               "--format", "jsonl", str(inputs / "single.png"))
     assert code == 0
     [record] = _records(stdout)
     _check_probabilities(record)
 
-    from checkbox_dist.infer.predictor import Predictor
+    def tta(member) -> torch.Tensor:
+        predictor = Predictor([member], device="cpu")
+        image = predictor.decode(inputs / "single.png")[0]
+        return ((predictor.predict_tensors([image[None]]) + predictor.predict_tensors([image.flip(-1)[None]])) / 2)[0]
 
-    # the ensemble of a model with itself is the model; TTA averages the mirror, as computed here by hand
-    plain = Predictor([infer_checkpoint], device="cpu")
-    image = plain.decode(inputs / "single.png")
-    probs = (plain.predict_tensors([image[0][None]]) + plain.predict_tensors([image[0].flip(-1)[None]])) / 2
-    assert record["confidence"]["checked"] == pytest.approx(float(probs[0, 0]), abs=1e-5)
-
+    a, b = tta(infer_checkpoint), tta(other)
+    assert float((a - b).abs().max()) > 0.05, (a, b)  # the members really differ
+    expected = (a + b) / 2
+    got = torch.tensor([record["confidence"][c] for c in ("checked", "other", "unchecked")])
+    assert torch.allclose(got, expected, atol=1e-5), (got, expected)
 
 
 def test_usage_errors_are_one_line_and_exit_2(infer_checkpoint, inputs, tmp_path):
