@@ -150,19 +150,24 @@ def test_ensemble_of_two_different_members_with_tta(infer_checkpoint, inputs, tm
     assert torch.allclose(got, expected, atol=1e-5), (got, expected)
 
 
-def test_usage_errors_are_one_line_and_exit_2(infer_checkpoint, inputs, tmp_path):
-    single = str(inputs / "single.png")
-    bare = tmp_path / "copy"
-    shutil.copytree(infer_checkpoint, bare, ignore=shutil.ignore_patterns("*.onnx"))  # no model.onnx
-    cases = [([single, "--checkpoint", str(tmp_path / "no-such-run")], "checkpoint not found"),
-             ([], "give at least one INPUT"),
-             ([single, "--output", str(tmp_path / "no" / "x.json")], "--output: folder not found"),
-             ([single, "--backend", "onnx", "--checkpoint", str(bare)], "run `checkbox-dist export")]
-    for args, message in cases:
-        checkpoint = [] if "--checkpoint" in args else ["--checkpoint", str(infer_checkpoint)]
-        code, _, err = run_main("predict", *checkpoint, *args)
-        assert code == 2 and err.startswith("error: ") and message in err, err
-        assert len(err.strip().splitlines()) == 1
+USAGE_ERRORS = {  # case -> (arguments after the checkpoint; TMP = the test's folder, SINGLE = an image), message
+    "checkpoint not found": (["SINGLE", "--checkpoint", "TMP/no-such-run"], "checkpoint not found"),
+    "no input": ([], "give at least one INPUT"),
+    "output folder missing": (["SINGLE", "--output", "TMP/no/x.json"], "--output: folder not found"),
+    "onnx backend, no model.onnx": (["SINGLE", "--backend", "onnx", "--checkpoint", "TMP/copy"],
+                                    "run `checkbox-dist export"),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE_ERRORS))
+def test_usage_errors_are_one_line_and_exit_2(infer_checkpoint, inputs, tmp_path, case):
+    shutil.copytree(infer_checkpoint, tmp_path / "copy", ignore=shutil.ignore_patterns("*.onnx"))  # no model.onnx
+    args, message = USAGE_ERRORS[case]
+    args = [a.replace("SINGLE", str(inputs / "single.png")).replace("TMP", str(tmp_path)) for a in args]
+    checkpoint = [] if "--checkpoint" in args else ["--checkpoint", str(infer_checkpoint)]
+    code, _, err = run_main("predict", *checkpoint, *args)
+    assert code == 2 and err.startswith("error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_crafted_files_are_listed_and_every_good_result_is_written(infer_checkpoint, inputs, tmp_path):
