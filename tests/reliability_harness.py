@@ -1,4 +1,4 @@
-"""Helpers of the reliability suite (tests/test_reliability_*.py): run the real CLI in real processes, fast,
+"""Helpers of the reliability suite (tests/*/test_reliability_*.py): run the real CLI in real processes, fast,
 and compare a resumed run with an uninterrupted one bit for bit (`assert_same_run`).
 
 `cli(argv)` and `start(argv)` run `checkbox_dist.cli.main(argv)` -- the function behind the `checkbox-dist`

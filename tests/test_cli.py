@@ -1,6 +1,6 @@
-"""The command line a user meets first: `--help` answers at once and imports no torch, every command says
-what it does with examples, configs are found by name, `configs` lists them and `config` prints one resolved.
-~10 s, most of it the fresh interpreters of the --help timings."""
+"""The command line a user meets first: `--help` imports no torch (so it answers at once, whatever the machine's
+load: no wall-clock bound is asserted), every command says what it does with examples, configs are found by name,
+`configs` lists them and `config` prints one resolved. ~10 s, most of it the fresh interpreters of the --help runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from checkbox_dist.core.config import ConfigError, dump_yaml, load_config, to_di
 from conftest import REPO, TINY, run_main
 
 HEAVY = ("torch", "torchvision", "timm", "accelerate", "wandb", "matplotlib", "fastapi", "onnxruntime")
-HELP_SECONDS = 3.0  # generous: a loaded 2-core machine; it takes ~0.2 s here, importing torch alone takes ~3 s
 
 
 def _commands() -> list[str]:
@@ -36,18 +34,15 @@ def _subparser(name: str):
 
 
 @pytest.mark.parametrize("command", [[]] + [[c] for c in _commands()], ids=lambda c: " ".join(c) or "checkbox-dist")
-def test_help_is_fast_and_imports_no_heavy_library(command):
-    """A fresh `python -m checkbox_dist [COMMAND] --help`, timed; -X importtime lists every module it imported."""
+def test_help_imports_no_heavy_library(command):
+    """A fresh `python -m checkbox_dist [COMMAND] --help`; -X importtime lists every module it imported."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "checkbox_dist", *command, "--help"],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
-    seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
     assert not heavy, f"--help imported {heavy[:5]}"
-    assert seconds < HELP_SECONDS, f"{' '.join(command)} --help took {seconds:.1f} s"
     assert proc.stdout.startswith("usage: checkbox-dist")
 
 

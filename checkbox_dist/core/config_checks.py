@@ -40,13 +40,21 @@ POSITIVE = {"data.image_size", "data.batch_size", "data.eval_batch_size", "train
             "train.grad_accum_steps", "eval.every_epochs", "eval.top_k", "eval.ece_bins", "eval.smooth_evals",
             "optim.base_batch_size", "train.log_every_steps", "checkpoint.every_epochs", "schedule.step_epochs",
             "pretrain.epochs", "pretrain.batch_size"}
-NON_NEGATIVE = {"data.num_workers", "data.synth_n", "optim.lr", "optim.weight_decay", "train.max_steps",
+NON_NEGATIVE = {"data.num_workers", "data.synth_n", "train.max_steps",
                 "train.label_smoothing", "train.early_stopping_patience", "checkpoint.keep_last",
                 "checkpoint.every_steps", "data.device_cache_max_gb", "train.mixup_alpha", "train.cutmix_alpha",
-                "schedule.warmup_epochs", "optim.clip_grad_norm", "optim.momentum", "schedule.gamma",
+                "schedule.warmup_epochs", "optim.clip_grad_norm", "schedule.gamma",
                 "schedule.min_lr", "schedule.plateau_patience", "model.drop_rate", "model.drop_path_rate",
-                "train.collective_timeout_s", "pretrain.synth_n", "pretrain.lr", "pretrain.warmup_epochs",
-                "pretrain.mix_n", "data.image_width", "train.global_batch_size", "pretrain.global_batch_size"}
+                "train.collective_timeout_s", "pretrain.synth_n", "pretrain.warmup_epochs",
+                "pretrain.mix_n", "data.image_width", "train.global_batch_size", "pretrain.global_batch_size",
+                "data.augment.degrees", "data.augment.translate", "data.augment.brightness",
+                "data.augment.contrast", "data.augment.saturation"}
+# key -> (low, high, high included): values in [low, high] or [low, high). A learning rate over 10 or a weight
+# decay over 1 is a typo (an optimizer step would throw the weights to inf); probabilities are probabilities.
+RANGES = {"optim.lr": (0.0, 10.0, True), "pretrain.lr": (0.0, 10.0, True), "optim.momentum": (0.0, 1.0, False),
+          "optim.weight_decay": (0.0, 1.0, True), "data.augment.hflip": (0.0, 1.0, True),
+          "data.augment.vflip": (0.0, 1.0, True), "data.augment.invert": (0.0, 1.0, True),
+          "data.augment.grayscale": (0.0, 1.0, True), "data.augment.hue": (0.0, 0.5, True)}
 
 
 def check_values(cfg: Any, flat: dict[str, Any]) -> None:
@@ -58,6 +66,9 @@ def check_values(cfg: Any, flat: dict[str, Any]) -> None:
     for key, allowed in CHOICES.items():
         if flat[key] not in allowed:
             raise ConfigError(f"{key}: {flat[key]!r} is not one of {', '.join(allowed)}")
+    for key, (low, high, closed) in RANGES.items():
+        if not (low <= flat[key] <= high if closed else low <= flat[key] < high):
+            raise ConfigError(f"{key}: must be in [{low:g}, {high:g}{']' if closed else ')'}, got {flat[key]!r}")
     for key in POSITIVE:
         if flat[key] <= 0:
             raise ConfigError(f"{key}: must be > 0, got {flat[key]!r}")

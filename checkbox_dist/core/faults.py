@@ -20,9 +20,9 @@ Actions:
     nan, inf        `point` returns "nan"/"inf" at that hit; the caller poisons its value (step: the loss)
     slow            sleep 0.25 s at this hit and every later one (keeps a run alive long enough to signal it)
 
-Unset (every real run), `_PLAN` is empty and `point` costs one dict lookup. The tests of the reliability
-suite (tests/test_reliability_*.py) are the only users; `reload()` re-reads the variable for processes
-forked from an already-importing parent.
+Unset (every real run), `_PLAN` is empty and `point` costs one dict lookup. Tests are the only users (the
+reliability suite, tests/*/test_reliability_*.py, and a few others); `reload()` re-reads the variable for
+processes forked from an already-importing parent.
 """
 
 from __future__ import annotations

@@ -86,21 +86,7 @@ def test_yaml_errors_name_the_file(tmp_path: Path):
         load_config(not_yaml)
 
 
-@pytest.mark.parametrize("content, override, expected", [
-    ("train:\n  epochs: [\n", [], "not valid YAML"),
-    ("train:\n  epochz: 3\n", [], "unknown key 'train.epochz'"),
-    ("train:\n  epochs: 3\n", ["model.nam=resnet18"], "unknown key 'model.nam'"),
-])
-def test_cli_config_errors_are_one_line_exit_2(tmp_path: Path, content, override, expected):
-    config = tmp_path / "c.yaml"
-    config.write_text(content)
-    out = tmp_path / "run"
-    proc = run_cli("train", "--config", str(config), f"train.output_dir={out}", *override, check=False)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    assert not out.exists()  # nothing written for a run that never started
+# CLI config errors (one line, exit 2, nothing written): tests/core/test_reliability_config_fuzz.py
 
 
 def test_missing_config_file_is_one_line(tmp_path: Path):

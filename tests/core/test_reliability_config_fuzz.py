@@ -66,6 +66,37 @@ def _assert_one_line(err: Exception) -> None:
     assert text.strip() and "\n" not in text and "\r" not in text, repr(text)
 
 
+def _train_steps(cfg: Config, model: torch.nn.Module, channels: int) -> None:
+    """The optimizer and LR schedule the config builds, driven for real: forward, backward, the configured clip and
+    step for the first 3 optimizer steps (weights must move whenever the lr is > 0, never otherwise, and stay
+    finite), then the schedule through its remaining steps (up to 12)."""
+    lr = effective_lr(cfg.optim, cfg.data.batch_size * cfg.train.grad_accum_steps)
+    optimizer = build_optimizer(cfg.optim, model, lr)
+    steps_per_epoch = 3
+    total = min(steps_per_epoch * cfg.train.epochs, cfg.train.max_steps or 10**18)
+    scheduler = build_scheduler(cfg.schedule, optimizer, total, steps_per_epoch, lr)
+    images = torch.randn(4, channels, 4, 4, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 0])
+    model.train()
+    for step in range(min(total, 12)):
+        optimizer.zero_grad(set_to_none=True)
+        if step < 3:
+            before = [p.detach().clone() for p in model.parameters()]
+            loss = torch.nn.functional.cross_entropy(model(images), labels, label_smoothing=cfg.train.label_smoothing)
+            loss.backward()
+            assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+            if cfg.optim.clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
+            step_lr = max(group["lr"] for group in optimizer.param_groups)
+        optimizer.step()  # past step 3: no gradients, so no update; the schedule still advances
+        if step < 3:
+            moved = any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+            assert moved == (step_lr > 0), (step, step_lr, cfg.optim)
+            if lr <= 10:  # optim.lr <= 10 in the config; only optim.scale_lr can multiply it past that
+                assert all(torch.isfinite(p).all() for p in model.parameters()), (step, cfg.optim)
+        scheduler.step(1.0) if cfg.schedule.name == "plateau" else scheduler.step()
+
+
 def assert_works(cfg: Config, tmp_path: Path) -> None:
     """What an accepted config feeds, built for real on a tiny scale. A UserError here is still one clean
     line for the user (e.g. a colour checked when the run starts); anything else is a bug."""
@@ -75,17 +106,11 @@ def assert_works(cfg: Config, tmp_path: Path) -> None:
         _assert_one_line(err)
         return
     spec = PreprocessSpec.from_data_config(cfg.data)
+    torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(spec.channels, 2, 1), torch.nn.Flatten(), torch.nn.LazyLinear(3),
                                 torch.nn.Dropout(cfg.model.drop_rate))
     model(torch.zeros(1, spec.channels, 4, 4))
-    lr = effective_lr(cfg.optim, cfg.data.batch_size * cfg.train.grad_accum_steps)
-    optimizer = build_optimizer(cfg.optim, model, lr)
-    steps_per_epoch = 3
-    total = min(steps_per_epoch * cfg.train.epochs, cfg.train.max_steps or 10**18)
-    scheduler = build_scheduler(cfg.schedule, optimizer, total, steps_per_epoch, lr)
-    for _ in range(min(total, 12)):  # an absurd but finite lr (1e300) is allowed: it ends as a NaN-loss stop
-        optimizer.step()
-        scheduler.step(1.0) if cfg.schedule.name == "plateau" else scheduler.step()
+    _train_steps(cfg, model, spec.channels)
     images = torch.randint(0, 256, (2, spec.channels, 8, 8), dtype=torch.uint8)
     params = augment.sample_params(2, cfg.data.augment, augment.batch_generator(cfg.train.seed, 1, 0, 0))
     out = augment.apply(images, params, parse_color(cfg.data.background), cfg.data.augment)
@@ -99,7 +124,8 @@ def assert_works(cfg: Config, tmp_path: Path) -> None:
     assert load_config(saved) == cfg
 
 
-def check(tmp_path: Path, yaml_text: str | bytes | None, overrides: list[str]) -> None:
+def check(tmp_path: Path, yaml_text: str | bytes | None, overrides: list[str]) -> str | None:
+    """The one-line ConfigError for this config, or None for a config that works (assert_works)."""
     path = None
     if yaml_text is not None:
         path = tmp_path / "fuzz.yaml"
@@ -108,8 +134,9 @@ def check(tmp_path: Path, yaml_text: str | bytes | None, overrides: list[str]) -
         cfg = load_config(path, overrides)
     except ConfigError as err:
         _assert_one_line(err)
-        return
+        return str(err)
     assert_works(cfg, tmp_path)
+    return None
 
 
 @FUZZ
@@ -140,33 +167,52 @@ def test_fuzzed_yaml_text_is_a_working_config_or_one_line(tmp_path_factory, text
     check(tmp, text, [])
 
 
-# Found by the fuzzers above (kept as plain cases so they stay covered whatever hypothesis draws).
+# Found by the fuzzers above (kept as plain cases so they stay covered whatever hypothesis draws), each with its
+# one outcome: the text of its one-line error, or None for a config that must be accepted and work.
 EDGES = {
-    "nested 5000 deep": ("a: " + "[" * 5000 + "]" * 5000, []),
-    "not UTF-8": (b"\xff\xfe\x00 not text", []),
-    "NaN learning rate": (None, ["optim.lr=.nan"]),
-    "infinite learning rate": (None, ["optim.lr=1e400"]),
-    "infinite warmup": ("schedule:\n  warmup_epochs: .inf\n", []),
-    "step schedule every 0 epochs": (None, ["schedule.name=step", "schedule.step_epochs=0"]),
-    "negative momentum": (None, ["optim.momentum=-1"]),
-    "betas outside [0, 1)": (None, ["optim.name=adam", "optim.betas=[2, 3]"]),
-    "plateau factor 1": (None, ["schedule.name=plateau", "schedule.plateau_factor=1.0"]),
-    "dropout 1.5": (None, ["model.drop_rate=1.5"]),
-    "newline in a key": ('"a\\nb": 1\n', []),
-    "newline in an override key": (None, ["train.a\nb=1"]),
-    "NaN image mean": (None, ["data.mean=[.nan, 0.5, 0.5]"]),
-    "flip probability 2": (None, ["data.augment.hflip=2.0"]),
+    "nested 5000 deep": ("a: " + "[" * 5000 + "]" * 5000, [], "nested too deeply"),
+    "not UTF-8": (b"\xff\xfe\x00 not text", [], "not a UTF-8 text file"),
+    "NaN learning rate": (None, ["optim.lr=.nan"], "optim.lr: must be a finite number, got nan"),
+    "infinite learning rate": (None, ["optim.lr=1e400"], "optim.lr: must be a finite number, got inf"),
+    "learning rate 11": (None, ["optim.lr=11"], "optim.lr: must be in [0, 10], got 11.0"),
+    "learning rate 10": (None, ["optim.lr=10"], None),
+    "infinite warmup": ("schedule:\n  warmup_epochs: .inf\n", [], "schedule.warmup_epochs: must be a finite number"),
+    "step schedule every 0 epochs": (None, ["schedule.name=step", "schedule.step_epochs=0"],
+                                     "schedule.step_epochs: must be > 0, got 0"),
+    "negative momentum": (None, ["optim.momentum=-1"], "optim.momentum: must be in [0, 1), got -1.0"),
+    "momentum 1": (None, ["optim.momentum=1.0"], "optim.momentum: must be in [0, 1), got 1.0"),
+    "weight decay 2": (None, ["optim.weight_decay=2"], "optim.weight_decay: must be in [0, 1], got 2.0"),
+    "betas outside [0, 1)": (None, ["optim.name=adam", "optim.betas=[2, 3]"],
+                             "optim.betas: expected 2 numbers in [0, 1), got [2.0, 3.0]"),
+    "plateau factor 1": (None, ["schedule.name=plateau", "schedule.plateau_factor=1.0"],
+                         "schedule.plateau_factor: must be in (0, 1), got 1.0"),
+    "dropout 1.5": (None, ["model.drop_rate=1.5"], "model.drop_rate: must be in [0, 1), got 1.5"),
+    "newline in a key": ('"a\\nb": 1\n', [], "unknown key"),
+    "newline in an override key": (None, ["train.a\nb=1"], "unknown key"),
+    "NaN image mean": (None, ["data.mean=[.nan, 0.5, 0.5]"], "data.mean: must be a finite number"),
+    "flip probability 2": (None, ["data.augment.hflip=2.0"], "data.augment.hflip: must be in [0, 1], got 2.0"),
+    "negative invert probability": (None, ["data.augment.invert=-0.1"],
+                                    "data.augment.invert: must be in [0, 1], got -0.1"),
+    "hue 0.6": (None, ["data.augment.hue=0.6"], "data.augment.hue: must be in [0, 0.5], got 0.6"),
+    "flip probability 1, hue 0.5": (None, ["data.augment.hflip=1.0", "data.augment.hue=0.5"], None),
+    "learning rate 0": (None, ["optim.lr=0.0"], None),  # a frozen fine-tune (tests/train/test_pretrain.py)
 }
 
 
 @pytest.mark.parametrize("case", list(EDGES))
 def test_edge_cases_found_by_fuzzing(case: str, tmp_path: Path):
-    text, overrides = EDGES[case]
-    check(tmp_path, text, overrides)
+    text, overrides, expected = EDGES[case]
+    got = check(tmp_path, text, overrides)
+    if expected is None:
+        assert got is None, got
+    else:
+        assert got is not None and expected in got, (expected, got)
 
 
 CLI_CASES = {
+    "not valid YAML": ("train:\n  epochs: [\n", [], "not valid YAML"),
     "unknown key": ("train:\n  epoch: 3\n", [], "unknown key 'train.epoch'"),
+    "unknown override key": ("train:\n  epochs: 3\n", ["model.nam=resnet18"], "unknown key 'model.nam'"),
     "wrong type": ("", ["train.epochs=three"], "train.epochs: expected int"),
     "not UTF-8": (b"\xff\xfe garbage", [], "not a UTF-8 text file"),
     "NaN learning rate": ("", ["optim.lr=.nan"], "optim.lr: must be a finite number"),
@@ -179,7 +225,9 @@ def test_cli_config_errors_are_one_line_exit_2(case: str, tmp_path: Path):
     text, overrides, expected = CLI_CASES[case]
     path = tmp_path / "bad.yaml"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    line = one_line_error(cli(["train", "--config", str(path), *overrides, f"train.output_dir={tmp_path / 'run'}"]))
-    assert expected in line, line
+    result = cli(["train", "--config", str(path), *overrides, f"train.output_dir={tmp_path / 'run'}"])
+    line = one_line_error(result)
+    assert expected in line and result.error_lines == [line], result.err[-2000:]
+    assert "Traceback" not in result.out
     assert not (tmp_path / "run").exists()
 

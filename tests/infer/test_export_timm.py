@@ -159,6 +159,17 @@ def test_the_cards_snippet_reproduces_predict_with_timm_alone(parity, variant):
     assert float((entry["mutated"] - entry["reference"]).abs().max()) > 1e-4
 
 
+def test_the_comparison_included_real_crops(parity):
+    """The real crops are part of `parity`'s images when present; where they are not, say so (a visible skip)."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real crops not present at {REAL_DATA}: the snippet was compared on synthetic and odd crops only")
+    out, images = parity
+    real = [i for i, p in enumerate(images) if REAL_DATA in p.parents]
+    assert len(real) >= 10, len(real)
+    for entry in out.values():
+        assert float((entry["snippet"][real] - entry["reference"][real]).abs().max()) <= TOLERANCE
+
+
 def test_predict_cli_matches_the_snippet(parity):
     out, images = parity
     entry = out["letterbox"]
@@ -255,24 +266,33 @@ def test_cv_summary_goes_into_the_card(infer_checkpoint, tmp_path):
     assert code == 2 and "not this recipe" in stderr and not (tmp_path / "bad").exists()
 
 
-def test_folders_we_cannot_trust_are_refused_in_one_line(parity, tmp_path, synth_root):
+@pytest.mark.parametrize("case, message", [
+    ("foreign", "not one `checkbox-dist export --format timm` wrote"),
+    ("edited", "label_names is ['unchecked', 'other', 'checked'] but"),
+    ("empty", "not a checkpoint folder"),
+])
+def test_folders_we_cannot_trust_are_refused_in_one_line(parity, tmp_path, synth_root, case, message):
     import timm
     from timm.models import save_for_hf
 
     out, _ = parity
-    foreign = tmp_path / "foreign"  # a timm folder from elsewhere: no classes, preprocessing or temperature
-    save_for_hf(timm.create_model("test_resnet", num_classes=3), str(foreign), safe_serialization=True)
-    edited = tmp_path / "edited"  # ours, with the class order changed by hand
-    shutil.copytree(out["letterbox"]["folder"], edited)
-    cfg = json.loads((edited / "config.json").read_text())
-    cfg["label_names"] = list(reversed(cfg["label_names"]))
-    (edited / "config.json").write_text(json.dumps(cfg))
+    folder = tmp_path / case
+    if case == "foreign":  # a timm folder from elsewhere: no classes, preprocessing or temperature
+        save_for_hf(timm.create_model("test_resnet", num_classes=3), str(folder), safe_serialization=True)
+    elif case == "edited":  # ours, with the class order changed by hand
+        shutil.copytree(out["letterbox"]["folder"], folder)
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg["label_names"] = list(reversed(cfg["label_names"]))
+        (folder / "config.json").write_text(json.dumps(cfg))
+    else:
+        folder.mkdir()
     image = str(sorted((synth_root / "checked").glob("*.png"))[0])
-    for folder, message in ((foreign, "not one `checkbox-dist export --format timm` wrote"),
-                            (edited, "label_names is ['unchecked', 'other', 'checked'] but"),
-                            (tmp_path, "not a checkpoint folder")):
-        code, _, stderr = run_main("predict", "--checkpoint", str(folder), image)
-        assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    code, _, stderr = run_main("predict", "--checkpoint", str(folder), image)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_cv_summary_with_another_format_is_one_line(parity):
+    out, _ = parity
     code, _, stderr = run_main("export", "--checkpoint", str(out["letterbox"]["checkpoint"]), "--format", "onnx",
                                "--cv-summary", "x.json")
     assert code == 2 and "--cv-summary applies to --format timm only" in stderr

@@ -12,6 +12,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from conftest import run_cli, run_main
 
@@ -118,37 +119,55 @@ def test_formats_output_file_and_image_url_spelling(infer_checkpoint, inputs, im
             assert float(lines[1].split()[2]) == pytest.approx(records[0]["confidence"]["checked"], abs=1e-3)
 
 
-def test_ensemble_with_tta_and_usage_errors(infer_checkpoint, inputs, tmp_path):
-    code, stdout, _ = run_main("predict", "--checkpoint", str(infer_checkpoint), "--checkpoint",
-                               str(infer_checkpoint.parent.parent), "--tta", "--format", "jsonl",
-                               str(inputs / "single.png"))
+def test_ensemble_of_two_different_members_with_tta(infer_checkpoint, inputs, tmp_path):
+    """`--checkpoint A --checkpoint B --tta`: the mean over the members of each one's mean over the image and its
+    mirror, computed here by hand. B is A with its classifier head re-drawn, so the members disagree and an
+    ensemble that used only one member (or averaged a member with itself) fails."""
+    from checkbox_dist.infer.predictor import Predictor
+    from checkbox_dist.model import checkpoint
+
+    payload, _ = checkpoint.load(infer_checkpoint)
+    generator = torch.Generator().manual_seed(0)
+    weights = {k: (torch.randn(v.shape, generator=generator) if k.startswith("fc.") else v)
+               for k, v in payload["model"].items()}
+    other = tmp_path / "other"
+    checkpoint.save(other, dict(payload, model=weights), None)
+    code, stdout, _ = run_main("predict", "--checkpoint", str(infer_checkpoint), "--checkpoint", str(other), "--tta",
+                               "--format", "jsonl", str(inputs / "single.png"))
     assert code == 0
     [record] = _records(stdout)
     _check_probabilities(record)
 
-    from checkbox_dist.infer.predictor import Predictor
+    def tta(member) -> torch.Tensor:
+        predictor = Predictor([member], device="cpu")
+        image = predictor.decode(inputs / "single.png")[0]
+        return ((predictor.predict_tensors([image[None]]) + predictor.predict_tensors([image.flip(-1)[None]])) / 2)[0]
 
-    # the ensemble of a model with itself is the model; TTA averages the mirror, as computed here by hand
-    plain = Predictor([infer_checkpoint], device="cpu")
-    image = plain.decode(inputs / "single.png")
-    probs = (plain.predict_tensors([image[0][None]]) + plain.predict_tensors([image[0].flip(-1)[None]])) / 2
-    assert record["confidence"]["checked"] == pytest.approx(float(probs[0, 0]), abs=1e-5)
+    a, b = tta(infer_checkpoint), tta(other)
+    assert float((a - b).abs().max()) > 0.05, (a, b)  # the members really differ
+    expected = (a + b) / 2
+    got = torch.tensor([record["confidence"][c] for c in ("checked", "other", "unchecked")])
+    assert torch.allclose(got, expected, atol=1e-5), (got, expected)
 
 
+USAGE_ERRORS = {  # case -> (arguments after the checkpoint; TMP = the test's folder, SINGLE = an image), message
+    "checkpoint not found": (["SINGLE", "--checkpoint", "TMP/no-such-run"], "checkpoint not found"),
+    "no input": ([], "give at least one INPUT"),
+    "output folder missing": (["SINGLE", "--output", "TMP/no/x.json"], "--output: folder not found"),
+    "onnx backend, no model.onnx": (["SINGLE", "--backend", "onnx", "--checkpoint", "TMP/copy"],
+                                    "run `checkbox-dist export"),
+}
 
-def test_usage_errors_are_one_line_and_exit_2(infer_checkpoint, inputs, tmp_path):
-    single = str(inputs / "single.png")
-    bare = tmp_path / "copy"
-    shutil.copytree(infer_checkpoint, bare, ignore=shutil.ignore_patterns("*.onnx"))  # no model.onnx
-    cases = [([single, "--checkpoint", str(tmp_path / "no-such-run")], "checkpoint not found"),
-             ([], "give at least one INPUT"),
-             ([single, "--output", str(tmp_path / "no" / "x.json")], "--output: folder not found"),
-             ([single, "--backend", "onnx", "--checkpoint", str(bare)], "run `checkbox-dist export")]
-    for args, message in cases:
-        checkpoint = [] if "--checkpoint" in args else ["--checkpoint", str(infer_checkpoint)]
-        code, _, err = run_main("predict", *checkpoint, *args)
-        assert code == 2 and err.startswith("error: ") and message in err, err
-        assert len(err.strip().splitlines()) == 1
+
+@pytest.mark.parametrize("case", list(USAGE_ERRORS))
+def test_usage_errors_are_one_line_and_exit_2(infer_checkpoint, inputs, tmp_path, case):
+    shutil.copytree(infer_checkpoint, tmp_path / "copy", ignore=shutil.ignore_patterns("*.onnx"))  # no model.onnx
+    args, message = USAGE_ERRORS[case]
+    args = [a.replace("SINGLE", str(inputs / "single.png")).replace("TMP", str(tmp_path)) for a in args]
+    checkpoint = [] if "--checkpoint" in args else ["--checkpoint", str(infer_checkpoint)]
+    code, _, err = run_main("predict", *checkpoint, *args)
+    assert code == 2 and err.startswith("error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_crafted_files_are_listed_and_every_good_result_is_written(infer_checkpoint, inputs, tmp_path):

@@ -46,12 +46,21 @@ def test_predict_and_eval_average_the_members(ens, cache_dir, tmp_path):
     mean = sum(torch.tensor([list(r["confidence"].values()) for r in p.predict_files(files)]) for p in members) / 2
     got = torch.tensor([list(r["confidence"].values()) for r in whole.predict_files(files)])
     assert len(whole.members) == 2 and torch.allclose(got, mean, atol=2e-6)
+    each = [torch.tensor([list(r["confidence"].values()) for r in p.predict_files(files)]) for p in members]
+    assert float((each[0] - each[1]).abs().max()) > 1e-3  # the members differ: the mean is a real one
     run_cli("predict", "--checkpoint", str(folder), "--format", "json", "--output", str(tmp_path / "p.json"),
             *map(str, files))
-    assert str(files[0]) in (tmp_path / "p.json").read_text()
-    run_cli("eval", "--checkpoint", str(folder), "--data", str(cache_dir / "synth-n60-s3"))
+    written = json.loads((tmp_path / "p.json").read_text())
+    assert [r["input"] for r in written] == [str(f) for f in files]
+    cli_probs = torch.tensor([list(r["confidence"].values()) for r in written])
+    assert torch.allclose(cli_probs, mean, atol=2e-6)  # the command writes the members' mean (6 decimals)
+    data = cache_dir / "synth-n60-s3"
+    run_cli("eval", "--checkpoint", str(folder), "--data", str(data))
     report = json.loads((folder / "eval" / "eval.json").read_text())
     assert report["n"] == 60 and len(report["temperatures"]) == 2
+    every = sorted(data.glob("*/*.png"))
+    right = [r["class"] == f.parent.name for r, f in zip(whole.predict_files(every), every)]
+    assert report["top1"] == pytest.approx(sum(right) / len(right), abs=1e-6)  # the ensemble's accuracy
 
 
 def test_export_onnx_is_one_graph_that_matches_the_ensemble(ens, cache_dir):

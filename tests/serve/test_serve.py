@@ -117,40 +117,60 @@ def test_predict_upload_and_url_match_the_predictor(server, infer_checkpoint, im
     assert upload.json()["input"] == "a.png" and by_url.json()["input"] == f"{image_server}/good.png"
 
 
-def test_bad_requests_get_one_line_4xx(server, image_server, pngs):
-    predict, batch = f"{server}/predict", f"{server}/predict/batch"
-    good = pngs["checked0"]
-    cases = [  # (url, request kwargs, status, text in "detail")
-        (predict, {"json": {"url": "file:///etc/passwd"}}, 400, "only http:// and https://"),
-        (predict, {"json": {"url": "/etc/passwd"}}, 400, "only http:// and https://"),
-        (predict, {"json": {"url": "ftp://example.com/a.png"}}, 400, "only http:// and https://"),
-        (predict, {"json": {"url": f"{image_server}/to-file"}}, 422, "redirected to a non-http(s) URL"),
-        (predict, {"json": {"url": f"{image_server}/missing.png"}}, 422, "HTTP 404"),
-        (predict, {"json": {"url": f"{image_server}/hang.png"}}, 422, "timed out after 1 s"),
-        (predict, {"json": {"url": f"{image_server}/big.png"}}, 422, "over the 524,288 byte limit"),
-        (predict, {"json": {"url": f"{image_server}/page.html"}}, 422, "not an image (content-type text/html)"),
-        (predict, {"json": {"url": f"{image_server}/loop"}}, 422, "too many redirects"),
-        (predict, {"json": {"path": "/etc/passwd"}}, 400, 'expected JSON {"url"'),
-        (predict, {"json": ["https://example.com/a.png"]}, 400, 'expected JSON {"url"'),
-        (predict, {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
-        (predict, {"content": good, "headers": {"content-type": "image/png"}}, 415, "multipart/form-data"),
-        (predict, {"files": {"file": ("x.png", b"GIF89a nonsense", "image/png")}}, 422, "x.png: "),
-        (predict, {"files": {"note": (None, b"a text field, no file")}}, 400, "send one image"),
-        (predict, {"files": [("file", ("a.png", good)), ("file", ("b.png", good))]}, 400, "send one image"),
-        (predict, {"files": {"file": ("n.png", _noise_png(LIMITS["image"] + 1000))}}, 413, "byte image limit"),
-        (predict, {"files": {"file": ("n.png", _noise_png(2 * LIMITS["body"]))}}, 413, "request body is over"),
-        (predict, {"content": iter([b"x" * 65536] * 40), "headers": {"content-type": "application/json"}}, 413,
-         "request body is over"),  # chunked: no Content-Length, counted as it arrives
-        (batch, {"files": [("files", (f"{i}.png", good)) for i in range(5)]}, 413, "over the 4 per request limit"),
-        (batch, {"json": {"urls": "https://example.com/a.png"}}, 400, 'expected JSON {"urls"'),
-    ]
-    for url, kwargs, status, text in cases:
-        response = httpx.post(url, timeout=30, **kwargs)
-        assert response.status_code == status, (kwargs.get("json"), response.status_code, response.text)
-        detail = response.json()["detail"]
-        assert isinstance(detail, str) and text in detail and "\n" not in detail, (status, detail)
-    assert httpx.get(predict).status_code == 405
+# Each bad request: (endpoint, request kwargs given the image server's URL and a good PNG, status, text in "detail").
+BAD_REQUESTS = {
+    "file URL": ("predict", lambda srv, good: {"json": {"url": "file:///etc/passwd"}}, 400,
+                 "only http:// and https://"),
+    "a path": ("predict", lambda srv, good: {"json": {"url": "/etc/passwd"}}, 400, "only http:// and https://"),
+    "ftp URL": ("predict", lambda srv, good: {"json": {"url": "ftp://example.com/a.png"}}, 400,
+                "only http:// and https://"),
+    "redirect to file://": ("predict", lambda srv, good: {"json": {"url": f"{srv}/to-file"}}, 422,
+                            "redirected to a non-http(s) URL"),
+    "404": ("predict", lambda srv, good: {"json": {"url": f"{srv}/missing.png"}}, 422, "HTTP 404"),
+    "hangs": ("predict", lambda srv, good: {"json": {"url": f"{srv}/hang.png"}}, 422, "timed out after 1 s"),
+    "too big": ("predict", lambda srv, good: {"json": {"url": f"{srv}/big.png"}}, 422, "over the 524,288 byte limit"),
+    "HTML": ("predict", lambda srv, good: {"json": {"url": f"{srv}/page.html"}}, 422,
+             "not an image (content-type text/html)"),
+    "redirect loop": ("predict", lambda srv, good: {"json": {"url": f"{srv}/loop"}}, 422, "too many redirects"),
+    "path key": ("predict", lambda srv, good: {"json": {"path": "/etc/passwd"}}, 400, 'expected JSON {"url"'),
+    "JSON list": ("predict", lambda srv, good: {"json": ["https://example.com/a.png"]}, 400, 'expected JSON {"url"'),
+    "bad JSON": ("predict", lambda srv, good: {"content": b"{not json",
+                                               "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+    "raw PNG body": ("predict", lambda srv, good: {"content": good, "headers": {"content-type": "image/png"}}, 415,
+                     "multipart/form-data"),
+    "not an image": ("predict", lambda srv, good: {"files": {"file": ("x.png", b"GIF89a nonsense", "image/png")}},
+                     422, "x.png: "),
+    "no file": ("predict", lambda srv, good: {"files": {"note": (None, b"a text field, no file")}}, 400,
+                "send one image"),
+    "two files": ("predict", lambda srv, good: {"files": [("file", ("a.png", good)), ("file", ("b.png", good))]},
+                  400, "send one image"),
+    "image over the limit": ("predict", lambda srv, good: {"files": {"file": ("n.png", _noise_png(LIMITS["image"]
+                                                                                                 + 1000))}},
+                             413, "byte image limit"),
+    "body over the limit": ("predict", lambda srv, good: {"files": {"file": ("n.png", _noise_png(2 * LIMITS["body"]))}},
+                            413, "request body is over"),
+    "chunked body over the limit": ("predict", lambda srv, good: {  # no Content-Length, counted as it arrives
+        "content": iter([b"x" * 65536] * 40), "headers": {"content-type": "application/json"}}, 413,
+        "request body is over"),
+    "too many files": ("predict/batch", lambda srv, good: {"files": [("files", (f"{i}.png", good)) for i in range(5)]},
+                       413, "over the 4 per request limit"),
+    "urls not a list": ("predict/batch", lambda srv, good: {"json": {"urls": "https://example.com/a.png"}}, 400,
+                        'expected JSON {"urls"'),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_requests_get_one_line_4xx(server, image_server, pngs, case):
+    endpoint, kwargs, status, text = BAD_REQUESTS[case]
+    response = httpx.post(f"{server}/{endpoint}", timeout=30, **kwargs(image_server, pngs["checked0"]))
+    assert response.status_code == status, (response.status_code, response.text)
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and text in detail and "\n" not in detail, (status, detail)
     assert httpx.get(f"{server}/health").json()["status"] == "ok"  # still serving
+
+
+def test_get_on_predict_is_405(server):
+    assert httpx.get(f"{server}/predict").status_code == 405
 
 
 def test_batch_endpoint_keeps_order_and_reports_each_failure(server, image_server, pngs):

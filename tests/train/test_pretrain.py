@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -78,47 +79,77 @@ def test_kind_labelled_stage_one_gives_its_body_to_a_three_class_fine_tune(tmp_p
     assert len(stage_dirs(cache)) == 2 and (cache / "synth-n48-s0" / "checked").is_dir()
 
 
+def _stopped(pid: int) -> bool:
+    """The process is in state T (SIGSTOP)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _wait(condition, what: str, procs: list, logs: list[Path], timeout: float = 300) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        exited = [p.returncode for p in procs if p.poll() is not None]
+        assert not exited and time.monotonic() < deadline, (what, exited, [log.read_text()[-2000:] for log in logs])
+        time.sleep(0.1)
+
+
 def test_parallel_runs_share_one_pretraining(tmp_path: Path, synth_root: Path):
-    """Two processes started together (two CV folds, two sweep trials): one trains stage one, the other waits
-    on the lock and reuses it."""
+    """Two processes on one stage one (two CV folds, two sweep trials): x trains it and is frozen (SIGSTOP, faults
+    `step:2:stop`) in its second step, holding the lock; y, started then, must say it waits, and once x goes on,
+    reuse what x trained. The waiting is made to happen, not left to timing."""
+    import signal
+
     cache = tmp_path / "cache"
-    logs = [tmp_path / f"{name}.log" for name in ("x", "y")]
-    procs = []
-    for name, log in zip(("x", "y"), logs):
-        with log.open("w") as handle:  # files, not pipes: a full pipe would block the writer, and the lock with it
-            procs.append(subprocess.Popen([sys.executable, "-m", "checkbox_dist",
-                                           *tiny_train_args(tmp_path / name, cache, *FROZEN_FINE_TUNE,
-                                                            data_root=synth_root)],
-                                          cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                          env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    logs = {name: tmp_path / f"{name}.log" for name in ("x", "y")}
+    procs = {}
+
+    def launch(name: str, env: dict) -> subprocess.Popen:
+        with logs[name].open("w") as handle:  # files, not pipes: a full pipe would block the writer, and the lock
+            procs[name] = subprocess.Popen([sys.executable, "-m", "checkbox_dist",
+                                            *tiny_train_args(tmp_path / name, cache, *FROZEN_FINE_TUNE,
+                                                             data_root=synth_root)],
+                                           cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
+                                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env})
+        return procs[name]
+
     try:
-        for p in procs:
+        x = launch("x", {"CHECKBOX_DIST_FAULT": "step:2:stop"})
+        _wait(lambda: _stopped(x.pid), "x stopped inside stage one", [x], [logs["x"]])
+        assert "pretrain: stage one" in logs["x"].read_text()
+        y = launch("y", {"CHECKBOX_DIST_FAULT": ""})
+        _wait(lambda: "another process is building" in logs["y"].read_text(), "y waiting on the lock", [y],
+              list(logs.values()))
+        x.send_signal(signal.SIGCONT)
+        for p in procs.values():
             p.wait(timeout=300)
     finally:
-        for p in procs:
+        for p in procs.values():
             p.kill()
-    outputs = [log.read_text() for log in logs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    assert sum(o.count("pretrain: stage one") for o in outputs) == 1, outputs
-    assert sum(o.count("pretrain: reusing") for o in outputs) == 1, outputs
-    assert sum(o.count("another process is building") for o in outputs) <= 1, outputs
+    outputs = [log.read_text() for log in logs.values()]
+    assert [p.returncode for p in procs.values()] == [0, 0], outputs
+    assert outputs[0].count("pretrain: stage one") == 1 and "pretrain: reusing" not in outputs[0], outputs[0]
+    assert outputs[1].count("another process is building") == 1 and outputs[1].count("pretrain: reusing") == 1
+    assert "pretrain: stage one" not in outputs[1], outputs[1]
     (stage,) = stage_dirs(cache)
     for name in ("x", "y"):
         assert yaml.safe_load((tmp_path / name / "config.yaml").read_text())["train"]["init_from"] == \
             str(stage / "checkpoints" / "last")
 
 
-def test_pretrain_config_errors_are_one_line(tmp_path: Path):
-    cases = [(["pretrain.synth_n=3"], "pretrain.synth_n: the synthetic dataset needs at least 6 images"),
-             (["pretrain.resize=crop"], "pretrain.resize: 'crop' is not one of , letterbox, stretch"),
-             (["pretrain.val_fraction=1.5"], "pretrain.val_fraction: must be between 0 and 1"),
-             (["pretrain.synth_n=60", f"train.init_from={tmp_path}"], "are both set: fine-tune from one of them")]
-    for overrides, message in cases:
-        proc = run_cli("train", "--config", "quickstart", *TINY, f"train.output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path}",
-                       *overrides, check=False)
-        assert proc.returncode == 2 and message in proc.stderr, (overrides, proc.stderr)
-        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
-        assert not (tmp_path / "pretrain").exists()  # nothing half-built
+@pytest.mark.parametrize("overrides, message", [
+    (["pretrain.synth_n=3"], "pretrain.synth_n: the synthetic dataset needs at least 6 images"),
+    (["pretrain.resize=crop"], "pretrain.resize: 'crop' is not one of , letterbox, stretch"),
+    (["pretrain.val_fraction=1.5"], "pretrain.val_fraction: must be between 0 and 1"),
+    (["pretrain.synth_n=60", "train.init_from=TMP"], "are both set: fine-tune from one of them"),
+], ids=["synth_n 3", "resize crop", "val_fraction 1.5", "with init_from"])
+def test_pretrain_config_errors_are_one_line(tmp_path: Path, overrides: list[str], message: str):
+    overrides = [o.replace("TMP", str(tmp_path)) for o in overrides]
+    proc = run_cli("train", "--config", "quickstart", *TINY, f"train.output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path}",
+                   *overrides, check=False)
+    assert proc.returncode == 2 and message in proc.stderr, (overrides, proc.stderr)
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "pretrain").exists()  # nothing half-built
 
 
 def test_stopped_stage_one_resumes_on_the_next_run(tmp_path: Path, synth_root: Path):
