@@ -145,8 +145,8 @@ def test_parallel_runs_share_one_pretraining(tmp_path: Path, synth_root: Path):
 ], ids=["synth_n 3", "resize crop", "val_fraction 1.5", "with init_from"])
 def test_pretrain_config_errors_are_one_line(tmp_path: Path, overrides: list[str], message: str):
     overrides = [o.replace("TMP", str(tmp_path)) for o in overrides]
-    proc = run_cli("train", "--config", "quickstart", *TINY, f"train.output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path}",
-                   *overrides, check=False)
+    proc = run_cli("train", "--config", "quickstart", *TINY, f"train.output_dir={tmp_path / 'run'}",
+                   f"data.cache_dir={tmp_path}", *overrides, check=False)
     assert proc.returncode == 2 and message in proc.stderr, (overrides, proc.stderr)
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not (tmp_path / "pretrain").exists()  # nothing half-built
