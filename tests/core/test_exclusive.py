@@ -16,6 +16,7 @@ from checkbox_dist.core.files import exclusive
 with exclusive(Path(sys.argv[1])):
     Path(sys.argv[2]).touch()
     time.sleep(float(sys.argv[3]))
+    Path(sys.argv[2] + ".done").touch()  # the last thing before the lock is released
 """
 
 
@@ -33,7 +34,8 @@ def test_a_second_writer_waits_for_the_first_and_is_told_so(tmp_path):
     said, start = [], time.monotonic()
     with exclusive(tmp_path / "data", said.append):
         waited = time.monotonic() - start
-        assert child.poll() == 0  # the holder had finished before this block began
+        assert (tmp_path / "held.done").exists()  # the holder had finished its hold before this block began
+    assert child.wait(timeout=60) == 0
     assert said == [f"another process is building {tmp_path / 'data'}; waiting for it"]
     assert waited > 0.5
 
