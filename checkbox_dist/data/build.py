@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,6 +42,7 @@ class Data:
     probe_loader: DataLoader | None = None
     why: str = ""  # why the split is (or is not) held on the device: device_cache_choice's reason
     seconds: float = 0.0  # wall time of build_data: scan, split, decode or map
+    notes: list[str] = field(default_factory=list)  # how the data was found (the scan, its index): for the run's log
 
     @property
     def refit(self) -> bool:
@@ -160,7 +161,8 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
     started = time.perf_counter()
     data_cfg = cfg.data
     micro_batch = micro_batch or data_cfg.batch_size
-    catalog = data_catalog(data_cfg, accelerator, say)
+    notes: list[str] = []  # printed by the caller after the run's header, not before it
+    catalog = data_catalog(data_cfg, accelerator, notes.append)
     root = catalog.root
     split = build_split(root, data_cfg.split_file, data_cfg.val_fraction, data_cfg.split_seed, data_cfg.exclude_file,
                         data_cfg.on_bad_image, catalog)
@@ -211,4 +213,4 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
         probe_set, probe_set.labels.cpu(), data_cfg.eval_batch_size, train=False, seed=cfg.train.seed, balanced=False,
         num_workers=data_cfg.num_workers, pin_memory=pin)
     return Data(split.classes, spec, split, train_set, val_set, train_loader, val_loader, on_device, probe_set,
-                probe_loader, why, time.perf_counter() - started)
+                probe_loader, why, time.perf_counter() - started, notes)

@@ -319,7 +319,7 @@ def _build(cfg: Config, accelerator: Accelerator, shape: BatchShape, run_dir: Pa
                       val_loader, ema, criterion, parse_color(cfg.data.background), plan, trace, resume_from,
                       running_stats(cfg, accelerator.unwrap_model(model), accelerator.num_processes), exact_sum,
                       probe_loader)
-    out.print(*describe(session))
+    out.print(*describe(session), *data.notes)
     return session
 
 
