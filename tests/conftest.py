@@ -6,10 +6,12 @@ tiny timm models (`test_resnet`, `test_efficientnet_gn`) at 32 px keep each run 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -118,9 +120,8 @@ def image_server(synth_root):
     /fake.png   image/png header, bytes are not an image         /loop       302 -> /loop2 -> /loop
     /redirect   302 -> /good.png /to-file      302 -> file:///etc/passwd
     """
-    import threading
     import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     good = sorted((synth_root / "checked").glob("*.png"))[0].read_bytes()
 
@@ -166,22 +167,32 @@ def image_server(synth_root):
             else:
                 self._send(404, b"not found", ctype="text/plain")
 
-    # A proxy from the environment (CI machines have them) must not see requests to this local server.
+    with local_http_server(Handler) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def local_http_server(handler):
+    """A threaded HTTP server on 127.0.0.1 (a free port) answering with `handler`; yields its base URL. A proxy
+    from the environment (CI machines have them) must not see requests to it: NO_PROXY covers it meanwhile."""
+    from http.server import ThreadingHTTPServer
+
     saved = {key: os.environ.get(key) for key in ("NO_PROXY", "no_proxy")}
     for key in saved:
         os.environ[key] = ",".join(filter(None, [saved[key], "127.0.0.1", "localhost"]))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run_main(*args: str) -> tuple[int, str, str]:

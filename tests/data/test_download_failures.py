@@ -5,13 +5,13 @@ naming the URL. Only 127.0.0.1 is ever connected to: the name lookup is stubbed,
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
 
 from checkbox_dist.data import download as download_module
 from checkbox_dist.data.download import AddressPolicy, DownloadError, DownloadLimits, download
+from conftest import local_http_server
 
 LOCAL = AddressPolicy.parse(["127.0.0.1"])
 
@@ -56,7 +56,7 @@ def test_a_host_that_does_not_resolve_is_host_not_found(monkeypatch):
 @pytest.fixture
 def local_server():
     """An HTTP server on 127.0.0.1 with a route per case; yields its base URL."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     png = b"\x89PNG\r\n\x1a\n" + b"\0" * 100
 
@@ -89,13 +89,8 @@ def local_server():
                 except OSError:  # the client gave up: that is the test
                     pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with local_http_server(Handler) as url:
+        yield url
 
 
 def test_max_redirects_0_refuses_a_redirect_and_still_fetches_direct_urls(local_server):
