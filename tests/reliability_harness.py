@@ -238,7 +238,7 @@ def assert_same_run(run_dir: Path, reference: Path, step_rows: bool = True) -> N
         theirs = torch.load(reference / "checkpoints" / name / "model.pt", weights_only=True)
         tensors_equal(ours["model"], theirs["model"], f"{name}/model.pt weights")
         assert ours["temperature"] == theirs["temperature"] and ours["epoch"] == theirs["epoch"]
-        assert strip_time(ours["metrics"]) == strip_time(theirs["metrics"]), name
+        assert strip_time(ours["metrics"]) == strip_time(theirs["metrics"]), (name, ours["metrics"], theirs["metrics"])
     ours = torch.load(run_dir / "checkpoints" / "last" / "train_state.pt", weights_only=True)
     theirs = torch.load(reference / "checkpoints" / "last" / "train_state.pt", weights_only=True)
     for key in ("optimizer", "scheduler", "loop", "raw_model"):

@@ -69,6 +69,7 @@ class Outcome:
     stopped_early: bool = False
     last_metrics: dict = field(default_factory=dict)
     global_step: int = 0  # optimizer steps when fit returned
+    last_epoch: int = 0  # epochs the weights have completed when fit returned (also after resuming a finished run)
 
 
 def fit(s: Session) -> Outcome:
@@ -108,7 +109,7 @@ def fit(s: Session) -> Outcome:
             break
         if done:
             break
-    outcome.global_step = state.global_step
+    outcome.global_step, outcome.last_epoch = state.global_step, state.epoch - 1
     return outcome
 
 

@@ -35,7 +35,7 @@ def finish(s: Session, outcome: Outcome) -> dict:
         atomic_write_json(s.run_dir / "summary.json", summary)
         return summary
     ev, n_val = s.cfg.eval, len(s.data.val_set)
-    last_epoch = outcome.last_metrics.get("epoch", 0)
+    last_epoch = outcome.last_epoch
     summary, val = calibrate_best(s, best_dir, lambda epoch: selection_record(
         ev.best_rule, ev.smooth_evals, epoch, max(epoch, last_epoch), n_val))
     chosen = summary["selection"]

@@ -29,12 +29,13 @@ from reliability_harness import (REPO, assert_same_run, cli, final_rows, one_lin
 
 # 90 synthetic images -> 72 train / 18 val; batch 16 -> 4 optimizer steps per epoch, 3 epochs = 12 steps;
 # `last` also every 3 steps (mid-epoch resume); val batches of 8 -> 3 per evaluation; dropout on, so the
-# global RNG matters. Saves per run: 14 (last x8 incl. mid-epoch, best x4 incl. the calibrated one, epoch x3).
+# global RNG matters. Saves per run: 14 (last x8 incl. mid-epoch, best x4 incl. the calibrated one, epoch x3), with
+# a selecting best rule (val_top1: `best` is its own save, so the kill points below land in the writes they name).
 BASE = ["--config", str(REPO / "configs" / "quickstart.yaml"), "model.name=test_resnet", "data.image_size=32",
         "data.num_workers=0", "train.progress=false", "tracking.backends=[]", "data.synth_n=90", "data.synth_seed=3",
         "data.batch_size=16", "data.eval_batch_size=8", "train.epochs=3", "train.log_every_steps=1",
         "checkpoint.every_steps=3", "model.drop_rate=0.2", "train.resume=auto",
-        "eval.confusion_every_epochs=1000"]  # no confusion-matrix PNGs: they were 40% of a run's CPU time
+        "eval.best_rule=val_top1", "eval.confusion_every_epochs=1000"]  # no confusion-matrix PNGs: they were 40% of a run's CPU time
 
 
 def train_args(run_dir: Path, cache: Path, *extra: str) -> list[str]:
