@@ -19,7 +19,9 @@ from checkbox_dist.commands import predict as predict_command
 from checkbox_dist.commands import serve as serve_command
 from checkbox_dist.commands import synth as synth_command
 from checkbox_dist.core import resources
-from checkbox_dist.core.config import ConfigError, dump_yaml, load_config, to_dict
+from checkbox_dist.core.config import to_dict
+from checkbox_dist.core.config_checks import ConfigError
+from checkbox_dist.core.config_loader import dump_yaml, load_config
 from conftest import REPO, TINY, run_main
 
 HEAVY = ("torch", "torchvision", "timm", "accelerate", "wandb", "matplotlib", "fastapi", "onnxruntime")

@@ -69,7 +69,7 @@ import tomllib  # noqa: E402
 
 import pytest  # noqa: E402
 
-from checkbox_dist.core.config import load_config  # noqa: E402
+from checkbox_dist.core.config_loader import load_config  # noqa: E402
 from conftest import run_main  # noqa: E402
 
 DOCS = [REPO / "README.md", *sorted(REPO.glob("CONTRIBUTING.md")), *sorted((REPO / "docs").glob("*.md"))]
@@ -175,7 +175,8 @@ def command_problems(command: str, fenced: bool) -> list[str]:
     """What is wrong with one documented command line ([] when nothing): a repository path or a pip extra that
     does not exist, checkbox-dist arguments the real parser refuses, a config or override the loader refuses."""
     from checkbox_dist.commands import merge_config_files
-    from checkbox_dist.core.config import Config, ConfigError
+    from checkbox_dist.core.config import Config
+    from checkbox_dist.core.config_checks import ConfigError
 
     problems = []
     for words in _segments(command):

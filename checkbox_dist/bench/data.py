@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from checkbox_dist import synth
 from checkbox_dist.bench.train import bench_overrides, plain_step_rate
 from checkbox_dist.core import resources
-from checkbox_dist.core.config import load_config
+from checkbox_dist.core.config_loader import load_config
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.plots import plt, save_png
 from checkbox_dist.data.images import PreprocessSpec, decode

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from checkbox_dist import train
 from checkbox_dist.core import resources
 from checkbox_dist.core.batching import derive
-from checkbox_dist.core.config import load_config
+from checkbox_dist.core.config_loader import load_config
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec
 from checkbox_dist.model.build import build_model

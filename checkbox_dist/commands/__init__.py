@@ -71,8 +71,8 @@ class ConfigFiles(argparse.Action):
 
 
 def merge_config_files(args: argparse.Namespace) -> argparse.Namespace:
-    """After parsing: the files of a repeated --config go first among the overrides, as `@FILE` (core/config.py
-    load_config merges them in order, before the `section.key=value` overrides)."""
+    """After parsing: the files of a repeated --config go first among the overrides, as `@FILE`
+    (core/config_loader.py load_config merges them in order, before the `section.key=value` overrides)."""
     layers = getattr(args, "config_layers", None)
     if layers:
         args.overrides = [f"@{layer}" for layer in layers] + list(args.overrides)

@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from checkbox_dist.core.config import dump_yaml, load_config
+    from checkbox_dist.core.config_loader import dump_yaml, load_config
     from checkbox_dist.core.config_reference import reference
 
     if args.reference:

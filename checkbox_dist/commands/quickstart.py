@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from checkbox_dist import train
     from checkbox_dist.core import runs
-    from checkbox_dist.core.config import load_config
+    from checkbox_dist.core.config_loader import load_config
     from checkbox_dist.infer.predictor import Predictor
     from checkbox_dist.synth import render_index
 

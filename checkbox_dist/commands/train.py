@@ -36,7 +36,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from checkbox_dist import train
-    from checkbox_dist.core.config import load_config
+    from checkbox_dist.core.config_loader import load_config
 
     if not args.config:
         raise UserError(f"train needs --config: {RECIPES}; `checkbox-dist configs` lists them")

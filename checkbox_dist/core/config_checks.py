@@ -1,7 +1,7 @@
-"""The value rules of the config tree (checkbox_dist/config.py holds the keys, their types and defaults).
+"""The value rules of the config tree (core/config.py holds the keys, their types and defaults).
 
-`config.load_config` runs `check_values` after the YAML file and the overrides are applied, so an out-of-range
-value is one `ConfigError` naming the key, before anything is built.
+`config_loader.load_config` runs `check_values` after the YAML file and the overrides are applied, so an
+out-of-range value is one `ConfigError` naming the key, before anything is built.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 
 They are package data (pyproject.toml), so an installed wheel carries them; in a checkout the top-level
 configs/ and launch/ folders are links to these same files. `--config NAME` finds a training config here
-(core.config.resolve_config_path); `checkbox-dist configs` lists them all.
+(core.config_loader.resolve_config_path); `checkbox-dist configs` lists them all.
 """
 
 from __future__ import annotations

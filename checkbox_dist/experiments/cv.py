@@ -59,7 +59,8 @@ from accelerate.utils import broadcast_object_list
 
 from checkbox_dist import train
 from checkbox_dist.core import plots
-from checkbox_dist.core.config import RUN_ONLY_KEYS, load_config, to_dict, to_flat_dict
+from checkbox_dist.core.config import RUN_ONLY_KEYS, to_dict, to_flat_dict
+from checkbox_dist.core.config_loader import load_config
 from checkbox_dist.core.cv_results import read_oof
 from checkbox_dist.core.distributed import process_state
 from checkbox_dist.core.errors import Preempted, UserError

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from checkbox_dist.core.config import load_config
+from checkbox_dist.core.config_loader import load_config
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import atomic_write_csv
 from checkbox_dist.core.runs import timestamped

@@ -39,7 +39,8 @@ from urllib.parse import urlparse
 import torch
 
 from checkbox_dist.core import plots
-from checkbox_dist.core.config import Config, dump_yaml, recipe_hash, to_flat_dict
+from checkbox_dist.core.config import Config, recipe_hash, to_flat_dict
+from checkbox_dist.core.config_loader import dump_yaml
 from checkbox_dist.core.files import atomic_write_json, atomic_write_text
 from checkbox_dist.data.images import PreprocessSpec
 from checkbox_dist.model import checkpoint

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from checkbox_dist.core.batching import derive
-from checkbox_dist.core.config import load_config
 from checkbox_dist.core.config_checks import ConfigError
+from checkbox_dist.core.config_loader import load_config
 from checkbox_dist.core.errors import UserError
 from conftest import REPO
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from checkbox_dist.core.config import Config, ConfigError, from_dict, load_config, to_dict
+from checkbox_dist.core.config import Config, to_dict
+from checkbox_dist.core.config_checks import ConfigError
+from checkbox_dist.core.config_loader import from_dict, load_config
 from conftest import REPO, run_cli, run_main
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from checkbox_dist.core.config import ConfigError, load_config
+from checkbox_dist.core.config_checks import ConfigError
+from checkbox_dist.core.config_loader import load_config
 
 # 9 levels of 9 aliases each: 9**9 (387 million) leaves once expanded, ~300 bytes of YAML
 BOMB = "[[" + ",".join(f"&{i} [{','.join([f'*{i - 1}'] * 9) if i else ','.join('x' * 9)}]" for i in range(9)) + "]]"

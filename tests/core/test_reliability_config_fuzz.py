@@ -21,7 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from checkbox_dist.data import augment
-from checkbox_dist.core.config import Config, ConfigError, dump_yaml, load_config, to_flat_dict
+from checkbox_dist.core.config import Config, to_flat_dict
+from checkbox_dist.core.config_checks import ConfigError
+from checkbox_dist.core.config_loader import dump_yaml, load_config
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec, parse_color
 from checkbox_dist.model.optim import build_optimizer, build_scheduler, effective_lr

@@ -134,7 +134,7 @@ def test_streaming_loader_keeps_workers_prefetch_and_pins_for_cuda(synth_root: P
 
 
 def test_build_data_pins_only_for_a_cuda_device_and_says_why_it_chose(synth_root: Path, tmp_path: Path):
-    from checkbox_dist.core.config import load_config
+    from checkbox_dist.core.config_loader import load_config
     from checkbox_dist.data.build import build_data
     from conftest import REPO, TINY
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import REPO, TINY, run_cli
 from checkbox_dist.cli import main as cli_main
-from checkbox_dist.core.config import load_config
+from checkbox_dist.core.config_loader import load_config
 from checkbox_dist.experiments.sweep import format_value
 
 CONFIG = str(REPO / "configs" / "quickstart.yaml")

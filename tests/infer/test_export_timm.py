@@ -183,7 +183,7 @@ def test_predict_cli_matches_the_snippet(parity):
 
 
 def test_config_json_and_model_card(parity):
-    from checkbox_dist.core.config import load_config
+    from checkbox_dist.core.config_loader import load_config
 
     out, _ = parity
     folder, classes = out["letterbox"]["folder"], out["letterbox"]["classes"]

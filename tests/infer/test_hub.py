@@ -138,7 +138,7 @@ def test_the_finetune_config_trains_from_a_hub_id_offline(exported, cache_dir, t
 def test_configs_lists_the_finetune_config():
     code, out, _ = run_main("configs")
     assert code == 0 and "\n  finetune_pretrained " in out
-    from checkbox_dist.core.config import load_config
+    from checkbox_dist.core.config_loader import load_config
     from checkbox_dist.core.resources import config_file
 
     cfg = load_config(config_file("finetune_pretrained"))

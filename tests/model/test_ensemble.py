@@ -122,7 +122,7 @@ def test_members_that_disagree_are_refused_with_one_line(ens, tmp_path):
 
 
 def test_members_share_the_stage_one_a_single_run_of_the_recipe_uses(tmp_path):
-    from checkbox_dist.core.config import load_config
+    from checkbox_dist.core.config_loader import load_config
     from checkbox_dist.train.members import member_configs
     from checkbox_dist.train.pretrain import stage_config
 

@@ -156,7 +156,7 @@ def test_stopped_stage_one_resumes_on_the_next_run(tmp_path: Path, synth_root: P
     """Preempted in stage one (RUN/STOP, as slurm/train.sh asks): exit 75 with stage one's `last` saved; the
     requeued run continues stage one from there instead of starting it again, then fine-tunes."""
     from checkbox_dist.train import pretrain
-    from checkbox_dist.core.config import load_config
+    from checkbox_dist.core.config_loader import load_config
 
     cache = tmp_path / "cache"
     args = tiny_train_args(tmp_path / "run", cache, *FROZEN_FINE_TUNE, "train.log_every_steps=1", data_root=synth_root)
@@ -175,7 +175,7 @@ def test_stopped_stage_one_resumes_on_the_next_run(tmp_path: Path, synth_root: P
 def test_mixed_synthetic_images_join_the_training_split_only(tmp_path: Path, synth_root: Path):
     """pretrain.mix_n: synthetic images in the fine-tune's training split (rehearsal), never in val, and
     not part of stage one's identity: a run that only adds mix_n finds the same stage-one folder."""
-    from checkbox_dist.core.config import load_config
+    from checkbox_dist.core.config_loader import load_config
     from checkbox_dist.train.pretrain import stage_config
 
     # Stage one's folder (the hash of what changes its weights) is the same with and without mixing.

@@ -44,7 +44,8 @@ def tracked_run(tmp_path_factory, cache_dir):
 
 
 def test_wandb_gets_the_model_artifact_once(tracked_run):
-    from checkbox_dist.core.config import load_config, recipe_hash
+    from checkbox_dist.core.config import recipe_hash
+    from checkbox_dist.core.config_loader import load_config
 
     out, first, again = tracked_run
     assert "W&B: logged artifact model-" in first.stdout
@@ -71,7 +72,7 @@ def test_wandb_gets_the_model_artifact_once(tracked_run):
 def test_wandb_table_lists_exactly_the_val_errors(tracked_run):
     import torch
 
-    from checkbox_dist.core.config import load_config
+    from checkbox_dist.core.config_loader import load_config
     from checkbox_dist.data.split import build_split
     from checkbox_dist.data.synthetic import synthetic_root
     from checkbox_dist.infer.predictor import Predictor
@@ -129,7 +130,7 @@ def test_every_accelerate_tracker_is_a_backend_and_a_missing_one_is_one_line(tmp
     """tracking.backends takes the trackers Accelerate supports; one whose package is not installed used to be
     dropped by Accelerate with a warning (the run logged nowhere): it is one line with the install command, before
     any run folder exists."""
-    from checkbox_dist.core.config import load_config
+    from checkbox_dist.core.config_loader import load_config
 
     for name in ("wandb", "tensorboard", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio"):
         assert load_config(None, [f"tracking.backends=[{name}]"]).tracking.backends == [name]
@@ -164,7 +165,8 @@ def test_mlflow_holds_params_epoch_metrics_the_matrix_and_the_model(mlflow_run, 
     import torch
     from mlflow import MlflowClient
 
-    from checkbox_dist.core.config import load_config, to_flat_dict
+    from checkbox_dist.core.config import to_flat_dict
+    from checkbox_dist.core.config_loader import load_config
     from conftest import read_metrics
 
     out, first, again = mlflow_run

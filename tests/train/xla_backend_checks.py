@@ -25,7 +25,7 @@ import torch_xla.core.xla_model as xm  # noqa: F401  (seed_step's import, loaded
 
 import accelerate.state
 import accelerate.utils.imports
-from checkbox_dist.core.config import load_config
+from checkbox_dist.core.config_loader import load_config
 from checkbox_dist.model.build import build_model
 from checkbox_dist.train import backend
 from checkbox_dist.train.session import build_accelerator
