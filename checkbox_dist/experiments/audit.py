@@ -21,10 +21,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from checkbox_dist.core.cv_results import read_oof
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import atomic_path, atomic_write_csv
 from checkbox_dist.data.images import BadImageError, open_image
-from checkbox_dist.experiments.cv import read_oof, scores
+from checkbox_dist.experiments.cv_summary import scores
 
 
 def average_oof(files: list[Path]) -> tuple[list[str], list[dict]]:

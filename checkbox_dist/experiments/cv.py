@@ -14,7 +14,8 @@
                                     # what benchmarks/best_rule.py replays every eval.best_rule on
 
 Each fold is the normal training loop (`train.run`, in this process, so `accelerate launch` and Slurm work
-exactly as for `train`) on a split index file whose val part is exactly the fold's held-out images.
+exactly as for `train`) on a split index file whose val part is exactly the fold's held-out images. The folds
+are planned in experiments/cv_folds.py; the out-of-fold summary is experiments/cv_summary.py.
 
 `--selection final` (default) evaluates each fold once, after the whole schedule, and keeps that model:
 the held-out fold never chooses anything, so the mean is an honest estimate of a fixed recipe. (It also
@@ -45,128 +46,35 @@ and rerun to continue.
 from __future__ import annotations
 
 import copy
-import csv
 import gc
 import json
 import os
-import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate.utils import broadcast_object_list
 
 from checkbox_dist import train
-from checkbox_dist.core import plots
 from checkbox_dist.core.config import RUN_ONLY_KEYS, to_dict, to_flat_dict
 from checkbox_dist.core.config_loader import load_config
-from checkbox_dist.core.cv_results import read_oof
 from checkbox_dist.core.distributed import process_state
 from checkbox_dist.core.errors import Preempted, UserError
 from checkbox_dist.core.files import atomic_write_csv, atomic_write_json
 from checkbox_dist.core.runs import agreed_name, config_stem, timestamped
-from checkbox_dist.data.build import data_catalog
 from checkbox_dist.data.cache import load_decoded
-from checkbox_dist.data.sources import Catalog
-from checkbox_dist.data.split import (Item, apply_bad_rows, group_members, read_exclusions, stratified_split,
-                                      write_split_lists)
+from checkbox_dist.data.split import Item, write_split_lists
+from checkbox_dist.experiments.cv_folds import FoldPool, fold_pool, inner_split
+from checkbox_dist.experiments.cv_summary import format_table, summarise
 from checkbox_dist.experiments.sweep import report_to_wandb
 from checkbox_dist.infer.predictor import Predictor
-
-
-def plan_folds(labels: list[int], k: int, seed: int, groups: list[str] | None = None) -> list[int]:
-    """Fold index per item. Per class: a seeded shuffle dealt round-robin, each class starting where the
-    previous one stopped, so fold sizes differ by at most one and class counts per fold by at most one.
-    With `groups` (data with a group column): whole groups, per class of group (its most common label) in a
-    seeded order, each to the fold with the fewest images so far, so no group straddles two folds."""
-    if groups is not None and any(groups):
-        return _plan_grouped_folds(labels, groups, k, seed)
-    gen = torch.Generator().manual_seed(seed)
-    fold = [-1] * len(labels)
-    start = 0
-    for label in sorted(set(labels)):
-        members = [i for i, y in enumerate(labels) if y == label]
-        for j, idx in enumerate(torch.randperm(len(members), generator=gen).tolist()):
-            fold[members[idx]] = (start + j) % k
-        start = (start + len(members)) % k
-    return fold
-
-
-def _plan_grouped_folds(labels: list[int], groups: list[str], k: int, seed: int) -> list[int]:
-    gen = torch.Generator().manual_seed(seed)
-    members, label_of = group_members(labels, groups)
-    if len(members) < k:
-        raise UserError(f"the data has {len(members)} group(s), fewer than --folds {k}")
-    fold, sizes = [-1] * len(labels), [0] * k
-    for label in sorted(set(label_of.values())):
-        names = [g for g in members if label_of[g] == label]
-        for j in torch.randperm(len(names), generator=gen).tolist():
-            target = min(range(k), key=lambda f: (sizes[f], f))
-            for i in members[names[j]]:
-                fold[i] = target
-            sizes[target] += len(members[names[j]])
-    return fold
-
-
-def list_items(catalog: Catalog, exclude_file: str, k: int, on_bad_image: str = "error",
-               skipped: list[str] | None = None) -> tuple[list[str], list[Item], list[str]]:
-    """(classes, items, group per item) of the pool every fold draws from."""
-    root = catalog.root
-    if catalog.has_splits:
-        raise UserError(f"{root} is split into train and val: cv needs one pool; for a folder point data.root at "
-                        f"{root / 'train'} (or merge the two); for a manifest drop the split column")
-    apply_bad_rows(catalog, on_bad_image, skipped if skipped is not None else [])
-    excluded = read_exclusions(exclude_file)
-    keep = [i for i, ref in enumerate(catalog.refs) if ref.key not in excluded]
-    classes = catalog.classes
-    items = [(catalog.refs[i], catalog.labels[i]) for i in keep]
-    for i, c in enumerate(classes):
-        n = sum(1 for _, y in items if y == i)
-        if n < k:
-            raise UserError(f"{root}: class '{c}' has {n} image(s) left, fewer than --folds {k}")
-    return classes, items, [catalog.groups[i] for i in keep]
-
 
 # cv.json keys newer than some CV folders on disk, with the value those runs had
 _NEWER_SETTINGS = {"train_exclude": [], "inner_val": 0.0, "outer_history": False}
 
 
-def _train_exclusions(root: Path, items: list[Item], path: str) -> set[str]:
-    listed = read_exclusions(path, "--train-exclude")
-    present = {ref.key for ref, _ in items}
-    unknown = sorted(listed - present)
-    if unknown:  # a typo or a list made for other data would otherwise exclude nothing, silently
-        raise UserError(f"--train-exclude {path}: {len(unknown)} path(s) not in {root}, e.g. {unknown[0]}")
-    return listed
-
-
 def _comparable(cfg_dict: dict) -> dict:
     return {k: v for k, v in to_flat_dict(cfg_dict).items() if not k.startswith(RUN_ONLY_KEYS)}
-
-
-def scores(given: list[str], predicted: list[str], classes: list[str]) -> dict:
-    """top-1, per-class precision/recall/F1, macro-F1 and the confusion matrix (rows = given)."""
-    index = {c: i for i, c in enumerate(classes)}
-    confusion = [[0] * len(classes) for _ in classes]
-    for g, p in zip(given, predicted):
-        confusion[index[g]][index[p]] += 1
-    per_class = {}
-    for i, c in enumerate(classes):
-        tp = confusion[i][i]
-        precision = tp / max(1, sum(row[i] for row in confusion))
-        recall = tp / max(1, sum(confusion[i]))
-        per_class[c] = {"precision": precision, "recall": recall, "support": sum(confusion[i]),
-                        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0}
-    n = len(given)
-    return {"n": n, "top1": sum(confusion[i][i] for i in range(len(classes))) / max(1, n),
-            "macro_f1": sum(m["f1"] for m in per_class.values()) / len(classes),
-            "per_class": per_class, "confusion": confusion}
-
-
-def _mean_std(values: list[float]) -> dict:
-    # Sample std (n - 1) over folds: the spread a new draw of folds would show.
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def predict_fold(best_dir: Path, items: list[Item], cfg, device, tta: bool):
@@ -179,27 +87,6 @@ def predict_fold(best_dir: Path, items: list[Item], cfg, device, tta: bool):
     images, bs = decoded["images"], cfg.data.eval_batch_size
     probs = torch.cat([predictor.predict_tensors([images[j:j + bs]]) for j in range(0, len(images), bs)])
     return predictor.classes, [items[i] for i in decoded["kept"]], probs
-
-
-@dataclass
-class _Pool:
-    """The images every fold draws from and the fold each one is held out in."""
-
-    root: Path
-    classes: list[str]
-    items: list[Item]
-    groups: list[str]  # per item; "" = its own group
-    fold_of: list[int]
-    untrained: set[str]  # --train-exclude: never in a training part, still held out and scored
-
-    def held_out(self, i: int) -> list[Item]:
-        return [it for it, f in zip(self.items, self.fold_of) if f == i]
-
-    def training(self, i: int) -> tuple[list[Item], list[str]]:
-        """Fold i's training part and its groups."""
-        kept = [(it, g) for it, g, f in zip(self.items, self.groups, self.fold_of)
-                if f != i and it[0].key not in self.untrained]
-        return [it for it, _ in kept], [g for _, g in kept]
 
 
 def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selection: str = "final",
@@ -220,7 +107,7 @@ def run_cv(cfg, config_path: str | None, folds: int, out: Path, seed: int, selec
         raise UserError("--outer-history needs --inner-val F and --selection best: the outer fold is scored at each "
                         "evaluation of a run that selects on its inner validation set")
     cfg = _cv_config(cfg, selection)
-    pool = _pool(cfg, state, folds, seed, train_exclude)
+    pool = fold_pool(cfg, state, folds, seed, train_exclude)
     only = _folds_to_run(only, folds)
     settings = {"config": config_path, "folds": folds, "seed": seed, "selection": selection, "tta": tta,
                 "root": str(pool.root.resolve()), "exclude_file": cfg.data.exclude_file, "n_images": len(pool.items),
@@ -256,15 +143,6 @@ def _cv_config(cfg, selection: str):
     return cfg
 
 
-def _pool(cfg, state, folds: int, seed: int, train_exclude: str) -> _Pool:
-    # the folder every fold trains on: data.root, or the synthetic set, generated once
-    catalog = data_catalog(cfg.data, state, say=print if state.is_main_process else (lambda *_: None))
-    root = catalog.root
-    classes, items, groups = list_items(catalog, cfg.data.exclude_file, folds, cfg.data.on_bad_image)
-    fold_of = plan_folds([y for _, y in items], folds, seed, groups)
-    return _Pool(root, classes, items, groups, fold_of, _train_exclusions(root, items, train_exclude))
-
-
 def _folds_to_run(only: list[int] | None, folds: int) -> list[int]:
     only = sorted(set(only)) if only else list(range(folds))
     if any(not 0 <= i < folds for i in only):
@@ -291,7 +169,7 @@ def _check_rerun(out: Path, settings: dict) -> None:
         raise UserError(f"{out} holds a CV run with another config ({changed[0]} differs): use another --out")
 
 
-def _write_fold_files(out: Path, settings: dict, pool: _Pool, only: list[int]) -> None:
+def _write_fold_files(out: Path, settings: dict, pool: FoldPool, only: list[int]) -> None:
     """OUT/cv.json and the split index file of each fold to run (main process only)."""
     folds = settings["folds"]
     (out / "folds").mkdir(parents=True, exist_ok=True)
@@ -300,19 +178,13 @@ def _write_fold_files(out: Path, settings: dict, pool: _Pool, only: list[int]) -
         meta = {"fold": i, "folds": folds, "seed": settings["seed"], "val_fraction": round(1 / folds, 6)}
         (training, groups), val = pool.training(i), pool.held_out(i)
         if settings["inner_val"]:
-            training, val = _inner_split(training, groups, settings["inner_val"], settings["seed"] + i)
+            training, val = inner_split(training, groups, settings["inner_val"], settings["seed"] + i)
             meta["inner_val"] = settings["inner_val"]
         probe = pool.held_out(i) if settings["outer_history"] else None  # scored at every evaluation, never selects
         write_split_lists(out / "folds" / f"fold_{i}.json", pool.root, pool.classes, training, val, meta, probe)
 
 
-def _inner_split(training: list[Item], groups: list[str], fraction: float, seed: int):
-    """(inner training, inner validation) of a fold's training part; the outer fold stays out of both."""
-    train_idx, val_idx = stratified_split([y for _, y in training], fraction, seed, groups)
-    return [training[j] for j in train_idx], [training[j] for j in val_idx]
-
-
-def _say_plan(say, pool: _Pool, settings: dict, out: Path, train_exclude: str) -> None:
+def _say_plan(say, pool: FoldPool, settings: dict, out: Path, train_exclude: str) -> None:
     counts = ", ".join(f"{c} {sum(1 for _, y in pool.items if y == i)}" for i, c in enumerate(pool.classes))
     say(f"cv: {len(pool.items)} images in {pool.root} ({counts}) "
         f"| {settings['folds']} folds, seed {settings['seed']}, selection {settings['selection']}"
@@ -353,7 +225,7 @@ def _train_fold(cfg, config_path: str | None, out: Path, i: int, folds: int, roo
     say(f"fold {i}: trained in {time.perf_counter() - started:.0f}s")
 
 
-def _write_fold_oof(run_dir: Path, i: int, pool: _Pool, cfg, device, tta: bool) -> None:
+def _write_fold_oof(run_dir: Path, i: int, pool: FoldPool, cfg, device, tta: bool) -> None:
     """RUN_DIR/oof.csv: fold i's held-out predictions from its best checkpoint (main process only)."""
     classes = pool.classes
     fold_classes, kept, probs = predict_fold(run_dir / "checkpoints" / "best", pool.held_out(i), cfg, device, tta)
@@ -378,89 +250,6 @@ def _summarise_if_complete(out: Path, folds: int, state, say) -> dict | None:
     summary = summarise(out, folds) if state.is_main_process else None
     state.wait_for_everyone()
     return summary
-
-
-def summarise(out: Path, folds: int) -> dict:
-    """Merge the folds' OOF files and compute every number in cv_summary.json from them."""
-    header, merged, per_fold = None, [], []
-    for i in range(folds):
-        with (out / f"fold_{i}" / "oof.csv").open(newline="") as handle:
-            rows = list(csv.reader(handle))
-        header = header or rows[0]
-        merged += rows[1:]
-    atomic_write_csv(out / "oof_predictions.csv", header, sorted(merged, key=lambda r: r[0]))
-    classes, rows = read_oof(out / "oof_predictions.csv")
-    settings = json.loads((out / "cv.json").read_text())
-    for i in range(folds):
-        fold_rows = [r for r in rows if r["fold"] == i]
-        s = scores([r["given"] for r in fold_rows], [r["predicted"] for r in fold_rows], classes)
-        run_summary = out / f"fold_{i}" / "summary.json"
-        extra = json.loads(run_summary.read_text()) if run_summary.is_file() else {}
-        per_fold.append(dict(s, fold=i, best_epoch=extra.get("best_epoch"), temperature=extra.get("temperature")))
-    pooled = scores([r["given"] for r in rows], [r["predicted"] for r in rows], classes)
-    summary = {
-        "folds": folds, "n_images": len(rows), "classes": classes, "selection": settings["selection"],
-        "config": settings["config"], "root": settings["root"], "seed": settings["seed"],
-        "inner_val": settings.get("inner_val", 0.0),
-        "std_kind": "sample std over folds (n-1)", "train_excluded": len(settings.get("train_exclude", [])),
-        "top1": _mean_std([f["top1"] for f in per_fold]),
-        "macro_f1": _mean_std([f["macro_f1"] for f in per_fold]),
-        "per_class_f1": {c: _mean_std([f["per_class"][c]["f1"] for f in per_fold]) for c in classes},
-        "pooled_oof": pooled, "per_fold": per_fold,
-        "epochs": settings["resolved_config"]["train"]["epochs"],
-        "model": settings["resolved_config"]["model"]["name"],
-        "image_size": settings["resolved_config"]["data"]["image_size"],
-        "image_width": settings["resolved_config"]["data"]["image_width"],
-    }
-    atomic_write_json(out / "cv_summary.json", summary)
-    if settings.get("outer_history"):
-        write_outer_history(out, folds, settings)
-    plots.confusion_matrix_png(pooled["confusion"], classes, out / "confusion_oof.png",
-                               f"out-of-fold, {folds} folds: top-1 {100 * pooled['top1']:.1f}% (n={len(rows)})")
-    return summary
-
-
-def fold_history(run_dir: Path) -> list[dict]:
-    """The evaluated epochs of a fold's run (metrics.jsonl; a resumed epoch's newer row wins): epoch, inner-val
-    loss/top-1/macro-F1 and the outer fold's (the run's probe part) top-1/macro-F1/loss."""
-    rows = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line) if line.strip() else {}
-        if row.get("kind") == "epoch" and "val_top1" in row:
-            rows[row["epoch"]] = row
-    keys = {"val_loss": "val_loss", "val_top1": "val_top1", "val_macro_f1": "val_macro_f1",
-            "outer_top1": "probe_top1", "outer_macro_f1": "probe_macro_f1", "outer_loss": "probe_loss"}
-    return [{"epoch": e, **{k: rows[e].get(source) for k, source in keys.items()}} for e in sorted(rows)]
-
-
-def write_outer_history(out: Path, folds: int, settings: dict) -> None:
-    """OUT/outer_history.json: every fold's evaluated epochs, inner-val and outer metrics side by side."""
-    cfg = settings["resolved_config"]
-    atomic_write_json(out / "outer_history.json", {
-        "folds": folds, "seed": settings["seed"], "train_seed": cfg["train"]["seed"],
-        "inner_val": settings["inner_val"], "best_rule": cfg["eval"]["best_rule"],
-        "model": cfg["model"]["name"], "epochs": cfg["train"]["epochs"],
-        "per_fold": [{"fold": i, "history": fold_history(out / f"fold_{i}")} for i in range(folds)]})
-
-
-def format_table(summary: dict) -> str:
-    classes = summary["classes"]
-    head = f"{'fold':>9} {'n':>4} {'top-1':>7} {'macro-F1':>8} " + " ".join(f"{'F1 ' + c[:9]:>12}" for c in classes)
-    lines = [head + f" {'epoch':>5} {'T':>5}"]
-    for f in summary["per_fold"]:
-        lines.append(f"{f['fold']:>9} {f['n']:>4} {f['top1']:7.4f} {f['macro_f1']:8.4f} "
-                     + " ".join(f"{f['per_class'][c]['f1']:12.4f}" for c in classes)
-                     + f" {f['best_epoch'] or '-':>5} {f['temperature'] or 0:5.2f}")
-    ms = lambda d: f"{d['mean']:.4f}±{d['std']:.4f}"  # noqa: E731
-    lines.append(f"{'mean±std':>9} {summary['n_images']:>4} {ms(summary['top1']):>7} {ms(summary['macro_f1']):>8} "
-                 + " ".join(f"{ms(summary['per_class_f1'][c]):>12}" for c in classes))
-    p = summary["pooled_oof"]
-    lines.append(f"{'pooled':>9} {p['n']:>4} {p['top1']:7.4f} {p['macro_f1']:8.4f} "
-                 + " ".join(f"{p['per_class'][c]['f1']:12.4f}" for c in classes))
-    for f in summary["per_fold"]:
-        lines.append(f"fold {f['fold']} confusion (rows = given, cols = predicted {'/'.join(classes)}): "
-                     + "  ".join(str(row) for row in f["confusion"]))
-    return "\n".join(lines)
 
 
 def run(args) -> int:

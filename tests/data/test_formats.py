@@ -23,7 +23,7 @@ from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec, decode
 from checkbox_dist.data.sources import detect_format, index_file, indexed_catalog, scan
 from checkbox_dist.data.split import build_split, stratified_split
-from checkbox_dist.experiments.cv import plan_folds
+from checkbox_dist.experiments.cv_folds import plan_folds
 
 FORMATS = ["folder", "csv", "jsonl", "parquet", "hf", "tar"]
 GROUP = 3  # consecutive images of a class share a group ("shot"), as crops of one screenshot would

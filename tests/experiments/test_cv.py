@@ -176,7 +176,7 @@ def test_train_exclude_leaves_images_out_of_training_but_scores_them(synth_root,
 
 
 def test_plan_folds_is_seeded_balanced_and_stratified():
-    from checkbox_dist.experiments.cv import plan_folds
+    from checkbox_dist.experiments.cv_folds import plan_folds
 
     labels = [0] * 177 + [1] * 124 + [2] * 110
     folds = plan_folds(labels, 5, seed=42)
