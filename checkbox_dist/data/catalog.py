@@ -10,6 +10,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from checkbox_dist.core import faults
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import BadImageError
 
@@ -42,6 +43,7 @@ class Ref:
     def encoded(self) -> Path | bytes:
         """The file itself (decoded from disk), or the sample's bytes."""
         if self.offset >= 0:
+            faults.point(faults.READ_SITE + self.path.name)  # test-only hook (core/faults.py): a dict lookup
             with open(self.path, "rb") as handle:
                 handle.seek(self.offset)
                 data = handle.read(self.size)

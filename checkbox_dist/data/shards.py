@@ -73,3 +73,19 @@ def _scan_shard(shard: Path) -> tuple[list, list[str]]:
             rows.append((ref, labels[base], "", ""))
     return rows, bad
 
+
+def shard_ranks(kind: str, items: list[tuple[Ref, int]], world: int) -> list[int]:
+    """data.shards_by_rank: the process that reads each of `items` (the training split): the shards that hold
+    training samples, in file-name order, go to the processes in turn (shard s -> process s % world). One
+    UserError line when the root is not tar shards or a process would get no shard (pretrain.mix_n, which adds
+    files, is refused with the key: core/config_checks.py)."""
+    if kind != "tar":
+        raise UserError(f"data.shards_by_rank=true assigns tar shards to processes; data.root is a {kind} dataset "
+                        f"(docs/DATA.md): set data.shards_by_rank=false")
+    shards = sorted({ref.path for ref, _ in items})
+    if len(shards) < world:
+        raise UserError(f"data.shards_by_rank=true: {world} processes but {len(shards)} shard(s) with training "
+                        f"images: each process needs at least one (write more, smaller shards, or run fewer "
+                        f"processes)")
+    rank = {shard: s % world for s, shard in enumerate(shards)}
+    return [rank[ref.path] for ref, _ in items]
