@@ -114,6 +114,13 @@ def test_more_processes_than_shards_a_folder_root_or_too_small_shards_are_one_li
             load_config(None, ["data.shards_by_rank=true", extra])
 
 
+def test_stage_one_of_a_shards_by_rank_run_trains_on_its_synthetic_folders_without_it():
+    from checkbox_dist.train.pretrain import stage_config
+
+    cfg = load_config(None, ["data.shards_by_rank=true", "data.root=/data/shards", "pretrain.synth_n=48"])
+    assert cfg.data.shards_by_rank and not stage_config(cfg).data.shards_by_rank
+
+
 def test_every_read_of_a_shard_sample_passes_its_fault_site(tmp_path: Path, monkeypatch):
     from checkbox_dist.synth import generate
 
