@@ -88,6 +88,8 @@ class DataConfig:
                                                      "takes at most this share of the device's free memory (CPU: "
                                                      "the host's available memory)")
     device_cache_max_gb: float = setting(0.0, "device_cache=auto: also never more than this (GB); 0 = no cap")
+    shards_by_rank: bool = setting(False, "tar shards only: process r trains on the images of shards r, r + W, ... "
+                                          "(W processes) and streams them; the order then depends on W (docs/DATA.md)")
     augment: AugmentConfig = section(AugmentConfig)
 
 

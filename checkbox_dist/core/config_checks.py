@@ -79,6 +79,12 @@ def check_values(cfg: Any, flat: dict[str, Any]) -> None:
         raise ConfigError(f"pretrain.val_fraction: must be between 0 and 1, got {cfg.pretrain.val_fraction}")
     if not 0.0 < cfg.data.device_cache_free_fraction <= 1.0:
         raise ConfigError(f"data.device_cache_free_fraction: must be in (0, 1], got {cfg.data.device_cache_free_fraction}")
+    if cfg.data.shards_by_rank and cfg.data.device_cache == "on":
+        raise ConfigError("data.shards_by_rank=true streams each process's own shards; data.device_cache=on would "
+                          "decode every shard on every host: use data.device_cache=auto or off")
+    if cfg.data.shards_by_rank and cfg.pretrain.mix_n:
+        raise ConfigError("data.shards_by_rank=true needs every training image in a tar shard; pretrain.mix_n adds "
+                          "synthetic files: set it to 0")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction: must be in [0, 1) (0 = refit on every image), "
                           f"got {cfg.data.val_fraction}")

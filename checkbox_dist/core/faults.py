@@ -8,6 +8,7 @@
 Each fault is SITE:COUNT[:ACTION][@RANK]. Sites (where `point(site)` is called):
     decode      every image decoded into the decoded-image cache or memory (checkbox_dist/data/cache.py: _decoded)
     scan        every scan of a data root, the index not used (checkbox_dist/data/sources.py: scan)
+    read.NAME   every sample read from the tar shard file NAME, e.g. read.train-0001.tar (data/catalog.py: Ref.encoded)
     step        every training micro-batch, after the forward pass, before backward (checkbox_dist/train/loop.py: train_step)
     eval        every evaluation batch (checkbox_dist/model/logits.py: collect_logits)
     save.model  checkpoint.save: model.pt written into the temporary folder, train_state.pt not yet
@@ -33,6 +34,7 @@ import time
 
 ENV = "CHECKBOX_DIST_FAULT"
 SITES = ("decode", "scan", "step", "eval", "save.model", "save.state", "save.swap")
+READ_SITE = "read."  # + a shard's file name: one site per shard
 ACTIONS = ("kill", "term", "usr1", "stop", "nan", "inf", "slow")
 SLOW_S = 0.25
 
@@ -48,10 +50,11 @@ def parse(text: str, rank: str | None = None) -> dict[str, list[tuple[int, str]]
     for item in filter(None, (part.strip() for part in text.split(","))):
         item, _, only_rank = item.partition("@")
         fields = item.split(":")
-        if len(fields) not in (2, 3) or fields[0] not in SITES or not fields[1].isdigit() or int(fields[1]) < 1 \
+        known = fields[0] in SITES or (fields[0].startswith(READ_SITE) and len(fields[0]) > len(READ_SITE))
+        if len(fields) not in (2, 3) or not known or not fields[1].isdigit() or int(fields[1]) < 1 \
                 or (len(fields) == 3 and fields[2] not in ACTIONS):
             raise ValueError(f"{ENV}: bad fault {item!r}: expected SITE:COUNT[:ACTION][@RANK] with SITE in "
-                             f"{', '.join(SITES)} and ACTION in {', '.join(ACTIONS)}")
+                             f"{', '.join(SITES)}, {READ_SITE}SHARD and ACTION in {', '.join(ACTIONS)}")
         if only_rank and only_rank != rank:
             continue
         plan.setdefault(fields[0], []).append((int(fields[1]), fields[2] if len(fields) == 3 else "kill"))

@@ -21,6 +21,7 @@ from checkbox_dist import synth
 from checkbox_dist.core.memory import free_bytes
 from checkbox_dist.data.cache import load_decoded
 from checkbox_dist.data.datasets import FileImages, TensorImages, make_loader
+from checkbox_dist.data.shards import shard_ranks
 from checkbox_dist.data.sources import Catalog, file_ref, indexed_catalog, resolve_root
 from checkbox_dist.data.split import Item, Split, build_split
 from checkbox_dist.core.errors import UserError
@@ -177,7 +178,8 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
         split.train = split.train + mixed
         say(f"pretrain.mix_n: + {len(mixed)} synthetic images (seed {cfg.pretrain.mix_seed}) in the training split")
     spec = PreprocessSpec.from_data_config(data_cfg)
-    on_device, why = fits_on_device(len(split.train) + len(split.val) + len(split.probe), spec, data_cfg, accelerator)
+    on_device, why = (False, "data.shards_by_rank: each process streams its own shards") if data_cfg.shards_by_rank \
+        else fits_on_device(len(split.train) + len(split.val) + len(split.probe), spec, data_cfg, accelerator)
     sets = []
     for items in [split.train] + ([split.val] if not refit else []) + ([split.probe] if split.probe else []):
         if on_device:
@@ -203,9 +205,11 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
         say(f"note: train split ({len(train_set)}) is smaller than the micro-batch ({micro_batch})")
     train_labels = train_set.labels.cpu()
     pin = accelerator.device.type == "cuda"
+    owners = shard_ranks(catalog.kind, split.train, accelerator.num_processes) if data_cfg.shards_by_rank else None
     train_loader = make_loader(train_set, train_labels, micro_batch, train=True, seed=cfg.train.seed,
                                balanced=data_cfg.balanced_sampling, num_workers=data_cfg.num_workers,
-                               epoch_multiple=epoch_multiple, pin_memory=pin)
+                               epoch_multiple=epoch_multiple, pin_memory=pin, owners=owners,
+                               world=accelerator.num_processes)
     val_loader = None if refit else make_loader(val_set, val_set.labels.cpu(), data_cfg.eval_batch_size, train=False,
                                                seed=cfg.train.seed, balanced=False, num_workers=data_cfg.num_workers,
                                                pin_memory=pin)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
+from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec, decode
 
 
@@ -60,12 +61,33 @@ class EpochSampler(Sampler[int]):
     (seed, epoch), so a resumed run and a run with any number of workers see the same order. It is the ONE
     global order of the epoch: Accelerate deals its micro-batches to the processes in turn (process r gets
     micro-batches r, r + W, ...), so every launch shape trains on the same images in the same optimizer steps.
-    With `multiple` (the global batch), an epoch is the first largest multiple of it of that order."""
+    With `multiple` (the global batch), an epoch is the first largest multiple of it of that order.
 
-    def __init__(self, labels: torch.Tensor, seed: int, shuffle: bool, balanced: bool = False, multiple: int = 0):
+    With `owners` (data.shards_by_rank: the process that reads each sample, data/shards.py `shard_ranks`) and
+    `world` processes, process r's samples are drawn among its own (the same draw as above for one process),
+    cut into micro-batches of `micro`, and the order interleaves them: [r0 mb0, r1 mb0, ..., r0 mb1, ...], so
+    the micro-batches Accelerate deals to process r are all its own. Every process gets the same number of
+    micro-batches per epoch (the fewest any has, cut to a multiple of `multiple`): none waits for another.
+    The order then depends on `world`: no launch invariance."""
+
+    def __init__(self, labels: torch.Tensor, seed: int, shuffle: bool, balanced: bool = False, multiple: int = 0,
+                 owners: list[int] | None = None, world: int = 1, micro: int = 1):
         self.labels, self.seed, self.shuffle, self.balanced, self.epoch = labels, seed, shuffle, balanced, 0
         n = len(labels)
         self.length = n - n % multiple if multiple and shuffle else n
+        self.own, self.micro, self.per_process = None, micro, 0  # per_process: micro-batches of each process
+        if owners is not None and shuffle:
+            ranks = torch.tensor(owners, dtype=torch.long)
+            self.own = [torch.nonzero(ranks == r).flatten() for r in range(world)]
+            fewest = min(len(own) for own in self.own)
+            self.length = fewest // micro * micro * world
+            self.length -= self.length % multiple if multiple else 0
+            self.per_process = self.length // (micro * world)
+            if not self.per_process:
+                poorest = min(range(world), key=lambda r: len(self.own[r]))
+                raise UserError(f"data.shards_by_rank: process {poorest}'s shards hold {fewest} training images, "
+                                f"fewer than {max(micro, multiple // world)} (its share of one global batch): "
+                                f"write more images per shard or run fewer processes")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -77,13 +99,18 @@ class EpochSampler(Sampler[int]):
         if not self.shuffle:
             return iter(range(len(self.labels)))
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.own is None:
+            return iter(self._draw(torch.arange(len(self.labels)), gen)[:self.length].tolist())
+        cut = self.per_process * self.micro
+        parts = [self._draw(own, gen)[:cut].view(self.per_process, self.micro) for own in self.own]
+        return iter(torch.stack(parts, 1).flatten().tolist())  # (micro-batch, process, sample), in that order
+
+    def _draw(self, among: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """`among` (sample indices) shuffled, or len(among) class-balanced draws from them with replacement."""
         if self.balanced:
-            counts = torch.bincount(self.labels).float()
-            weights = (1.0 / counts)[self.labels]
-            order = torch.multinomial(weights, len(self.labels), True, generator=gen)
-        else:
-            order = torch.randperm(len(self.labels), generator=gen)
-        return iter(order[:self.length].tolist())
+            weights = (1.0 / torch.bincount(self.labels).float())[self.labels[among]]
+            return among[torch.multinomial(weights, len(among), True, generator=gen)]
+        return among[torch.randperm(len(among), generator=gen)]
 
 
 # Batches each streaming worker keeps decoded ahead (torch's default is 2): with 2 workers, 8 batches in flight absorb
@@ -92,11 +119,14 @@ PREFETCH_PER_WORKER = 4
 
 
 def make_loader(dataset: Dataset, labels: torch.Tensor, batch_size: int, *, train: bool, seed: int,
-                balanced: bool, num_workers: int, epoch_multiple: int = 0, pin_memory: bool = False) -> DataLoader:
+                balanced: bool, num_workers: int, epoch_multiple: int = 0, pin_memory: bool = False,
+                owners: list[int] | None = None, world: int = 1) -> DataLoader:
     """The loader of a split. Streaming (`FileImages`): `num_workers` processes decode, kept alive across epochs,
     each `PREFETCH_PER_WORKER` batches ahead; `pin_memory` (a CUDA device) makes their host-to-device copies
-    asynchronous. Device-resident (`TensorImages`): no workers, the batches are indices."""
-    sampler = EpochSampler(labels, seed, shuffle=train, balanced=balanced and train, multiple=epoch_multiple)
+    asynchronous. Device-resident (`TensorImages`): no workers, the batches are indices. `owners`, `world`:
+    each sample's process (data.shards_by_rank; EpochSampler)."""
+    sampler = EpochSampler(labels, seed, shuffle=train, balanced=balanced and train, multiple=epoch_multiple,
+                           owners=owners, world=world, micro=batch_size)
     # drop_last on train: every step has the same shape (XLA compiles once) and the same batch size,
     # so gradient accumulation windows average equal-sized batches. Eval keeps every image.
     batches = BatchSampler(sampler, batch_size, drop_last=train and len(labels) >= batch_size)

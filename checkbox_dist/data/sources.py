@@ -4,7 +4,8 @@ A sample is a `Ref` (a stable key, and how to get its encoded bytes), a label, a
 (train/val) and a group. The rest of the data layer (split, cache, datasets) sees only refs and labels;
 every ref's bytes go through data/images.py `decode`, the one decoder (budgets, hostile images).
 
-Formats (`detect_format`; the layout of each is in docs/DATA.md):
+Formats (`detect_format`; the layout of each is in docs/DATA.md; readers: class folders here, manifests and HF
+datasets in data/manifests.py, tar shards in data/shards.py; `Ref` and `Catalog` in data/catalog.py):
     folder    ROOT/<class>/**/*.png, or ROOT/{train,val}/<class>/**     key: path relative to ROOT
     csv       a manifest: columns path, label[, split][, group]         key: the path column, relative to
     jsonl       the manifest's folder (absolute paths, URLs and paths that leave that folder are bad rows)
@@ -23,92 +24,21 @@ root's path and a stamp of its mtimes and sizes; the next run, and the other ran
 
 from __future__ import annotations
 
-import csv
-import functools
 import glob
 import hashlib
 import json
-import tarfile
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from checkbox_dist.core import faults
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.files import atomic_write_json
-from checkbox_dist.data.images import IMAGE_SUFFIXES, BadImageError, list_images
+from checkbox_dist.data.catalog import SPLITS, Catalog, Ref, make_catalog
+from checkbox_dist.data.images import list_images
+from checkbox_dist.data.manifests import MANIFEST_SUFFIXES, scan_hf, scan_manifest
+from checkbox_dist.data.shards import scan_tar, shard_files
 
 INDEX_FORMAT = 1
 FORMATS = ("folder", "csv", "jsonl", "parquet", "hf", "tar")
-MANIFEST_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
-SPLITS = ("train", "val")
-EXTRA_HINT = 'pip install "checkbox_dist[formats]"'
-
-
-@dataclass(frozen=True)
-class Ref:
-    """One encoded image: a whole file, a byte range of a tar shard, or a row of a saved HF dataset."""
-
-    key: str  # stable, relative to the root: what split files, exclusions and out-of-fold tables name
-    path: Path  # the image file; the tar shard; the HF dataset folder
-    offset: int = -1  # tar: first byte of the member's data; -1: the whole file
-    size: int = 0  # tar: the member's length
-    row: int = -1  # hf: the row in `part`
-    part: str = ""  # hf: the DatasetDict split ("" for a single Dataset)
-
-    @property
-    def name(self) -> str:
-        return PurePosixPath(self.key).name
-
-    def __str__(self) -> str:
-        if self.offset >= 0:
-            return f"{self.path}:{PurePosixPath(self.key).name}"
-        if self.row >= 0:
-            return f"{self.path}[{self.key}]"
-        return str(self.path)
-
-    def encoded(self) -> Path | bytes:
-        """The file itself (decoded from disk), or the sample's bytes."""
-        if self.offset >= 0:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read(self.size)
-            if len(data) != self.size:
-                raise BadImageError(f"{self}: shard is shorter than its index says (rebuild: delete the index)")
-            return data
-        if self.row >= 0:
-            return _hf_bytes(self)
-        return self.path
-
-    def read_bytes(self) -> bytes:
-        data = self.encoded()
-        return data.read_bytes() if isinstance(data, Path) else data
-
-
-@dataclass
-class Catalog:
-    """Every sample of a root, in a stable order (the scan's), with classes sorted by name."""
-
-    root: Path
-    kind: str
-    classes: list[str]
-    refs: list[Ref]
-    labels: list[int]
-    splits: list[str]  # "" (none), "train" or "val" per sample
-    groups: list[str]  # "" = the sample is its own group
-    bad: list[str] = field(default_factory=list)  # one line per bad row
-    scanned: bool = True  # False: read from the index
-
-    @property
-    def has_splits(self) -> bool:
-        return any(self.splits)
-
-    @property
-    def has_groups(self) -> bool:
-        return any(self.groups)
-
-    @functools.cached_property
-    def by_key(self) -> dict[str, int]:
-        return {ref.key: i for i, ref in enumerate(self.refs)}
 
 
 # ---------------------------------------------------------------- detection
@@ -149,22 +79,9 @@ def scan(root: Path) -> Catalog:
     """Read `root` in its format (no index)."""
     faults.point("scan")
     kind = detect_format(root)
-    reader = {"folder": _scan_folder, "csv": _scan_manifest, "jsonl": _scan_manifest, "parquet": _scan_manifest,
-              "hf": _scan_hf, "tar": _scan_tar}[kind]
+    reader = {"folder": _scan_folder, "csv": scan_manifest, "jsonl": scan_manifest, "parquet": scan_manifest,
+              "hf": scan_hf, "tar": scan_tar}[kind]
     return reader(root, kind)
-
-
-def _catalog(root: Path, kind: str, rows: list[tuple[Ref, str, str, str]], bad: list[str],
-             classes: list[str] | None = None) -> Catalog:
-    """From (ref, label name, split, group) rows; classes sorted by name unless given (a ClassLabel's order)."""
-    classes = classes if classes is not None else sorted({label for _, label, _, _ in rows})
-    if not rows:
-        raise UserError(f"{root}: no usable samples" + (f" (first bad row: {bad[0]})" if bad else ""))
-    if len(classes) < 2:
-        raise UserError(f"{root}: found one class ('{classes[0]}'); need at least 2")
-    index = {c: i for i, c in enumerate(classes)}
-    return Catalog(root, kind, classes, [r[0] for r in rows], [index[r[1]] for r in rows],
-                   [r[2] for r in rows], [r[3] for r in rows], bad)
 
 
 # ---------------------------------------------------------------- folder
@@ -203,209 +120,7 @@ def _scan_folder(root: Path, kind: str) -> Catalog:
         parts = {"": scan_classes(root)}
     rows = [(file_ref(p, root), c, split, "") for split, found in parts.items() for c in sorted(found)
             for p in found[c]]
-    return _catalog(root, kind, rows, [])
-
-
-# ---------------------------------------------------------------- manifests
-
-
-def _manifest_rows(root: Path, kind: str) -> list[dict]:
-    try:
-        if kind == "csv":
-            with root.open(newline="", encoding="utf-8") as handle:
-                return list(csv.DictReader(handle))
-        if kind == "jsonl":
-            return [_json_row(line) for line in root.read_text(encoding="utf-8").splitlines()]
-        pq = _optional("pyarrow.parquet", "Parquet manifests")
-        return pq.read_table(root).to_pylist()
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise UserError(f"{root}: not a readable {kind} manifest ({' '.join(str(err).split())[:120]})") from None
-
-
-def _json_row(line: str) -> dict:
-    """One JSON Lines row; a line that is not a JSON object is a bad row, not an unreadable manifest."""
-    if not line.strip():
-        return {"\0bad": "empty line"}
-    try:
-        row = json.loads(line)
-    except ValueError as err:
-        return {"\0bad": f"not JSON ({err.msg})"}
-    return row if isinstance(row, dict) else {"\0bad": "not a JSON object"}
-
-
-def _scan_manifest(root: Path, kind: str) -> Catalog:
-    rows = _manifest_rows(root, kind)
-    columns = set().union(*(r.keys() for r in rows)) - {"\0bad"} if rows else set()
-    if not {"path", "label"} <= columns:
-        raise UserError(f"{root}: a manifest needs the columns path and label (found: {', '.join(sorted(columns))})")
-    base = root.parent
-    good, bad, seen = [], [], set()
-    first = 2 if kind == "csv" else 1  # csv: line 1 is the header
-    for n, row in enumerate(rows, first):
-        where = f"{root}:{n}" if kind != "parquet" else f"{root} row {n - 1}"
-        text = lambda key: "" if row.get(key) is None else str(row[key]).strip()  # noqa: E731
-        path, label, split, group = text("path"), text("label"), text("split"), text("group")
-        key = PurePosixPath(path).as_posix()
-        problem = row.get("\0bad") or _manifest_problem(base, path, label, split)
-        if not problem and key in seen:
-            problem = f"{path}: listed before (a path is one sample)"
-        if problem:
-            bad.append(f"{where}: {problem}")
-            continue
-        seen.add(key)
-        good.append((Ref(key, base / path), label, split, group))
-    return _catalog(root, kind, good, bad)
-
-
-def _manifest_problem(base: Path, path: str, label: str, split: str) -> str:
-    if not path:
-        return "empty path"
-    if "://" in path or path.startswith("/") or PurePosixPath(path).is_absolute() or Path(path).is_absolute():
-        return f"path {path!r} must be relative to the manifest's folder (no URLs or absolute paths)"
-    if ".." in PurePosixPath(path).parts:
-        return f"path {path!r} leaves the manifest's folder"
-    if not label:
-        return f"{path}: empty label"
-    if split and split not in SPLITS:
-        return f"{path}: split {split!r} is not train or val"
-    if not (base / path).is_file():
-        return f"{path}: file not found"
-    return ""
-
-
-# ---------------------------------------------------------------- Hugging Face datasets
-
-
-def _optional(module: str, what: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UserError(f"{what} need the optional dependencies: {EXTRA_HINT}") from None
-
-
-@functools.lru_cache(maxsize=8)
-def _hf_open(path: Path, part: str):
-    """The dataset (memory-mapped Arrow), once per process, with images as undecoded bytes."""
-    datasets = _optional("datasets", "Hugging Face datasets")
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except (OSError, ValueError, FileNotFoundError) as err:
-        raise UserError(f"{path}: not a dataset saved by save_to_disk ({' '.join(str(err).split())[:120]})") from None
-    ds = loaded[part] if part else loaded
-    image_col, label_col = _hf_columns(ds, path)
-    return ds.cast_column(image_col, datasets.Image(decode=False)), image_col, label_col
-
-
-def _hf_columns(ds, path: Path) -> tuple[str, str]:
-    datasets = _optional("datasets", "Hugging Face datasets")
-    features = ds.features
-    images = [k for k, f in features.items() if isinstance(f, datasets.Image)]
-    labels = [k for k, f in features.items() if isinstance(f, datasets.ClassLabel)]
-    if not images or not labels:
-        raise UserError(f"{path}: needs an Image column and a ClassLabel column (has: {dict(features)})")
-    pick = lambda found, name: name if name in found else found[0]  # noqa: E731
-    return pick(images, "image"), pick(labels, "label")
-
-
-def _hf_bytes(ref: Ref) -> bytes:
-    ds, image_col, _ = _hf_open(ref.path, ref.part)
-    value = ds[ref.row][image_col]
-    data = (value or {}).get("bytes")
-    if data is None and (value or {}).get("path") and Path(value["path"]).is_file():
-        data = Path(value["path"]).read_bytes()
-    if not data:
-        raise BadImageError(f"{ref}: no image bytes in the row")
-    return data
-
-
-def _scan_hf(root: Path, kind: str) -> Catalog:
-    parts = [""]
-    if (root / "dataset_dict.json").is_file():
-        names = json.loads((root / "dataset_dict.json").read_text()).get("splits", [])
-        split_of = {"train": "train", "val": "val", "validation": "val"}
-        parts = [p for p in names if p in split_of]
-        if not parts:
-            raise UserError(f"{root}: a DatasetDict needs a train (and val or validation) split; has {names}")
-    rows, bad, classes = [], [], None
-    for part in parts:
-        ds, _, label_col = _hf_open(root, part)
-        names = ds.features[label_col].names
-        if classes is not None and names != classes:
-            raise UserError(f"{root}: splits {parts} have different ClassLabel names")
-        classes = names
-        split = {"": "", "train": "train", "val": "val", "validation": "val"}[part]
-        for row, label in enumerate(ds[label_col]):
-            key = f"{part}/{row}" if part else str(row)
-            if label is None or not 0 <= label < len(names):
-                bad.append(f"{root}[{key}]: no label")
-                continue
-            rows.append((Ref(key, root, row=row, part=part), names[label], split, ""))
-    return _catalog(root, kind, rows, bad, classes=list(classes))
-
-
-# ---------------------------------------------------------------- tar shards
-
-
-def shard_files(root: Path) -> list[Path]:
-    if root.is_file():
-        return [root]
-    if root.is_dir():
-        return sorted(root.glob("*.tar"))
-    return sorted(Path(p) for p in glob.glob(str(root)) if p.endswith(".tar"))
-
-
-def _scan_tar(root: Path, kind: str) -> Catalog:
-    shards = shard_files(root)
-    if not shards:
-        raise UserError(f"data.root: no .tar shards in {root}")
-    rows, bad = [], []
-    for shard in shards:
-        found, more_bad = _scan_shard(shard)
-        rows += found
-        bad += more_bad
-    return _catalog(root, kind, rows, bad)
-
-
-def _linked(link: tarfile.TarInfo, target: tarfile.TarInfo) -> tarfile.TarInfo:
-    """A hard-link member as the regular member it points to (tar writes a file's second name so)."""
-    member = tarfile.TarInfo(link.name)
-    member.type, member.size, member.offset_data = tarfile.REGTYPE, target.size, target.offset_data
-    return member
-
-
-def _scan_shard(shard: Path) -> tuple[list, list[str]]:
-    """One shard's samples in the order of its members (WebDataset key = member name up to the first dot)."""
-    images, labels, order, files = {}, {}, [], {}
-    try:
-        with tarfile.open(shard, "r:") as tar:
-            for member in tar:
-                if member.islnk() and member.linkname in files:  # a hard link: an earlier member's bytes
-                    member = _linked(member, files[member.linkname])
-                if not member.isfile():
-                    continue
-                files[member.name] = member
-                base, _, suffix = member.name.partition(".")
-                if base not in images and base not in labels:
-                    order.append(base)
-                if f".{suffix.lower()}" in IMAGE_SUFFIXES:
-                    images[base] = member
-                elif suffix == "cls":
-                    labels[base] = tar.extractfile(member).read().decode("utf-8", "replace").strip()
-    except (OSError, tarfile.TarError, EOFError) as err:
-        return [], [f"{shard}: unreadable shard ({' '.join(str(err).split())[:120]})"]
-    rows, bad = [], []
-    for base in order:
-        member = images.get(base)
-        if member is None:
-            bad.append(f"{shard}:{base}: a .cls without an image")
-        elif not labels.get(base):
-            bad.append(f"{shard}:{member.name}: no label (.cls missing or empty)")
-        else:
-            ref = Ref(f"{shard.name}/{member.name}", shard, offset=member.offset_data, size=member.size)
-            rows.append((ref, labels[base], "", ""))
-    return rows, bad
+    return make_catalog(root, kind, rows, [])
 
 
 # ---------------------------------------------------------------- the index

@@ -51,6 +51,7 @@ def stage_config(cfg: Config) -> Config:
     pre = copy.deepcopy(cfg)
     pre.pretrain.synth_n = pre.pretrain.mix_n = 0  # stage one has no stage one, and nothing to mix into
     pre.data.root, pre.data.split_file, pre.data.exclude_file = "", "", ""
+    pre.data.shards_by_rank = False  # synthetic class folders: no shards
     pre.data.synth_n, pre.data.synth_seed, pre.data.synth_labels = p.synth_n, p.synth_seed, p.labels
     if p.labels == "kind":  # 17 of the 23 kinds are `other`: balancing kinds would make 74 % of a batch `other`
         pre.data.balanced_sampling = False  # the 3 classes are balanced by construction (index % 3)

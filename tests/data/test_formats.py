@@ -7,7 +7,6 @@ grouped splits and folds never split a group; the scan is written once as an ind
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_cli, tiny_train_args
+from conftest import REPO, TINY, run_cli, tiny_train_args, write_shards
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec, decode
 from checkbox_dist.data.sources import detect_format, index_file, indexed_catalog, scan
@@ -63,20 +62,6 @@ def _write_hf(images: list[Path], classes: list[str], out: Path) -> Path:
     return out
 
 
-def _write_shards(images: list[Path], out: Path, shards: int = 2) -> Path:
-    out.mkdir(parents=True)
-    for s in range(shards):
-        with tarfile.open(out / f"train-{s:04d}.tar", "w") as tar:
-            for path in images[s::shards]:
-                key = f"{path.parent.name}_{path.stem}"
-                tar.add(path, arcname=f"{key}.png")
-                label = path.parent.name.encode()
-                info = tarfile.TarInfo(f"{key}.cls")
-                info.size = len(label)
-                tar.addfile(info, io.BytesIO(label))
-    return out
-
-
 def write_format(kind: str, folder: Path, out: Path) -> Path:
     """`folder` (ROOT/<class>/*.png) written as data.root of format `kind` under `out`."""
     images = sorted(folder.glob("*/*.png"))
@@ -91,7 +76,7 @@ def write_format(kind: str, folder: Path, out: Path) -> Path:
         return _write_manifest(kind, out / f"manifest.{kind}", rows)
     if kind == "hf":
         return _write_hf(images, classes, out / "hf")
-    return _write_shards(images, out / "shards")
+    return write_shards(images, out / "shards")
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +159,7 @@ def test_a_broken_jsonl_line_is_a_bad_row_not_a_broken_manifest(tmp_path: Path, 
 
 
 def test_bad_tar_samples_and_hf_rows_are_bad_rows(tmp_path: Path, images: Path):
-    shards = _write_shards(sorted(images.glob("*/*.png")), tmp_path / "shards", shards=1)
+    shards = write_shards(sorted(images.glob("*/*.png")), tmp_path / "shards", shards=1)
     first = next(images.glob("checked/*.png"))
     os.link(first, tmp_path / "same.png")
     (tmp_path / "same.cls").write_text("checked")
