@@ -18,7 +18,8 @@ from accelerate.data_loader import prepare_data_loader, skip_first_batches
 
 from conftest import load_weights, tiny_train_args, write_shards
 from checkbox_dist.core import faults
-from checkbox_dist.core.config import ConfigError, load_config
+from checkbox_dist.core.config_checks import ConfigError
+from checkbox_dist.core.config_loader import load_config
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.catalog import Ref
 from checkbox_dist.data.datasets import EpochSampler, TensorImages, make_loader
