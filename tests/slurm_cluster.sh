@@ -11,7 +11,8 @@
 # 127.0.0.1), each with its own spool. Tasks are bound to cores (TaskPlugin=task/affinity,
 # TaskPluginParam=Cores) as on a real cluster, so a step's processes see the CPUs it was given. Everything
 # else lives in DIR; only munged uses the system's /etc/munge key and /run/munge socket, and is left
-# running if it was already (then not ours to stop).
+# running if it was already (then not ours to stop). slurmd logs at debug level (DIR/log/slurmd-n1.log,
+# -n2.log) so that tests see when a node revoked a job's credential ("credential for job N revoked").
 # A job starts ~1-2 s after the daemons are up.
 set -euo pipefail
 cmd=${1:?usage: slurm_cluster.sh start|stop DIR}
@@ -65,6 +66,7 @@ SlurmctldPidFile=$DIR/slurmctld.pid
 SlurmdPidFile=$DIR/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd-%n.log
+SlurmdDebug=debug
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/affinity
 TaskPluginParam=Cores

@@ -11,11 +11,11 @@ exactly as `#SBATCH --signal=B:USR1@120` would send it, checkpoints and requeues
 cluster loses a node), so the requeued job starts on n1 alone: world size 2, the accumulation re-derived
 (1 -> 2), the epoch position kept in images. Its final weights must equal the uninterrupted job's within the
 launch-invariance tolerance (1e-5, tests/train/test_launch_invariance.py). `scontrol requeue` holds a job
-~2 min (BeginTime) before it may start again; the test lifts that with `scontrol update StartTime=now`,
-which a real cluster does not need. A third job, on one node with --cpus-per-task=2, checks the CPUs its ranks
-may run on (the cluster binds tasks to cores, TaskPlugin=task/affinity) and gets SIGTERM on every step, as
-preemption with a GraceTime sends it: it saves `last`, requeues itself and resumes. About 3 min on an idle
-2-core machine.
+~2 min (BeginTime) before it may start again; the test lifts that with `scontrol update StartTime=now`
+(which a real cluster does not need) as soon as no node can refuse the restart (release_requeued). A third
+job, on one node with --cpus-per-task=2, checks the CPUs its ranks may run on (the cluster binds tasks to
+cores, TaskPlugin=task/affinity) and gets SIGTERM on every step, as preemption with a GraceTime sends it: it
+saves `last`, requeues itself and resumes. About 3 min on an idle 2-core machine.
 """
 
 from __future__ import annotations
@@ -112,6 +112,32 @@ def scontrol(cluster, *args: str) -> None:
     subprocess.run(["scontrol", *args], env=cluster["env"], check=True, timeout=30)
 
 
+def release_requeued(cluster, job: str, nodes: str, restarts: int = 1, timeout: float = 60) -> None:
+    """Lift the hold `scontrol requeue` puts on `job` (`scontrol update StartTime=now`) once no node of its last
+    start (`nodes`, that start's NodeList) can refuse the next one.
+
+    A node refuses a batch launch whose credential was created (whole seconds) no later than the moment the node
+    revoked the job's credentials on its termination (slurmd's cred_revoked: ctime <= revoked); slurmctld then
+    logs "Killing non-startable batch JobId=N: Job credential revoked" and the job fails. The ~2 min hold exists
+    for this. So this waits until every such node has logged "credential for job N revoked" `restarts` times
+    (tests/slurm_cluster.sh runs slurmd with SlurmdDebug=debug) and the clock has moved into a later second than
+    the one it saw the last of them in: the credential of the next start is then newer than every revocation."""
+    hosts = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True,
+                           env=cluster["env"], check=True, timeout=30).stdout.split()
+    logs = [cluster["dir"] / "cluster" / "log" / f"slurmd-{host}.log" for host in hosts]
+    line = f"credential for job {job} revoked"
+    deadline = time.monotonic() + timeout
+    while not (hosts and all(log.is_file() and log.read_text().count(line) >= restarts for log in logs)):
+        assert time.monotonic() < deadline, (
+            f"after {timeout:.0f} s, not every node of {nodes} has logged {line!r} {restarts} time(s):\n"
+            + "\n".join(f"{log.name}: {log.read_text().count(line) if log.is_file() else 'missing'}" for log in logs))
+        time.sleep(0.1)
+    revoked_by = int(time.time())
+    while int(time.time()) <= revoked_by:
+        time.sleep(0.02)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=cluster["env"], timeout=30)
+
+
 @pytest.fixture(scope="module")
 def train_jobs(cluster) -> dict:
     """Two identical 2-node jobs at once: A runs through; B (--nodes=1-2 --ntasks=2 --spread-job: starts on both
@@ -129,6 +155,7 @@ def train_jobs(cluster) -> dict:
     while not (metrics.is_file() and '"kind": "epoch"' in metrics.read_text()):
         assert time.monotonic() < deadline and job_info(cluster, jobs["b"])[0]["JobState"] in ("PENDING", "RUNNING")
         time.sleep(0.2)
+    first_nodes = job_info(cluster, jobs["b"])[0]["NodeList"]  # of the first start, which the requeue ends
     # What `#SBATCH --signal=B:USR1@120` does 120 s before the time limit: USR1 to the batch shell.
     subprocess.run(["scancel", "--signal=USR1", "--batch", jobs["b"]], env=cluster["env"], check=True, timeout=30)
     deadline = time.monotonic() + 600
@@ -142,10 +169,7 @@ def train_jobs(cluster) -> dict:
         time.sleep(0.5)
     # The cluster loses a node while B waits: it may start on fewer nodes (--nodes=1-2). Job A keeps running there.
     scontrol(cluster, "update", "NodeName=n2", "State=DRAIN", "Reason=test-requeue-onto-fewer-nodes")
-    # Released at once, slurmctld starts it before the nodes have revoked the first run's credential and
-    # kills it ("Killing non-startable batch JobId=2: Job credential revoked"): give them a few seconds.
-    time.sleep(5)
-    subprocess.run(["scontrol", "update", f"JobId={jobs['b']}", "StartTime=now"], env=cluster["env"], timeout=30)
+    release_requeued(cluster, jobs["b"], first_nodes)
     try:
         info = {name: wait_for(cluster, job, {"COMPLETED"})[0] for name, job in jobs.items()}
     finally:
@@ -244,6 +268,7 @@ def term_job(cluster) -> dict:
         assert time.monotonic() < deadline and job_info(cluster, job)[0]["JobState"] in ("PENDING", "RUNNING")
         time.sleep(0.2)
     cpus = step_affinities(job, run)
+    first_nodes = job_info(cluster, job)[0]["NodeList"]
     subprocess.run(["scancel", "--signal=TERM", job], env=cluster["env"], check=True, timeout=30)
     # Either requeued (Restarts 1, PENDING again) or ended for good (the defect: FAILED, never requeued).
     while True:
@@ -254,8 +279,7 @@ def term_job(cluster) -> dict:
             return {"job": job, "run": run, "cpus": cpus, "info": info}
         assert time.monotonic() < deadline, out_file(cluster, job)[-4000:]
         time.sleep(0.5)
-    time.sleep(5)  # as in train_jobs: let the node revoke the first run's credential
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=cluster["env"], timeout=30)
+    release_requeued(cluster, job, first_nodes)
     return {"job": job, "run": run, "cpus": cpus, "info": wait_for(cluster, job, {"COMPLETED"})[0]}
 
 
