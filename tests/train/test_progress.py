@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO, tiny_train_args
+from conftest import REPO, run_cli, tiny_train_args
 
 ARGS = ["train.epochs=2", "train.log_every_steps=1"]
 
@@ -51,5 +51,8 @@ def test_a_pipe_gets_one_plain_line_per_log_interval(tmp_path, cache_dir):
 
 def test_a_terminal_gets_bars_and_progress_false_gets_neither(tmp_path, cache_dir):
     assert "\r" in train(tmp_path / "tty", cache_dir, terminal=True)  # tqdm redraws its bar in place
-    quiet = train(tmp_path / "quiet", cache_dir, "train.progress=false")
+    # Output to files, not a terminal (run_cli: the harness's forked process, no second interpreter start-up):
+    # there progress=true prints the plain lines of the test above; progress=false must silence them too.
+    proc = run_cli(*tiny_train_args(tmp_path / "quiet", cache_dir, *ARGS, "train.progress=false"))
+    quiet = proc.stdout + proc.stderr
     assert "\r" not in quiet and not re.search(r"^epoch \d step ", quiet, re.M)
