@@ -83,12 +83,16 @@ class Result:
 
 
 class Child:
-    """A running CLI process: .pid, .wait(timeout) -> Result, .signal(sig)."""
+    """A running CLI process: .pid, .wait(timeout) -> Result, .signal(sig). With `tty` (a terminal's path, e.g. a
+    pseudo-terminal's follower) its stdout and stderr are that terminal, and the caller reads what it prints."""
 
-    def __init__(self, argv: list[str], env: dict | None, cwd: Path, log_dir: Path, max_file_bytes: int | None):
+    def __init__(self, argv: list[str], env: dict | None, cwd: Path, log_dir: Path, max_file_bytes: int | None,
+                 tty: str | None = None):
         log_dir.mkdir(parents=True, exist_ok=True)
         stamp = f"{time.monotonic_ns()}"
-        self.out_file, self.err_file = log_dir / f"out-{stamp}.txt", log_dir / f"err-{stamp}.txt"
+        self.tty = tty
+        self.out_file, self.err_file = ((Path(tty), Path(tty)) if tty else
+                                        (log_dir / f"out-{stamp}.txt", log_dir / f"err-{stamp}.txt"))
         full_env = {"PYTHONUNBUFFERED": "1", "WANDB_SILENT": "true", "CHECKBOX_DIST_FAULT": None,
                     "CHECKBOX_DIST_PREFETCH": None}
         full_env.update(env or {})
@@ -108,6 +112,8 @@ class Child:
             rc = None
         else:
             rc = self.process.exitcode
+        if self.tty:
+            return Result(rc, "", "")
         out, err = (p.read_text(errors="replace") if p.exists() else "" for p in (self.out_file, self.err_file))
         result = Result(rc, out, err)
         for path in (self.out_file, self.err_file):
@@ -116,11 +122,11 @@ class Child:
 
 
 def start(argv: list[str], env: dict | None = None, cwd: Path = REPO, log_dir: Path | None = None,
-          max_file_bytes: int | None = None) -> Child:
+          max_file_bytes: int | None = None, tty: str | None = None) -> Child:
     global _log_dir
     if log_dir is None:
         _log_dir = _log_dir or Path(tempfile.mkdtemp(prefix="checkbox_dist_cli_"))
-    return Child(argv, env, cwd, log_dir or _log_dir, max_file_bytes)
+    return Child(argv, env, cwd, log_dir or _log_dir, max_file_bytes, tty)
 
 
 def cli(argv: list[str], env: dict | None = None, cwd: Path = REPO, timeout: float = 300,
@@ -180,6 +186,14 @@ def one_line_error(result: Result) -> str:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def is_stopped(pid: int) -> bool:
+    """The process is in state T (SIGSTOP; faults action `stop`). False once it has gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def wait_for(predicate, timeout: float, what: str, child: Child | None = None) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import runpy
 import statistics
 import subprocess
 import sys
@@ -238,7 +239,7 @@ def test_inner_val_holds_out_part_of_the_training_part_and_scores_the_outer_fold
 
 
 def test_outer_history_scores_the_outer_fold_at_every_evaluation_without_selecting_on_it(synth_root, cache_dir,
-                                                                                          tmp_path):
+                                                                                          tmp_path, capsys):
     """--outer-history: each fold's split file lists its outer fold as the `probe` part (disjoint from the inner
     train and val parts), every evaluated epoch records the outer fold's top-1 next to the inner-val metrics, and
     OUT/outer_history.json collects them; the best epoch's recorded outer top-1 is the fold's OOF score (the
@@ -261,9 +262,11 @@ def test_outer_history_scores_the_outer_fold_at_every_evaluation_without_selecti
         assert kept["outer_top1"] == pytest.approx(scored["top1"])
         inner = [(r["val_top1"], -r["val_loss"]) for r in rows]
         assert scored["best_epoch"] == rows[inner.index(max(inner))]["epoch"]  # chosen on the inner val set
-    # benchmarks/best_rule.py replays every rule on those histories: its val_top1 row is this run's CV score
-    table = subprocess.run([sys.executable, "benchmarks/best_rule.py", str(out), "--smooth", "2"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    # benchmarks/best_rule.py replays every rule on those histories: its val_top1 row is this run's CV score.
+    # Its main() in this process (the script's imports are this test's, already loaded; no second start-up).
+    capsys.readouterr()
+    assert runpy.run_path(str(REPO / "benchmarks" / "best_rule.py"))["main"]([str(out), "--smooth", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line for line in table[2:]}
     assert set(rows) == {"seed", "val_loss", "val_top1", "val_f1", "final", "val_top1_smooth", "oracle"}
     mean = statistics.fmean(f["top1"] for f in summary["per_fold"])

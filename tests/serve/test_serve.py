@@ -310,15 +310,16 @@ def test_fuzz_corpus_through_the_batch_endpoint(server):
 
 
 def test_slow_urls_do_not_hold_up_uploads(server, image_server, pngs):
-    """88 URLs that hang (22 batches of 4, twice the 40 threads the decoders once shared with fetches) and,
-    meanwhile, one upload: the upload is answered at once, since URL fetches have their own 8 threads."""
+    """48 URLs that hang (12 batches of 4: more than the 40 threads the decoders once shared with fetches, so that
+    pool would be full) and, meanwhile, one upload: the upload is answered at once, since URL fetches have their
+    own 8 threads. Each hung URL costs its --url-timeout (1 s) per 8 of them: the URL count sets this test's time."""
     import time
 
     async def scenario():
         async with httpx.AsyncClient(timeout=120) as client:
             hung = [asyncio.create_task(client.post(f"{server}/predict/batch",
                                                     json={"urls": [f"{image_server}/hang.png"] * 4}))
-                    for _ in range(22)]
+                    for _ in range(12)]
             await asyncio.sleep(0.5)
             start = time.monotonic()
             upload = await client.post(f"{server}/predict", files={"file": ("a.png", pngs["checked0"])})

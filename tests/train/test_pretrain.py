@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from conftest import REPO, TINY, load_weights, run_cli, tiny_train_args
+from conftest import TINY, load_weights, run_cli, tiny_train_args
 
 # GroupNorm model and plain SGD: with optim.lr=0 the fine-tune cannot move a weight (no BatchNorm running
 # statistics, no weight decay step), so its `last` must equal the stage-one model it started from.
@@ -79,55 +76,50 @@ def test_kind_labelled_stage_one_gives_its_body_to_a_three_class_fine_tune(tmp_p
     assert len(stage_dirs(cache)) == 2 and (cache / "synth-n48-s0" / "checked").is_dir()
 
 
-def _stopped(pid: int) -> bool:
-    """The process is in state T (SIGSTOP)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
-
-
-def _wait(condition, what: str, procs: list, logs: list[Path], timeout: float = 300) -> None:
+def _wait(condition, what: str, children: list, timeout: float = 300) -> None:
     import time
 
     deadline = time.monotonic() + timeout
     while not condition():
-        exited = [p.returncode for p in procs if p.poll() is not None]
-        assert not exited and time.monotonic() < deadline, (what, exited, [log.read_text()[-2000:] for log in logs])
+        exited = [c.process.exitcode for c in children if c.process.exitcode is not None]
+        assert not exited and time.monotonic() < deadline, (what, exited, [_log(c)[-2000:] for c in children])
         time.sleep(0.1)
+
+
+def _log(child) -> str:
+    """What a running harness child has printed so far (stdout, then stderr; both unbuffered)."""
+    return "".join(p.read_text(errors="replace") if p.exists() else "" for p in (child.out_file, child.err_file))
 
 
 def test_parallel_runs_share_one_pretraining(tmp_path: Path, synth_root: Path):
     """Two processes on one stage one (two CV folds, two sweep trials): x trains it and is frozen (SIGSTOP, faults
     `step:2:stop`) in its second step, holding the lock; y, started then, must say it waits, and once x goes on,
-    reuse what x trained. The waiting is made to happen, not left to timing."""
+    reuse what x trained. The waiting is made to happen, not left to timing. Both are real `checkbox-dist train`
+    processes of their own (tests/reliability_harness.py: forked, not a second interpreter start-up each)."""
     import signal
 
+    from reliability_harness import is_stopped, start
+
     cache = tmp_path / "cache"
-    logs = {name: tmp_path / f"{name}.log" for name in ("x", "y")}
-    procs = {}
-
-    def launch(name: str, env: dict) -> subprocess.Popen:
-        with logs[name].open("w") as handle:  # files, not pipes: a full pipe would block the writer, and the lock
-            procs[name] = subprocess.Popen([sys.executable, "-m", "checkbox_dist",
-                                            *tiny_train_args(tmp_path / name, cache, *FROZEN_FINE_TUNE,
-                                                             data_root=synth_root)],
-                                           cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env})
-        return procs[name]
-
+    argv = {name: tiny_train_args(tmp_path / name, cache, *FROZEN_FINE_TUNE, data_root=synth_root)
+            for name in ("x", "y")}
+    children = []
     try:
-        x = launch("x", {"CHECKBOX_DIST_FAULT": "step:2:stop"})
-        _wait(lambda: _stopped(x.pid), "x stopped inside stage one", [x], [logs["x"]])
-        assert "pretrain: stage one" in logs["x"].read_text()
-        y = launch("y", {"CHECKBOX_DIST_FAULT": ""})
-        _wait(lambda: "another process is building" in logs["y"].read_text(), "y waiting on the lock", [y],
-              list(logs.values()))
-        x.send_signal(signal.SIGCONT)
-        for p in procs.values():
-            p.wait(timeout=300)
+        x = start(argv["x"], env={"CHECKBOX_DIST_FAULT": "step:2:stop"}, log_dir=tmp_path / "logs")
+        children.append(x)
+        _wait(lambda: is_stopped(x.pid), "x stopped inside stage one", [x])
+        assert "pretrain: stage one" in _log(x)
+        y = start(argv["y"], log_dir=tmp_path / "logs")
+        children.append(y)
+        _wait(lambda: "another process is building" in _log(y), "y waiting on the lock", children)
+        x.signal(signal.SIGCONT)
+        results = [child.wait(timeout=300) for child in children]  # kills (SIGKILL) one that does not end
     finally:
-        for p in procs.values():
-            p.kill()
-    outputs = [log.read_text() for log in logs.values()]
-    assert [p.returncode for p in procs.values()] == [0, 0], outputs
+        for child in children:
+            if child.process.exitcode is None:
+                child.signal(signal.SIGKILL)
+    outputs = [r.out + r.err for r in results]
+    assert [r.rc for r in results] == [0, 0], outputs
     assert outputs[0].count("pretrain: stage one") == 1 and "pretrain: reusing" not in outputs[0], outputs[0]
     assert outputs[1].count("another process is building") == 1 and outputs[1].count("pretrain: reusing") == 1
     assert "pretrain: stage one" not in outputs[1], outputs[1]
