@@ -243,6 +243,28 @@ def ranks_without(ok: bool) -> list[int]:
     return [rank for rank, flag in enumerate(reduce(flags, reduction="sum").tolist()) if flag]
 
 
+def from_local_main(value: bytes | None, size: int, state) -> bytes | None:
+    """The `size` bytes this host's local main process passes as `value`, on every process of the host (a
+    collective over `state`, the Accelerator or its PartialState: every process calls it, the others pass None;
+    it returns once every process, the local main ones included, has called it). The processes of a host are
+    taken to have consecutive ranks, its local main process first, as torchrun, `accelerate launch`,
+    slurm/train.sh and torch_xla number them. None when the local main process passed None, or the process at
+    that rank is not a local main process: the caller then computes the value itself."""
+    import torch
+    from accelerate.utils import reduce
+
+    if value is not None and len(value) != size:
+        raise ValueError(f"from_local_main: {len(value)} bytes, expected {size}")
+    if state.num_processes == 1:
+        return value
+    rows = torch.zeros(state.num_processes, size + 1, device=state.device)  # [given?, bytes...] per process
+    if state.is_local_main_process and value is not None:
+        rows[state.process_index, 0] = 1
+        rows[state.process_index, 1:] = torch.tensor(list(value), dtype=torch.float32)
+    host = reduce(rows, reduction="sum")[state.process_index - state.local_process_index].tolist()
+    return bytes(int(b) for b in host[1:]) if host[0] == 1 else None
+
+
 def processes_named(ranks: list[int]) -> str:
     """[1] -> 'process 1'; [2, 3] -> 'processes 2, 3'."""
     return f"process{'es' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"

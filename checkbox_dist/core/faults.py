@@ -9,6 +9,7 @@ Each fault is SITE:COUNT[:ACTION][@RANK]. Sites (where `point(site)` is called):
     decode      every image decoded into the decoded-image cache or memory (checkbox_dist/data/cache.py: _decoded)
     scan        every scan of a data root, the index not used (checkbox_dist/data/sources.py: scan)
     read.NAME   every sample read from the tar shard file NAME, e.g. read.train-0001.tar (data/catalog.py: Ref.encoded)
+    cache_key   every file whose bytes are hashed for the decoded cache's key (checkbox_dist/data/cache.py: cache_key)
     step        every training micro-batch, after the forward pass, before backward (checkbox_dist/train/loop.py: train_step)
     eval        every evaluation batch (checkbox_dist/model/logits.py: collect_logits)
     save.model  checkpoint.save: model.pt written into the temporary folder, train_state.pt not yet
@@ -33,7 +34,7 @@ import signal
 import time
 
 ENV = "CHECKBOX_DIST_FAULT"
-SITES = ("decode", "scan", "step", "eval", "save.model", "save.state", "save.swap")
+SITES = ("decode", "scan", "cache_key", "step", "eval", "save.model", "save.state", "save.swap")
 READ_SITE = "read."  # + a shard's file name: one site per shard
 ACTIONS = ("kill", "term", "usr1", "stop", "nan", "inf", "slow")
 SLOW_S = 0.25

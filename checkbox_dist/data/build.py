@@ -3,7 +3,8 @@
 Files under data.cache_dir (the synthetic default dataset, the decoded-image cache) are per host: each host's
 local main process writes them into its own cache (a machine's own disk, or one shared with other hosts; the
 writes are atomic and locked), the other processes of the host wait for it, then read the same files, so all
-processes hold identical data. Nothing here writes into the run folder.
+processes hold identical data; the decoded cache's key, which reads every image file, is computed by the local
+main process alone and handed to the others (`host_decoded`). Nothing here writes into the run folder.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from checkbox_dist import synth
+from checkbox_dist.core.distributed import from_local_main
 from checkbox_dist.core.memory import free_bytes
-from checkbox_dist.data.cache import load_decoded
+from checkbox_dist.data.cache import KEY_BYTES, cache_key, load_decoded
 from checkbox_dist.data.datasets import FileImages, TensorImages, make_loader
 from checkbox_dist.data.shards import shard_ranks
 from checkbox_dist.data.sources import Catalog, file_ref, indexed_catalog, resolve_root
@@ -156,6 +158,28 @@ def on_device_of(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor if device.type == "cpu" else tensor.to(device)
 
 
+def host_decoded(items: list[Item], spec: PreprocessSpec, cfg_data, accelerator, skipped: list[str]) -> dict:
+    """load_decoded with the cache key computed once per host (a collective: every process calls it). The local
+    main process hashes the files and writes (or finds) the cache file, then hands the key to the other processes
+    of its host (core/distributed.py from_local_main), which map that file without reading an image file. A
+    process that cannot map it decodes into its own memory; when the local main process failed (an unreadable
+    image), the others hash and decode themselves and fail with the same error, none is left waiting."""
+    cache = Path(cfg_data.cache_dir).expanduser()
+    decoded, failed, key = None, None, None
+    if accelerator.is_local_main_process:
+        try:
+            key = cache_key(items, spec)
+            decoded = load_decoded(items, spec, cfg_data.on_bad_image, cache, True, skipped, key)
+        except UserError as err:
+            failed = err
+    given = from_local_main(bytes.fromhex(key) if decoded is not None else None, KEY_BYTES, accelerator)
+    if failed is not None:
+        raise failed
+    if decoded is not None:
+        return decoded
+    return load_decoded(items, spec, cfg_data.on_bad_image, cache, False, skipped, given.hex() if given else None)
+
+
 def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple: int = 0) -> Data:
     """`micro_batch`: the train loader's batch (0 = data.batch_size); `epoch_multiple`: each epoch takes the
     largest multiple of it from the shuffled order (the global batch; 0 = every image)."""
@@ -183,13 +207,7 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
     sets = []
     for items in [split.train] + ([split.val] if not refit else []) + ([split.probe] if split.probe else []):
         if on_device:
-            cache = Path(data_cfg.cache_dir).expanduser()
-            if not accelerator.is_local_main_process:
-                accelerator.wait_for_everyone()  # each host's local main process writes its cache first
-            decoded = load_decoded(items, spec, data_cfg.on_bad_image, cache, accelerator.is_local_main_process,
-                                   split.skipped)
-            if accelerator.is_local_main_process:
-                accelerator.wait_for_everyone()
+            decoded = host_decoded(items, spec, data_cfg, accelerator, split.skipped)
             names = [str(items[i][0]) for i in decoded["kept"]]
             sets.append(TensorImages(on_device_of(decoded["images"], accelerator.device),
                                      on_device_of(decoded["labels"], accelerator.device), names))

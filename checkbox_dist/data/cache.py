@@ -2,7 +2,8 @@
 the processes of a host memory-map.
 
 The cache file is keyed by the files' contents, their labels and the preprocessing, so a changed image
-or setting is a new key, never a stale hit; a damaged cache file is rebuilt, never trusted. Its layout:
+or setting is a new key, never a stale hit (the key reads every file: once per host, by its local main
+process, which hands it to the others); a damaged cache file is rebuilt, never trusted. Its layout:
 the images as raw uint8 (N, C, H, W), then a JSON trailer (shape, labels, kept indices, skipped files),
 its length (8 bytes, little-endian) and a magic. The local main process decodes straight into the file
 (one image in memory at a time) and renames it into place; every process of the host then maps the
@@ -29,20 +30,27 @@ from checkbox_dist.data.images import BadImageError, PreprocessSpec, decode
 
 CACHE_FORMAT = 2
 MAGIC = b"CBDUINT8"
+KEY_BYTES = 16  # of cache_key's digest
 _TAIL = struct.Struct("<Q8s")  # trailer length, magic
 
 
-def _cache_key(items: list[tuple[Path, int]], spec: PreprocessSpec) -> str:
+def cache_key(items: list[tuple[Path, int]], spec: PreprocessSpec) -> str:
+    """The key of the decoded split `items` under `spec`: KEY_BYTES as hex digits, a digest of the preprocessing
+    and of every file's name, label and the sha256 of its bytes, so a changed image (edited in place too) or
+    setting is a new key. It reads every file: data/build.py has each host's local main process compute it once
+    and hand it to the other processes of its host."""
     digest = hashlib.sha256(json.dumps([CACHE_FORMAT, spec.to_dict()]).encode())
     for path, label in items:
+        faults.point("cache_key")
         digest.update(f"{path.name}:{label}:".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()[:2 * KEY_BYTES]
 
 
-def cache_file(items: list[tuple[Path, int]], spec: PreprocessSpec, on_bad_image: str, cache_dir: Path) -> Path:
-    """Where the decoded split `items` is cached."""
-    return Path(cache_dir) / "decoded" / f"{_cache_key(items, spec)}-{on_bad_image}.u8"
+def cache_file(items: list[tuple[Path, int]], spec: PreprocessSpec, on_bad_image: str, cache_dir: Path,
+               key: str | None = None) -> Path:
+    """Where the decoded split `items` is cached; `key`: its cache_key when already known (else computed)."""
+    return Path(cache_dir) / "decoded" / f"{key or cache_key(items, spec)}-{on_bad_image}.u8"
 
 
 def _decoded(items: list[tuple[Path, int]], spec: PreprocessSpec, on_bad_image: str,
@@ -111,11 +119,12 @@ def map_cache(file: Path) -> dict | None:
 
 
 def load_decoded(items: list[tuple[Path, int]], spec: PreprocessSpec, on_bad_image: str, cache_dir: Path,
-                 writer_is_main: bool, skipped: list[str]) -> dict:
+                 writer_is_main: bool, skipped: list[str], key: str | None = None) -> dict:
     """Decoded split, memory-mapped from the host's cache file (decoded into it now by the local main process,
-    `writer_is_main`); decoded into this process's memory when the cache cannot be written or read.
+    `writer_is_main`); decoded into this process's memory when the cache cannot be written or read. `key`: the
+    split's cache_key when known (a process given it reads no image file unless it decodes into memory).
     Returns {"images", "labels", "kept", "skipped", "file" (None when in memory)}."""
-    file = cache_file(items, spec, on_bad_image, Path(cache_dir))
+    file = cache_file(items, spec, on_bad_image, Path(cache_dir), key)
     cached = map_cache(file)
     if cached is None and writer_is_main:
         try:

@@ -1,16 +1,18 @@
 """The processes of a host share ONE copy of the decoded cache (issue 37): a 2-process gloo world on one machine
 (what `ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2` starts) trains from the device-resident set, and
 both processes map the same cache file, whose resident pages are shared: in /proc/<pid>/smaps each process is
-charged about half of them (Pss), not all (a per-process copy, the old torch.load, has no file mapping at all)."""
+charged about half of them (Pss), not all (a per-process copy, the old torch.load, has no file mapping at all).
+Only the local main process reads the image files for the cache key; the other processes get the key from it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import tiny_train_args
-from reliability_harness import start_world, wait_for
+from conftest import load_weights, tiny_train_args
+from reliability_harness import one_line_error, run_world, start_world, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -64,3 +66,43 @@ def test_two_local_processes_map_one_cache_file_and_share_its_pages(tmp_path: Pa
         assert maps[0][f]["inode"] == maps[1][f]["inode"]  # the same file, not two copies
     assert "held on the device (data.device_cache=on)" in results[0].out
     assert len(list(decoded.glob("*.u8"))) == 2  # train and val, written once by the local main process
+
+
+def test_only_the_local_main_process_hashes_the_files_and_both_train_as_one_process_does(tmp_path: Path):
+    """Rank 1 would be SIGKILLed if it hashed one file for the cache key (CHECKBOX_DIST_FAULT=cache_key:1@1): the
+    local main process hashes and decodes, rank 1 maps the file it wrote. 2 processes x 1 micro-batch train
+    bit-identical parameters to 1 process x 2 (exact sums): both ranks trained on the same, right images."""
+    recipe = ["train.global_batch_size=16", "data.batch_size=8", "train.exact_gradient_sum=true", "train.epochs=1",
+              "train.max_steps=2", "eval.calibrate=false", "data.device_cache=on"]
+    runs = {}
+    for world in (2, 1):
+        out = runs[world] = tmp_path / f"world{world}"
+        cache = tmp_path / f"cache{world}"
+        args = tiny_train_args(out, cache, *recipe)[1:]
+        results = run_world(world, ["train", *args], env={"CHECKBOX_DIST_FAULT": "cache_key:1@1"})
+        for rank, result in enumerate(results):
+            assert result.rc == 0, f"rank {rank} of {world}: exit {result.rc}\n{result.err[-3000:]}"
+        assert "held on the device (data.device_cache=on)" in results[0].out
+        assert len(list((cache / "decoded").glob("*.u8"))) == 2  # train and val, written once
+    a, b = load_weights(runs[2] / "checkpoints" / "last"), load_weights(runs[1] / "checkpoints" / "last")
+    params = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert params and all(torch.equal(a[k], b[k]) for k in params)  # BatchNorm statistics are per process
+
+
+def test_an_unreadable_image_stops_both_processes_with_one_line(tmp_path: Path):
+    """The local main process meets the unreadable image while it decodes the cache; rank 1, waiting for the key,
+    is not left waiting: it decodes itself and stops with the same error (exit 2, no traceback)."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    for cls in ("checked", "other", "unchecked"):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (12, 12), (i * 40, 0, 0)).save(root / cls / f"{i}.png")
+    (root / "other" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
+    args = tiny_train_args(tmp_path / "run", tmp_path / "cache", "data.device_cache=on", "data.batch_size=4",
+                           "train.epochs=1", data_root=root)[1:]
+    results = run_world(2, ["train", *args], env={"CHECKBOX_DIST_ALL_RANKS_ERRORS": "1"}, timeout=120)
+    for result in results:
+        assert "corrupt.png" in one_line_error(result)
+    assert not (tmp_path / "run" / "checkpoints").exists()

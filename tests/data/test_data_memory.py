@@ -14,7 +14,7 @@ import torch
 from checkbox_dist.core.config import Config
 from checkbox_dist.core.memory import host_available_bytes, xla_free_bytes
 from checkbox_dist.data.build import device_cache_choice
-from checkbox_dist.data.cache import cache_file, load_decoded
+from checkbox_dist.data.cache import cache_file, cache_key, load_decoded
 from checkbox_dist.data.datasets import PREFETCH_PER_WORKER, FileImages, TensorImages, make_loader
 from checkbox_dist.data.images import PreprocessSpec
 from checkbox_dist.data.split import build_split
@@ -98,6 +98,29 @@ def test_a_damaged_cache_file_is_rebuilt_not_trusted(synth_root: Path, tmp_path:
     file.write_bytes(b"junk")
     alone = load_decoded(items, spec, "error", tmp_path, False, [])
     assert alone["file"] is None and torch.equal(alone["images"], good) and file.read_bytes() == b"junk"
+
+
+def test_an_image_edited_in_place_is_a_new_key_and_a_given_key_reads_no_image(synth_root: Path, tmp_path: Path):
+    """The key is the files' contents: the same name with other bytes (even of the same size) is another key, never
+    a stale hit. A process handed the key (build_data: from its host's local main process) reads no image file."""
+    import shutil
+
+    spec = PreprocessSpec(image_size=32)
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    items = build_split(root, val_fraction=0.2, seed=1).val
+    key = cache_key(items, spec)
+    first = load_decoded(items, spec, "error", tmp_path / "cache", True, [], key)
+    donor = next(i for i, (_, label) in enumerate(items) if label != items[0][1])
+    items[0][0].path.write_bytes(items[donor][0].path.read_bytes())  # in place: the name and the label stay
+    edited = cache_key(items, spec)
+    assert edited != key and cache_file(items, spec, "error", tmp_path / "cache") != first["file"]
+    again = load_decoded(items, spec, "error", tmp_path / "cache", True, [])
+    assert torch.equal(again["images"][0], first["images"][donor]) and again["file"] != first["file"]
+    for ref, _ in items:
+        ref.path.unlink()  # nothing left to read: the mapped file is all a process given the key needs
+    mapped = load_decoded(items, spec, "error", tmp_path / "cache", False, [], edited)
+    assert mapped["file"] == again["file"] and torch.equal(mapped["images"], again["images"])
 
 
 def test_skipped_files_are_kept_in_the_cache(synth_root: Path, tmp_path: Path):
