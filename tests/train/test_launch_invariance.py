@@ -20,8 +20,8 @@ TOLERANCE, the default float32 sums: the shapes add the same micro-batch gradien
 agree only to rounding. Parameters (raw and EMA) of the SGD recipe agree within 1e-5 absolute (docs/LAUNCH.md,
 "Tolerance, measured"); a real change of recipe, BatchNorm over 16 images instead of 8 with the same
 global batch, moves them 1e-3 or more (the control below). The AdamW recipe is not held to it: a last-bit
-difference can tip a near tie of a later forward, which AdamW turns into steps of about lr (1.1e-3 in
-layer3.0.conv2.weight on an Intel Xeon; docs/LAUNCH.md, "Tolerance, measured").
+difference can tip a near tie of a later forward, which AdamW turns into steps of about lr (docs/LAUNCH.md,
+"Tolerance, measured").
 """
 
 from __future__ import annotations
