@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from invariance_runs import AdamWRuns
 from reliability_harness import cli as harness_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +93,13 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real data not present at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def adamw_runs(tmp_path_factory) -> AdamWRuns:
+    """The launch-shape tests' AdamW recipe, trained once per world size per session (tests/invariance_runs.py):
+    launch invariance compares worlds 1, 2 and 4, elastic resume takes world 2 as its uninterrupted reference."""
+    return AdamWRuns(tmp_path_factory.mktemp("adamw"))
 
 
 # ---- inference, export, serve (tests/infer/test_predict.py, test_export.py, test_serve.py) -----------------------

@@ -3,17 +3,18 @@ on 1 or 4 and ends where the uninterrupted run ends; an fp16 run killed with SIG
 
     .venv/bin/pytest tests/train/test_elastic_resume.py -q
 
-`test_resnet` at 32 px, 160 training images, global batch 32 of micro-batches of 8, 7 optimizer steps (5 in epoch
-1, 2 in epoch 2), the quickstart config's augmentation on. The elastic runs train AdamW in fp32 with EMA and the
-cosine schedule's warmup and channels_last: process 0 gets SIGUSR1 during step 3, both save `last` at its end and
+The recipe and the uninterrupted run are launch invariance's (tests/invariance_runs.py: BASE, ADAMW, the
+session fixture `adamw_runs`): `test_resnet` at 32 px, 160 training images, global batch 32 of micro-batches of 8,
+7 optimizer steps (5 in epoch 1, 2 in epoch 2), the quickstart config's augmentation on, AdamW in fp32 with
+drop-path, EMA, the cosine schedule's warmup, channels_last and exact gradient sums. The reference is its 2-process
+run; the stopped run trains the same recipe, process 0 gets SIGUSR1 during step 3, both save `last` at its end and
 exit 75, and the run continues on 1 process (accumulation 4) and on 4 (accumulation 1) from image 96 of epoch 1.
 The fp16 runs train SGD with momentum 0.9 through torch's CPU float16 autocast and GradScaler; both processes are
 killed (SIGKILL) in step 5, after `checkpoint.every_steps=2` saved step 4, and resume from there.
 Multi-process runs are real gloo worlds, started as torchrun starts them (tests/reliability_harness.py).
-Tolerance: that of tests/train/test_launch_invariance.py (1e-5), measured here at most 1.2e-6 (1 and 4 processes
-against the uninterrupted 2); on the same world size a resumed run is bit-identical.
+With exact sums a resumed run is bit-identical to the uninterrupted one, on 1 or 4 processes as on 2; the fp16
+run resumed on 1 process (float32 sums) is held to launch invariance's tolerance, 1e-5.
 """
-
 from __future__ import annotations
 
 import shutil
@@ -22,31 +23,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from reliability_harness import REPO, read_metrics, run_world, tensors_equal
+from invariance_runs import ADAMW, EXACT, train
+from reliability_harness import read_metrics, tensors_equal
 
 pytestmark = pytest.mark.system  # real multi-process gloo worlds, SIGUSR1 and SIGKILL
 
 TOL = 1e-5
+ELASTIC = [*ADAMW, EXACT]  # launch invariance's AdamW recipe, as its reference (adamw_runs[2]) trains it
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-BASE = ["train", "--config", str(REPO / "configs" / "quickstart.yaml"), "model.name=test_resnet", "data.image_size=32",
-        "data.num_workers=0", "train.progress=false", "tracking.backends=[]", "data.synth_n=200", "data.synth_seed=3",
-        "train.global_batch_size=32", "data.batch_size=8", "train.epochs=2", "train.max_steps=7",
-        "eval.calibrate=false", "train.log_every_steps=1"]
-# AdamW turns a last-bit difference of a float32 gradient sum into steps of about lr now and then, on some
-# processors (docs/LAUNCH.md, "Tolerance, measured"): the world sizes sum exactly (train.exact_gradient_sum).
-ELASTIC = ["optim.name=adamw", "optim.lr=0.002", "train.ema_decay=0.9", "schedule.name=cosine",
-           "schedule.warmup_epochs=1", "train.channels_last=true", "train.exact_gradient_sum=true"]
 FP16 = ["optim.name=sgd", "optim.momentum=0.9", "optim.lr=0.01", "train.mixed_precision=fp16",
         "checkpoint.every_steps=2"]
-
-
-def train(world: int, out: Path, cache: Path, *extra: str, env: dict | None = None, expect: int = 0) -> list:
-    results = run_world(world, [*BASE, f"train.output_dir={out}", f"data.cache_dir={cache}", *extra], env=env)
-    if expect is not None:
-        for rank, result in enumerate(results):
-            assert result.rc == expect, (f"rank {rank} of {world}: exit {result.rc}, expected {expect}\n"
-                                         f"{result.out[-2000:]}\n{result.err[-3000:]}")
-    return results
 
 
 def resumed_copy(source: Path, dest: Path) -> Path:
@@ -55,11 +41,10 @@ def resumed_copy(source: Path, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
+def runs(tmp_path_factory, adamw_runs) -> dict:
     tmp = tmp_path_factory.mktemp("elastic")
-    cache = tmp / "cache"
-    runs = {"tmp": tmp, "reference": tmp / "reference", "stopped": tmp / "stopped"}
-    train(2, runs["reference"], cache, *ELASTIC)
+    cache = adamw_runs.cache
+    runs = {"tmp": tmp, "cache": cache, "reference": adamw_runs[2], "stopped": tmp / "stopped"}
     # SIGUSR1 to process 0 in its 5th micro-batch (optimizer step 3): every process saves at the end of step 3.
     train(2, runs["stopped"], cache, *ELASTIC, env={"CHECKBOX_DIST_FAULT": "step:5:usr1@0"}, expect=75)
     runs["saved"] = torch.load(runs["stopped"] / "checkpoints" / "last" / "train_state.pt", weights_only=True)
@@ -121,7 +106,7 @@ def test_elastic_resume_ends_where_the_uninterrupted_run_ends(runs, world):
 def test_a_position_the_new_world_cannot_continue_from_is_one_line(runs):
     """96 images into the epoch cannot be continued in micro-batches of 64."""
     run = resumed_copy(runs["stopped"], runs["tmp"] / "unfit")
-    results = train(1, run, runs["tmp"] / "cache", *ELASTIC, "train.resume=auto", "train.global_batch_size=64",
+    results = train(1, run, runs["cache"], *ELASTIC, "train.resume=auto", "train.global_batch_size=64",
                     "data.batch_size=64", expect=2)
     errors = [line for line in results[0].err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "saved 96 images into epoch 1, which 1 processes x micro-batch 64" in errors[0]
@@ -129,7 +114,7 @@ def test_a_position_the_new_world_cannot_continue_from_is_one_line(runs):
 
 
 def test_fp16_grad_scaler_is_saved_and_restored_across_a_kill(runs):
-    tmp, cache = runs["tmp"], runs["tmp"] / "cache"
+    tmp, cache = runs["tmp"], runs["cache"]
     reference, killed = tmp / "fp16-reference", tmp / "fp16-killed"
     train(2, reference, cache, *FP16)
     results = train(2, killed, cache, *FP16, env={"CHECKBOX_DIST_FAULT": "step:9:kill"}, expect=None)
