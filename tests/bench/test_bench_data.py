@@ -35,6 +35,38 @@ def test_bench_data_on_a_tiny_set_writes_json_table_and_plot(tmp_path: Path):
     assert [p.name for p in (tmp_path / "work").iterdir()] == ["synth-n60-s7"]  # the runs' caches are not
 
 
+def test_bench_data_formats_converts_the_crops_once_and_adds_a_row_per_format(tmp_path: Path):
+    """--formats tar: the generated crops become shards of --per-shard samples beside them, measured as a `tar` row;
+    --append keeps an earlier row of the same size in another format (rows are keyed by size and format)."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    earlier = {"root": "r", "label": "generated 60", "images": 60, "plain_on_img_s": 1.0, "plain_off_img_s": 1.0,
+               "decode_ms": 1.0, "runs": {"off/warm/1p": {"startup_s": 1.0, "peak_rss_mb": 1.0, "img_s": 1.0,
+                                                          "wall_s": 1.0}}}  # a class folder row (no format key)
+    (out / "bench_data.json").write_text(json.dumps({"meta": {}, "rows": [earlier]}))
+    args = ["bench-data", "--config", str(REPO / "configs" / "quickstart.yaml"), "data.batch_size=8", "--sizes",
+            "60", "--formats", "tar", "--per-shard", "25", "--steps", "4", "--processes", "1", "--modes", "off",
+            "--workers", "1", "--out", str(out), "--work", str(work), "--append"]
+    proc = run_cli(*args, timeout=600)
+    rows = json.loads((out / "bench_data.json").read_text())["rows"]
+    assert [(r["label"], r.get("format")) for r in rows] == [("generated 60", None), ("generated 60", "tar")]
+    assert rows[1]["root"] == str(work / "synth-n60-s7-tar") and set(rows[1]["runs"]) == {"off/warm/1p"}
+    assert rows[1]["runs"]["off/warm/1p"]["img_s"] > 0 and rows[1]["decode_ms"] > 0
+    assert sorted(p.name for p in (work / "synth-n60-s7-tar").iterdir()) == ["train-0000.tar", "train-0001.tar",
+                                                                              "train-0002.tar"]
+    assert f"wrote {work / 'synth-n60-s7-tar'} (tar, " in proc.stdout
+    md = (out / "bench_data.md").read_text()
+    assert "| generated 60 | folder | 60 | off/warm/1p |" in md and "| generated 60 | tar | 60 | off/warm/1p |" in md
+    assert sorted(p.name for p in work.iterdir()) == ["synth-n60-s7", "synth-n60-s7-tar"]
+
+
+def test_bench_data_rejects_an_unknown_format_in_one_line(tmp_path: Path):
+    proc = run_cli("bench-data", "--sizes", "60", "--formats", "tar,zip", "--out", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("error: bench-data: --formats takes some of folder,csv,jsonl,parquet,hf,tar, "
+                                   "got 'tar,zip'")
+
+
 def test_parse_run_reads_the_data_line_and_leaves_out_the_first_interval():
     log = "run: x\ndata: /d | classes a | decoded once, held on the device (why) | ready in 3.25 s\nmodel: m\n"
     rows = [{"kind": "step", "interval_img_per_s": 1.0}, {"kind": "step", "interval_img_per_s": 10.0},
