@@ -248,7 +248,7 @@ def plot(rows: list[dict], path: Path) -> Path:
         for kind in kinds:
             for name, style in zip(FORMAT_RUNS, ("-", "--")):
                 chosen = [r for r in rows if _format(r) == kind and name in r["runs"]]
-                _lines(axes[1], chosen, name, f"{kind} {name}", style)
+                _lines(axes[1], chosen, name, f"{kind} {name}", style, color=f"C{FORMATS.index(kind)}")
     for line, ax_row in enumerate(axes):
         for ax, (_, title) in zip(ax_row, PLOT_KEYS):
             ax.set_xscale("log")
@@ -260,13 +260,13 @@ def plot(rows: list[dict], path: Path) -> Path:
     return save_png(fig, path)
 
 
-def _lines(axes, rows: list[dict], name: str, label: str, style: str) -> None:
+def _lines(axes, rows: list[dict], name: str, label: str, style: str, color: str | None = None) -> None:
     points = sorted((r["images"], r["runs"][name]) for r in rows)
     if not points:
         return
     xs = [x for x, _ in points]
     for ax, (key, _) in zip(axes, PLOT_KEYS):
-        ax.plot(xs, [run[key] for _, run in points], marker="o", linestyle=style, label=label)
+        ax.plot(xs, [run[key] for _, run in points], marker="o", linestyle=style, label=label, color=color)
 
 
 def _int_list(text: str, what: str) -> list[int]:
