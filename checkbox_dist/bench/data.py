@@ -99,6 +99,29 @@ def parse_run(log: str, metrics: list[dict]) -> tuple[float, float]:
     return float(ready[0]), statistics.median(rates)
 
 
+# Started in a fresh interpreter: runs argv[2:], writes its ru_maxrss (the largest process of its tree that it
+# waited for) to the file argv[1], exits with its status.
+_MEASURE = ("import os, subprocess, sys\n"
+            "proc = subprocess.Popen(sys.argv[2:])\n"
+            "_, status, usage = os.wait4(proc.pid, 0)\n"
+            "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+            "raise SystemExit(os.waitstatus_to_exitcode(status))\n")
+
+
+def run_measured(argv: list[str], env: dict, log: Path) -> tuple[int, int]:
+    """(exit status, peak RSS in bytes of the largest process of `argv`'s tree), its output in `log`.
+
+    Linux carries the peak RSS of the process that execs into the new program's ru_maxrss, so a child of this
+    (large) process would report at least this process's own peak. The run is started from a small interpreter
+    instead, which reports the run's figure."""
+    with tempfile.TemporaryDirectory() as tmp, open(log, "w") as out:
+        report = Path(tmp) / "maxrss"
+        proc = subprocess.run([sys.executable, "-c", _MEASURE, str(report), *argv], env=env, stdout=out,
+                              stderr=subprocess.STDOUT)
+        maxrss = int(report.read_text()) if report.is_file() else 0
+    return proc.returncode, maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def train_run(config: str, overrides: list[str], root: Path, mode: str, processes: int, cache: Path, steps: int,
               threads: int) -> dict:
     """Our `train` command on `root` in fresh processes; start-up, peak RSS of the largest process, img/s."""
@@ -112,19 +135,15 @@ def train_run(config: str, overrides: list[str], root: Path, mode: str, processe
                 f"data.root={root}", f"data.cache_dir={cache}", f"data.device_cache={mode}",
                 f"train.max_steps={steps}", f"train.log_every_steps={every}"]
         started = time.perf_counter()
-        with open(log, "w") as out:
-            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-            _, status, usage = os.wait4(proc.pid, 0)  # usage: the process and every descendant it waited for
-            proc.returncode = os.waitstatus_to_exitcode(status)
+        returncode, peak = run_measured(argv, env, log)
         wall = time.perf_counter() - started
         text = log.read_text(errors="replace")
-        if proc.returncode != 0:
+        if returncode != 0:
             last = text.strip().splitlines()[-1:] or ["(no output)"]
             raise UserError(f"bench-data: the {mode}/{processes}-process run on {root} failed "
-                            f"(exit {proc.returncode}): {last[0]}")
+                            f"(exit {returncode}): {last[0]}")
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     startup, rate = parse_run(text, metrics)
-    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     return {"startup_s": round(startup, 2), "peak_rss_mb": round(peak / 2**20, 1), "img_s": round(rate, 1),
             "wall_s": round(wall, 1)}
 

@@ -4,11 +4,13 @@ markdown table and the plot, every figure from a run. Timings are not asserted (
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from checkbox_dist.bench.data import parse_run, table
+from checkbox_dist.bench.data import parse_run, run_measured, table
 from checkbox_dist.core.errors import UserError
 from conftest import REPO, run_cli
 
@@ -65,6 +67,20 @@ def test_bench_data_rejects_an_unknown_format_in_one_line(tmp_path: Path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == ("error: bench-data: --formats takes some of folder,csv,jsonl,parquet,hf,tar, "
                                    "got 'tar,zip'")
+
+
+def test_a_runs_peak_rss_is_its_own_not_the_bench_processs(tmp_path: Path):
+    """Linux carries the peak RSS of the process that starts a run into the run's ru_maxrss: a `python -c pass`
+    started by a process that touched 600 MB must still report tens of MB, and a run that does touch 300 MB its
+    300 MB."""
+    ballast = b"x" * (600 * 2**20)  # this process's peak RSS is now over 600 MB
+    del ballast
+    small = run_measured([sys.executable, "-c", "pass"], dict(os.environ), tmp_path / "a.txt")
+    big = run_measured([sys.executable, "-c", "b = b'x' * (300 * 2**20); print('ok')"], dict(os.environ),
+                       tmp_path / "b.txt")
+    assert small[0] == 0 and small[1] < 150 * 2**20, small
+    assert big[0] == 0 and 300 * 2**20 < big[1] < 450 * 2**20 and (tmp_path / "b.txt").read_text() == "ok\n", big
+    assert run_measured([sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ), tmp_path / "c.txt")[0] == 3
 
 
 def test_parse_run_reads_the_data_line_and_leaves_out_the_first_interval():
