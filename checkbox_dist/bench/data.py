@@ -15,9 +15,9 @@ step by data.num_workers DataLoader workers), our real training command runs in 
   2 procs   2 processes under `accelerate launch` (gloo on CPU, NCCL on GPUs), warm cache
 Each run reports start-up (the seconds until the data is ready, from its `data:` line: scan, split, cache map or
 decode), the peak RSS of its largest process (`run_measured`: the rank, its workers or the launcher, whichever
-peaked highest, not this process; pages of the mapped cache count in every process that touched them, though the host holds them once), and
-its training rate (median of the step rows' img/s after the first interval). The plain loop runs the same model on
-the same images in this process: `on` from one batch already on the device (the ceiling), `off` from a textbook
+peaked highest, not this process; pages of the mapped cache count in every process that touched them, though the
+host holds them once), and its training rate (median of the step rows' img/s after the first interval). The plain
+loop runs the same model on the same images in this process: `on` from one batch already on the device (the ceiling), `off` from a textbook
 DataLoader (same decode, same worker count). The decode cost (ms/image, one worker) gives the GPU projection:
 workers = GPU images/s x decode seconds per image.
 
