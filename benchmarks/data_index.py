@@ -2,23 +2,21 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/data_index.py [N] [WORK_DIR]
 
-Writes N samples (default 20,000; 30 generated images hard-linked or copied N/30 times) in every format under
-WORK_DIR (default /tmp/data-index-bench), then times, per format: `scan` (what every rank did at start before
+Writes N samples (default 20,000; 30 generated images hard-linked N/30 times) in every format (data/writers.py)
+under WORK_DIR (default /tmp/data-index-bench), then times, per format: `scan` (what every rank did at start before
 the index), the first `indexed_catalog` (scan + write the index) and the second (read the index), best of 3.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 from checkbox_dist.data.sources import index_file, indexed_catalog, scan
+from checkbox_dist.data.writers import write_hf, write_manifest, write_shards
 from checkbox_dist.synth import generate
 
 
@@ -33,27 +31,12 @@ def build(n: int, work: Path) -> dict[str, Path]:
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.link(src, dst)
         rows.append((dst, src.parent.name))
-    with (work / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "group"])
-        writer.writerows([p.relative_to(work).as_posix(), label, f"g{i // 5}"] for i, (p, label) in enumerate(rows))
-    shards = work / "shards"
-    shards.mkdir()
-    for s in range(0, n, 5000):
-        with tarfile.open(shards / f"train-{s // 5000:05d}.tar", "w") as tar:
-            for p, label in rows[s:s + 5000]:
-                tar.add(p, arcname=f"{p.stem}.png")
-                info = tarfile.TarInfo(f"{p.stem}.cls")
-                info.size = len(label)
-                tar.addfile(info, io.BytesIO(label.encode()))
-    import datasets
-
-    classes = sorted({label for _, label in rows})
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
-    datasets.Dataset.from_dict({"image": [{"bytes": p.read_bytes(), "path": None} for p, _ in rows],
-                                "label": [classes.index(label) for _, label in rows]},
-                               features=features).save_to_disk(str(work / "hf"))
-    return {"folder": folder, "csv": work / "manifest.csv", "tar": shards, "hf": work / "hf"}
+    files = [p for p, _ in rows]
+    write_manifest("csv", [{"path": p.relative_to(work).as_posix(), "label": label, "group": f"g{i // 5}"}
+                           for i, (p, label) in enumerate(rows)], work / "manifest.csv")
+    write_shards(files, work / "shards", per_shard=5000)
+    write_hf(files, sorted({label for _, label in rows}), work / "hf")
+    return {"folder": folder, "csv": work / "manifest.csv", "tar": work / "shards", "hf": work / "hf"}
 
 
 def best(fn, repeat: int = 3) -> float:

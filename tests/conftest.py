@@ -7,12 +7,10 @@ tiny timm models (`test_resnet`, `test_efficientnet_gn`) at 32 px keep each run 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import threading
 from pathlib import Path
 
@@ -219,17 +217,3 @@ def run_main(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def write_shards(images: list[Path], out: Path, shards: int = 2) -> Path:
-    """`images` (ROOT/<class>/*.png) as WebDataset-style tar shards `out`/train-NNNN.tar: image s goes to shard
-    s % shards, as KEY.png + KEY.cls (KEY = <class>_<stem>)."""
-    out.mkdir(parents=True)
-    for s in range(shards):
-        with tarfile.open(out / f"train-{s:04d}.tar", "w") as tar:
-            for path in images[s::shards]:
-                key = f"{path.parent.name}_{path.stem}"
-                tar.add(path, arcname=f"{key}.png")
-                label = path.parent.name.encode()
-                info = tarfile.TarInfo(f"{key}.cls")
-                info.size = len(label)
-                tar.addfile(info, io.BytesIO(label))
-    return out

@@ -1,20 +1,23 @@
 """bench-data: how start-up, memory and training rate grow with the dataset, device-resident vs streaming.
 
     checkbox-dist bench-data --sizes 1000,10000 --out bench-data          # generated crops (synth), CPU
+    checkbox-dist bench-data --sizes 1000 --formats csv,parquet,hf,tar   # the generated crops in each format
     checkbox-dist bench-data --roots /data/crops,/data/manifest.csv       # data roots as they are (any format
                                                                            # data.root takes), no generation
 
-For each data root (generated: `--sizes` crops written by the synth generator under --work; or given: --roots) and
+For each data root (generated: `--sizes` crops written by the synth generator under --work, each converted to every
+--formats by data/writers.py and kept there: a manifest beside the crops naming them, a saved HF dataset, tar shards
+of --per-shard samples; or given: --roots) and
 each data path (`on`: decoded once into the memory-mapped cache and held on the device; `off`: streaming, decoded per
 step by data.num_workers DataLoader workers), our real training command runs in fresh processes:
   cold      1 process, an empty data.cache_dir (the decode happens: the cache's cost)
   warm      1 process, the same cache again (what every later run pays)
   2 procs   2 processes under `accelerate launch` (gloo on CPU, NCCL on GPUs), warm cache
 Each run reports start-up (the seconds until the data is ready, from its `data:` line: scan, split, cache map or
-decode), the peak RSS of its largest process (os.wait4: the rank, its workers or the launcher, whichever peaked
-highest; pages of the mapped cache count in every process that touched them, though the host holds them once), and
-its training rate (median of the step rows' img/s after the first interval). The plain loop runs the same model on
-the same images in this process: `on` from one batch already on the device (the ceiling), `off` from a textbook
+decode), the peak RSS of its largest process (`run_measured`: the rank, its workers or the launcher, whichever
+peaked highest, not this process; pages of the mapped cache count in every process that touched them, though the
+host holds them once), and its training rate (median of the step rows' img/s after the first interval). The plain
+loop runs the same model on the same images in this process: `on` from one batch already on the device (the ceiling), `off` from a textbook
 DataLoader (same decode, same worker count). The decode cost (ms/image, one worker) gives the GPU projection:
 workers = GPU images/s x decode seconds per image.
 
@@ -45,7 +48,9 @@ from checkbox_dist.core.config_loader import load_config
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.core.plots import plt, save_png
 from checkbox_dist.data.images import PreprocessSpec, decode
+from checkbox_dist.data.sources import FORMATS, detect_format
 from checkbox_dist.data.split import build_split
+from checkbox_dist.data.writers import convert
 from checkbox_dist.model.build import build_model
 from checkbox_dist.model.optim import build_optimizer
 
@@ -60,6 +65,17 @@ def generated_root(work: Path, n: int, seed: int, workers: int) -> Path:
     root = work / f"synth-n{n}-s{seed}"
     synth.generate(root, n, seed=seed, workers=workers)
     return root
+
+
+def format_root(work: Path, folder: Path, kind: str, per_shard: int) -> Path:
+    """The generated `folder` as data.root of format `kind`, written once beside it under `work` and reused."""
+    suffix = {"hf": "-hf", "tar": "-tar"}.get(kind, f".{kind}")
+    out = folder if kind == "folder" else work / f"{folder.name}{suffix}"
+    if not out.exists():
+        started = time.perf_counter()
+        convert(folder, kind, out, per_shard)
+        print(f"wrote {out} ({kind}, {time.perf_counter() - started:.0f} s; reused when present)", flush=True)
+    return out
 
 
 def _launcher(processes: int, env: dict) -> list[str]:
@@ -83,6 +99,29 @@ def parse_run(log: str, metrics: list[dict]) -> tuple[float, float]:
     return float(ready[0]), statistics.median(rates)
 
 
+# Started in a fresh interpreter: runs argv[2:], writes its ru_maxrss (the largest process of its tree that it
+# waited for) to the file argv[1], exits with its status.
+_MEASURE = ("import os, subprocess, sys\n"
+            "proc = subprocess.Popen(sys.argv[2:])\n"
+            "_, status, usage = os.wait4(proc.pid, 0)\n"
+            "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+            "raise SystemExit(os.waitstatus_to_exitcode(status))\n")
+
+
+def run_measured(argv: list[str], env: dict, log: Path) -> tuple[int, int]:
+    """(exit status, peak RSS in bytes of the largest process of `argv`'s tree), its output in `log`.
+
+    Linux carries the peak RSS of the process that execs into the new program's ru_maxrss, so a child of this
+    (large) process would report at least this process's own peak. The run is started from a small interpreter
+    instead, which reports the run's figure."""
+    with tempfile.TemporaryDirectory() as tmp, open(log, "w") as out:
+        report = Path(tmp) / "maxrss"
+        proc = subprocess.run([sys.executable, "-c", _MEASURE, str(report), *argv], env=env, stdout=out,
+                              stderr=subprocess.STDOUT)
+        maxrss = int(report.read_text()) if report.is_file() else 0
+    return proc.returncode, maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def train_run(config: str, overrides: list[str], root: Path, mode: str, processes: int, cache: Path, steps: int,
               threads: int) -> dict:
     """Our `train` command on `root` in fresh processes; start-up, peak RSS of the largest process, img/s."""
@@ -96,19 +135,15 @@ def train_run(config: str, overrides: list[str], root: Path, mode: str, processe
                 f"data.root={root}", f"data.cache_dir={cache}", f"data.device_cache={mode}",
                 f"train.max_steps={steps}", f"train.log_every_steps={every}"]
         started = time.perf_counter()
-        with open(log, "w") as out:
-            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-            _, status, usage = os.wait4(proc.pid, 0)  # usage: the process and every descendant it waited for
-            proc.returncode = os.waitstatus_to_exitcode(status)
+        returncode, peak = run_measured(argv, env, log)
         wall = time.perf_counter() - started
         text = log.read_text(errors="replace")
-        if proc.returncode != 0:
+        if returncode != 0:
             last = text.strip().splitlines()[-1:] or ["(no output)"]
             raise UserError(f"bench-data: the {mode}/{processes}-process run on {root} failed "
-                            f"(exit {proc.returncode}): {last[0]}")
+                            f"(exit {returncode}): {last[0]}")
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     startup, rate = parse_run(text, metrics)
-    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     return {"startup_s": round(startup, 2), "peak_rss_mb": round(peak / 2**20, 1), "img_s": round(rate, 1),
             "wall_s": round(wall, 1)}
 
@@ -162,7 +197,9 @@ def decode_ms(items, spec: PreprocessSpec, count: int = 300) -> float:
 def measure_root(args, root: Path, label: str) -> dict:
     cfg = load_config(args.config, [*DEFAULTS, *args.overrides, f"data.root={root}"])
     split = build_split(root, cfg.data.split_file, cfg.data.val_fraction, cfg.data.split_seed, cfg.data.exclude_file)
-    row = {"root": str(root), "label": label, "images": len(split.train) + len(split.val), "runs": {}}
+    kind = detect_format(root)
+    row = {"root": str(root), "label": label, "format": kind, "images": len(split.train) + len(split.val), "runs": {}}
+    label = f"{label} {kind}"
     with tempfile.TemporaryDirectory(dir=args.work, ignore_cleanup_errors=True) as cache:
         for mode, temperature, processes in RUNS:
             if processes not in args.processes or mode not in args.modes:
@@ -188,8 +225,8 @@ def measure_root(args, root: Path, label: str) -> dict:
 def table(rows: list[dict]) -> str:
     """The markdown table of bench_data.json's rows."""
     names = [f"{m}/{t}/{p}p" for m, t, p in RUNS if any(f"{m}/{t}/{p}p" in r["runs"] for r in rows)]
-    lines = ["| data | images | run | start-up s | command s | peak RSS MB | ours img/s | plain img/s | ours / plain |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| data | format | images | run | start-up s | command s | peak RSS MB | ours img/s | plain img/s "
+             "| ours / plain |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         for name in names:
             if name not in r["runs"]:
@@ -197,29 +234,58 @@ def table(rows: list[dict]) -> str:
             run = r["runs"][name]
             plain = r["plain_on_img_s"] if name.startswith("on") else r["plain_off_img_s"]
             plain_text, ratio = (f"{plain:.1f}", f"{run['img_s'] / plain:.2f}") if name.endswith("/1p") else ("", "")
-            lines.append(f"| {r['label']} | {r['images']:,} | {name} | {run['startup_s']:.2f} | {run['wall_s']:.1f} "
-                         f"| {run['peak_rss_mb']:.0f} "
+            lines.append(f"| {r['label']} | {_format(r)} | {r['images']:,} | {name} | {run['startup_s']:.2f} "
+                         f"| {run['wall_s']:.1f} | {run['peak_rss_mb']:.0f} "
                          f"| {run['img_s']:.1f} | {plain_text} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
+def _format(row: dict) -> str:
+    return row.get("format", "folder")  # rows measured before --formats existed are class folders
+
+
+def _order(row: dict) -> tuple:
+    return row["images"], FORMATS.index(_format(row))
+
+
+PLOT_KEYS = (("startup_s", "start-up (s)"), ("peak_rss_mb", "peak RSS, largest process (MB)"),
+             ("img_s", "train img/s"))
+FORMAT_RUNS = ("on/cold/1p", "off/warm/1p")  # per format: the decode through its reader, and streaming from it
+
+
 def plot(rows: list[dict], path: Path) -> Path:
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    names = sorted({name for r in rows for name in r["runs"]}, key=lambda n: [f"{m}/{t}/{p}p" for m, t, p in RUNS]
-                   .index(n))
-    for name in names:
-        points = sorted((r["images"], r["runs"][name]) for r in rows if name in r["runs"])
-        xs = [x for x, _ in points]
-        for ax, key in zip(axes, ("startup_s", "peak_rss_mb", "img_s")):
-            ax.plot(xs, [run[key] for _, run in points], marker="o", label=name)
-    for ax, title in zip(axes, ("start-up (s)", "peak RSS, largest process (MB)", "train img/s")):
-        ax.set_xscale("log")
-        ax.set_xlabel("images")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    """Start-up, peak RSS and img/s against the size: one line per run of the class folders' rows; with other
+    formats, a second row of panels with one line per format and FORMAT_RUNS run (solid, dashed)."""
+    kinds = [k for k in FORMATS if any(_format(r) == k for r in rows)]
+    more = kinds != ["folder"] and len(kinds) > 0
+    fig, axes = plt.subplots(2 if more else 1, 3, figsize=(11, 6.4 if more else 3.2), squeeze=False)
+    order = [f"{m}/{t}/{p}p" for m, t, p in RUNS]
+    firsts = [r for r in rows if _format(r) == (kinds[0] if "folder" not in kinds else "folder")]
+    for name in sorted({name for r in firsts for name in r["runs"]}, key=order.index):
+        _lines(axes[0], [r for r in firsts if name in r["runs"]], name, name, "-")
+    if more:
+        for kind in kinds:
+            for name, style in zip(FORMAT_RUNS, ("-", "--")):
+                chosen = [r for r in rows if _format(r) == kind and name in r["runs"]]
+                _lines(axes[1], chosen, name, f"{kind} {name}", style, color=f"C{FORMATS.index(kind)}")
+    for line, ax_row in enumerate(axes):
+        for ax, (_, title) in zip(ax_row, PLOT_KEYS):
+            ax.set_xscale("log")
+            ax.set_xlabel("images")
+            ax.set_title(title + ("" if line == 0 else ", per format"), fontsize=10)
+            ax.grid(alpha=0.3)
+        ax_row[0].legend(fontsize=7)
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def _lines(axes, rows: list[dict], name: str, label: str, style: str, color: str | None = None) -> None:
+    points = sorted((r["images"], r["runs"][name]) for r in rows)
+    if not points:
+        return
+    xs = [x for x, _ in points]
+    for ax, (key, _) in zip(axes, PLOT_KEYS):
+        ax.plot(xs, [run[key] for _, run in points], marker="o", linestyle=style, label=label, color=color)
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -238,6 +304,11 @@ def run(args) -> int:
     args.modes = [m for m in args.modes.split(",") if m]
     if set(args.modes) - {"on", "off"} or not args.modes:
         raise UserError(f"bench-data: --modes takes on,off (or one of them), got {args.modes}")
+    formats = [f for f in args.formats.split(",") if f]
+    if set(formats) - set(FORMATS) or not formats:
+        raise UserError(f"bench-data: --formats takes some of {','.join(FORMATS)}, got {args.formats!r}")
+    if args.per_shard < 1:
+        raise UserError(f"bench-data: --per-shard must be >= 1, got {args.per_shard}")
     roots = [Path(r).expanduser() for r in args.roots.split(",") if r] if args.roots else []
     if not sizes and not roots:
         raise UserError("bench-data: give --sizes (generated crops) or --roots (data roots to measure)")
@@ -257,13 +328,14 @@ def run(args) -> int:
         root = generated_root(args.work, n, args.seed, args.synth_workers)
         print(f"generated {n:,} crops in {root} ({time.perf_counter() - started:.0f} s; reused when complete)",
               flush=True)
-        rows.append(measure_root(args, root, f"generated {n:,}"))
+        for kind in formats:
+            rows.append(measure_root(args, format_root(args.work, root, kind, args.per_shard), f"generated {n:,}"))
     rows += [measure_root(args, root, root.name) for root in roots]
     previous = out / "bench_data.json"
-    if args.append and previous.is_file():  # rows of earlier invocations (other sizes or roots) are kept
-        measured = {r["label"] for r in rows}
-        rows = [r for r in json.loads(previous.read_text())["rows"] if r["label"] not in measured] + rows
-        rows.sort(key=lambda r: r["images"])
+    if args.append and previous.is_file():  # rows of earlier invocations (other sizes, formats or roots) are kept
+        measured = {(r["label"], _format(r)) for r in rows}
+        rows = [r for r in json.loads(previous.read_text())["rows"] if (r["label"], _format(r)) not in measured] + rows
+        rows.sort(key=_order)
     meta = {"command": " ".join(["checkbox-dist", "bench-data", *sys.argv[2:]]) if sys.argv[1:2] == ["bench-data"]
             else "", "threads": args.threads, "workers": args.workers, "steps": args.steps,
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU", "defaults": DEFAULTS}

@@ -6,13 +6,15 @@ from checkbox_dist.commands import add_command, add_config_args
 
 EXAMPLES = """examples:
   checkbox-dist bench-data --sizes 1000,10000 --out bench-data          # generated crops, both data paths
+  checkbox-dist bench-data --sizes 1000 --formats csv,parquet,hf,tar  # the generated crops in each format
   checkbox-dist bench-data --roots /data/crops --processes 1            # a data root as it is (any data.root)
   checkbox-dist bench-data --sizes 60 --steps 4 --processes 1 --out /tmp/b   # a smoke test"""
 DETAILS = """Per data root and data path (on: the memory-mapped decoded cache held on the device; off: streaming,
 decoded by DataLoader workers), the real `train` command runs in fresh processes: cold (empty cache), warm, and
 2 processes under `accelerate launch`. Reported: start-up seconds (until the data is ready), peak RSS of the
 largest process, train img/s of our loop and of a plain PyTorch loop on the same images, and the decode cost per
-image (ms, one worker) for the GPU projection. Writes OUT/bench_data.json, .md (the table) and .png (the plot)."""
+image (ms, one worker) for the GPU projection. --formats converts the generated crops to each data.root format
+(a manifest beside them, a saved HF dataset, tar shards) under --work, once, and measures each. Writes OUT/bench_data.json, .md (the table) and .png (the plot)."""
 
 
 def add_parser(subparsers) -> None:
@@ -20,6 +22,9 @@ def add_parser(subparsers) -> None:
                     EXAMPLES, DETAILS)
     add_config_args(p, "quickstart", overrides="config overrides (the bench sets test_resnet at 64 px first)")
     p.add_argument("--sizes", default="", help="comma-separated counts of generated crops, e.g. 1000,10000,100000")
+    p.add_argument("--formats", default="folder",
+                   help="formats of the generated crops: folder,csv,jsonl,parquet,hf,tar (comma-separated)")
+    p.add_argument("--per-shard", type=int, default=1000, help="samples per tar shard of --formats tar")
     p.add_argument("--roots", default="", help="comma-separated data roots measured as they are (any data.root)")
     p.add_argument("--out", default="bench-data", help="folder for bench_data.json, .md and .png")
     p.add_argument("--work", default="~/.cache/checkbox_dist/bench-data",

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_cli, tiny_train_args, write_shards
+from conftest import REPO, TINY, run_cli, tiny_train_args
 from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec, decode
 from checkbox_dist.data.sources import detect_format, index_file, indexed_catalog, scan
 from checkbox_dist.data.split import build_split, stratified_split
+from checkbox_dist.data.writers import convert, write_hf, write_manifest, write_shards
 from checkbox_dist.experiments.cv_folds import plan_folds
 
 FORMATS = ["folder", "csv", "jsonl", "parquet", "hf", "tar"]
@@ -36,34 +37,9 @@ def _row(path: Path) -> dict:
     return {"path": f"images/{path.parent.name}/{path.name}", "label": path.parent.name}
 
 
-def _write_manifest(kind: str, out: Path, rows: list[dict]) -> Path:
-    if kind == "csv":
-        with out.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    elif kind == "jsonl":
-        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(rows), out)
-    return out
-
-
-def _write_hf(images: list[Path], classes: list[str], out: Path) -> Path:
-    import datasets
-
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
-    ds = datasets.Dataset.from_dict({"image": [{"bytes": p.read_bytes(), "path": None} for p in images],
-                                     "label": [classes.index(p.parent.name) for p in images]}, features=features)
-    ds.save_to_disk(str(out))
-    return out
-
-
 def write_format(kind: str, folder: Path, out: Path) -> Path:
-    """`folder` (ROOT/<class>/*.png) written as data.root of format `kind` under `out`."""
+    """`folder` (ROOT/<class>/*.png) written as data.root of format `kind` under `out` (data/writers.py; the
+    manifests' rows carry a group column, the shards are 2)."""
     images = sorted(folder.glob("*/*.png"))
     classes = sorted({p.parent.name for p in images})
     if kind == "folder":
@@ -71,12 +47,11 @@ def write_format(kind: str, folder: Path, out: Path) -> Path:
         return out / "folder"
     if kind in ("csv", "jsonl", "parquet"):
         shutil.copytree(folder, out / "images", ignore=shutil.ignore_patterns("SYNTH.json"))
-        rows = [{"path": f"images/{p.parent.name}/{p.name}", "label": p.parent.name, "group": _group(p)}
-                for p in images]
-        return _write_manifest(kind, out / f"manifest.{kind}", rows)
+        rows = [dict(_row(p), group=_group(p)) for p in images]
+        return write_manifest(kind, rows, out / f"manifest.{kind}")
     if kind == "hf":
-        return _write_hf(images, classes, out / "hf")
-    return write_shards(images, out / "shards")
+        return write_hf(images, classes, out / "hf")
+    return write_shards(images, out / "shards", shards=2)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +87,30 @@ def test_each_format_is_detected_and_reads_the_same_images(kind, roots, images):
     assert decoded == sorted(t.sum().item() for t in originals.values())
 
 
+def test_convert_writes_each_format_from_a_class_folder_without_copying_it(images: Path, tmp_path: Path):
+    """data/writers.py `convert` (bench-data --formats): a manifest beside the folder names its files, the HF
+    dataset and the shards hold their bytes; every format reads back as the folder's samples and classes."""
+    work = tmp_path / "work"
+    folder = work / "crops"
+    shutil.copytree(images, folder)
+    want = scan(folder)
+    for kind in FORMATS:
+        out = work / f"crops-{kind}" if kind in ("hf", "tar") else work / f"crops.{kind}"
+        root = convert(folder, kind, out, per_shard=12)
+        catalog = scan(root)
+        assert catalog.kind == kind and catalog.classes == want.classes and not catalog.bad
+        got = sorted((catalog.classes[y], r.read_bytes()) for r, y in zip(catalog.refs, catalog.labels))
+        assert got == sorted((want.classes[y], r.read_bytes()) for r, y in zip(want.refs, want.labels)), kind
+    assert convert(folder, "folder", work / "x") == folder
+    assert len(list((work / "crops-tar").glob("*.tar"))) == 3  # 30 samples, 12 a shard
+    first = (work / "crops.csv").read_text().splitlines()[1]
+    assert first.startswith("crops/checked/checked_") and first.endswith(".png,checked")
+    assert sorted(p.name for p in work.iterdir()) == ["crops", "crops-hf", "crops-tar", "crops.csv", "crops.jsonl",
+                                                      "crops.parquet"]  # no .partial left
+    with pytest.raises(UserError, match="must hold"):
+        convert(folder, "csv", tmp_path / "elsewhere" / "m.csv")
+
+
 def test_a_glob_of_shards_is_tar_and_keys_name_shard_and_member(roots):
     pattern = roots["tar"] / "train-*.tar"
     catalog = scan(pattern)
@@ -126,7 +125,7 @@ def test_bad_manifest_rows_are_one_line_each_skipped_or_the_first_stops(tmp_path
            {"path": "https://example.com/a.png", "label": "other"}, {"path": "/etc/passwd", "label": "other"},
            {"path": "../outside.png", "label": "other"}, {"path": good[0]["path"], "label": ""},
            {"path": good[1]["path"], "label": "checked", "split": "test"}, dict(good[2], label="other")]
-    manifest = _write_manifest("csv", tmp_path / "m.csv", [dict(r, split="") for r in good] + bad)
+    manifest = write_manifest("csv", [dict(r, split="") for r in good] + bad, tmp_path / "m.csv")
     split = build_split(manifest, on_bad_image="skip")
     assert len(split.train) + len(split.val) == 30 and len(split.skipped) == len(bad)
     for line, reason in zip(split.skipped, ["file not found", "empty path", "no URLs", "no URLs", "leaves the manifest",
@@ -140,7 +139,7 @@ def test_bad_manifest_rows_are_one_line_each_skipped_or_the_first_stops(tmp_path
 def test_a_bad_manifest_row_stops_training_with_one_error_line(tmp_path: Path, images: Path, cache_dir: Path):
     shutil.copytree(images, tmp_path / "images")
     rows = [_row(p) for p in sorted(images.glob("*/*.png"))]
-    manifest = _write_manifest("jsonl", tmp_path / "m.jsonl", rows + [{"path": "images/x.png", "label": "checked"}])
+    manifest = write_manifest("jsonl", rows + [{"path": "images/x.png", "label": "checked"}], tmp_path / "m.jsonl")
     proc = run_cli(*tiny_train_args(tmp_path / "run", cache_dir, data_root=manifest), check=False)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -150,7 +149,7 @@ def test_a_bad_manifest_row_stops_training_with_one_error_line(tmp_path: Path, i
 
 def test_a_broken_jsonl_line_is_a_bad_row_not_a_broken_manifest(tmp_path: Path, images: Path):
     shutil.copytree(images, tmp_path / "images")
-    manifest = _write_manifest("jsonl", tmp_path / "m.jsonl", [_row(p) for p in sorted(images.glob("*/*.png"))])
+    manifest = write_manifest("jsonl", [_row(p) for p in sorted(images.glob("*/*.png"))], tmp_path / "m.jsonl")
     manifest.write_text(manifest.read_text() + '{"path": "images/checked/x.png", "label"\n[1, 2]\n')
     split = build_split(manifest, on_bad_image="skip")
     assert len(split.train) + len(split.val) == 30
@@ -221,7 +220,7 @@ def test_split_column_decides_and_rows_without_one_are_split(tmp_path: Path, ima
     files = sorted(images.glob("*/*.png"))
     rows = [{"path": f"images/{p.parent.name}/{p.name}", "label": p.parent.name,
              "split": "val" if i % 10 == 0 else ("train" if i % 10 < 5 else "")} for i, p in enumerate(files)]
-    split = build_split(_write_manifest("jsonl", tmp_path / "m.jsonl", rows), val_fraction=0.2, seed=1)
+    split = build_split(write_manifest("jsonl", rows, tmp_path / "m.jsonl"), val_fraction=0.2, seed=1)
     val_keys = {r.key for r, _ in split.val}
     pinned_val = {r["path"] for r in rows if r["split"] == "val"}
     pinned_train = {r["path"] for r in rows if r["split"] == "train"}
@@ -310,7 +309,7 @@ def test_a_dataset_dict_gives_the_split_and_eval_scores_its_val_part(tmp_path: P
 
     files = sorted(images.glob("*/*.png"))
     classes = ["checked", "other", "unchecked"]
-    parts = {name: _write_hf(files[::3] if name == "validation" else [f for j, f in enumerate(files) if j % 3],
+    parts = {name: write_hf(files[::3] if name == "validation" else [f for j, f in enumerate(files) if j % 3],
                              classes, tmp_path / name) for name in ("train", "validation")}
     datasets.DatasetDict({k: datasets.load_from_disk(str(v)) for k, v in parts.items()}).save_to_disk(
         str(tmp_path / "dict"))

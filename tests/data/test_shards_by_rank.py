@@ -16,7 +16,7 @@ import pytest
 import torch
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
 
-from conftest import load_weights, tiny_train_args, write_shards
+from conftest import load_weights, tiny_train_args
 from checkbox_dist.core import faults
 from checkbox_dist.core.config_checks import ConfigError
 from checkbox_dist.core.config_loader import load_config
@@ -26,6 +26,7 @@ from checkbox_dist.data.datasets import EpochSampler, TensorImages, make_loader
 from checkbox_dist.data.shards import shard_ranks
 from checkbox_dist.data.sources import scan
 from checkbox_dist.data.split import build_split
+from checkbox_dist.data.writers import write_shards
 
 MICRO = 4
 SIZES = [12, 20, 9, 15, 14]  # five shards of unequal size: process 0 of 2 holds 12 + 9 + 14, process 1 20 + 15
