@@ -19,12 +19,11 @@ import csv
 import io
 import json
 import math
-import os
-import shutil
 import tarfile
 from pathlib import Path
 
 from checkbox_dist.core.errors import UserError
+from checkbox_dist.core.files import atomic_folder, atomic_path
 from checkbox_dist.data.sources import FORMATS, scan_classes
 
 MANIFESTS = ("csv", "jsonl", "parquet")
@@ -71,7 +70,7 @@ def write_shards(images: list[Path], out: Path, per_shard: int = 1000, shards: i
     """`shards` (0: ceil(len / per_shard)) shards train-NNNN.tar in `out`, each sample KEY.<ext> + KEY.cls (KEY =
     <class>_<stem>); image i goes to shard i mod shards (the classes mix in every shard, as after the shuffle a
     real writer does first)."""
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     shards = shards or max(1, math.ceil(len(images) / per_shard))
     width = max(4, len(str(shards - 1)))
     for s in range(shards):
@@ -96,7 +95,8 @@ def class_images(folder: Path) -> tuple[list[Path], list[str]]:
 def convert(folder: Path, kind: str, out: Path, per_shard: int = 1000) -> Path:
     """The class folder `folder` as data.root of format `kind`, at `out` (a manifest file, an HF dataset folder or
     a folder of shards; `folder` itself for "folder"). The images are not copied: a manifest at `out` names them
-    relative to its folder, which must hold `folder`. Written whole or not at all (a partial write is removed)."""
+    relative to its folder, which must hold `folder`. Written whole or not at all (core/files.py atomic_path,
+    atomic_folder)."""
     if kind not in FORMATS:
         raise UserError(f"convert: {kind!r} is not one of {', '.join(FORMATS)}")
     if kind == "folder":
@@ -104,23 +104,13 @@ def convert(folder: Path, kind: str, out: Path, per_shard: int = 1000) -> Path:
     if kind in MANIFESTS and not folder.absolute().is_relative_to(out.parent.absolute()):
         raise UserError(f"convert: {out.parent} must hold {folder} (a manifest names its images relative to it)")
     images, classes = class_images(folder)
-    partial = out.with_name(out.name + ".partial")
-    _remove(partial)
-    try:
-        if kind in MANIFESTS:
-            write_manifest(kind, manifest_rows(images, out.parent, folder), partial)
-        elif kind == "hf":
-            write_hf(images, classes, partial)
-        else:
-            write_shards(images, partial, per_shard)
-        os.replace(partial, out)
-    finally:
-        _remove(partial)
-    return out
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
+    if kind in MANIFESTS:
+        with atomic_path(out) as tmp:
+            write_manifest(kind, manifest_rows(images, out.parent, folder), tmp)
     else:
-        path.unlink(missing_ok=True)
+        with atomic_folder(out) as tmp:
+            if kind == "hf":
+                write_hf(images, classes, tmp)
+            else:
+                write_shards(images, tmp, per_shard)
+    return out

@@ -106,7 +106,7 @@ def test_convert_writes_each_format_from_a_class_folder_without_copying_it(image
     first = (work / "crops.csv").read_text().splitlines()[1]
     assert first.startswith("crops/checked/checked_") and first.endswith(".png,checked")
     assert sorted(p.name for p in work.iterdir()) == ["crops", "crops-hf", "crops-tar", "crops.csv", "crops.jsonl",
-                                                      "crops.parquet"]  # no .partial left
+                                                      "crops.parquet"]  # no temporary left
     with pytest.raises(UserError, match="must hold"):
         convert(folder, "csv", tmp_path / "elsewhere" / "m.csv")
 
