@@ -5,6 +5,7 @@ The sharing of one mapped file by the processes of a gloo world is tested in tes
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -193,3 +194,64 @@ class _Ranges:
 
     def __contains__(self, address: int) -> bool:
         return any(address in r for r in self.ranges)
+
+
+
+_READ_ALL_ROWS = """
+import json, sys
+from pathlib import Path
+import datasets  # imported before the baseline: the library's own memory is not the dataset's
+from checkbox_dist.data.sources import scan
+
+def status_kb(field):
+    return int(next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":")).split()[1])
+
+def mapped_kb(folder):  # resident kB of the files under folder that this process maps (smaps)
+    total, current = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and "-" in fields[0] and ":" in fields[3]:  # a mapping's header line
+            current = len(fields) >= 6 and fields[5].startswith(folder)
+        elif current and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+root = Path(sys.argv[1])
+before = status_kb("RssAnon")
+read = sum(len(ref.read_bytes()) for ref in scan(root).refs)  # opens the dataset, reads every row
+print(json.dumps({"read_kb": read // 1024, "anon_kb": status_kb("RssAnon") - before, "mapped_kb": mapped_kb(str(root))}))
+"""
+
+
+def test_a_saved_hf_dataset_is_read_through_its_mapping_not_copied_per_process(tmp_path: Path):
+    """A fresh process that opens a saved HF dataset and reads every row holds the Arrow files' pages as
+    file-backed, mapped memory (the page cache: one copy per host, as the decoded cache), not a copy of its own
+    in anonymous memory: the mapped pages, not the anonymous ones, grow by the dataset's size."""
+    pytest.importorskip("datasets")
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from checkbox_dist.data.writers import write_hf
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(60):  # incompressible 64x64 RGBA crops, ~16 KB each
+        path = tmp_path / "crops" / ("checked", "unchecked", "other")[i % 3] / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 64, 4), dtype=np.uint8), "RGBA").save(path)
+        files.append(path)
+    root = write_hf(files * 40, ["checked", "other", "unchecked"], tmp_path / "hf")  # 2,400 rows
+    size_kb = sum(f.stat().st_size for f in root.glob("*.arrow")) // 1024
+    assert size_kb > 30_000
+
+    done = subprocess.run([sys.executable, "-c", _READ_ALL_ROWS, str(root)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got["read_kb"] >= 0.9 * size_kb
+    assert got["mapped_kb"] >= 0.8 * size_kb, f"the Arrow files are not read through a mapping: {got}, {size_kb} kB"
+    assert got["anon_kb"] < 0.25 * size_kb, f"anonymous memory grew with the dataset: {got}, {size_kb} kB"
