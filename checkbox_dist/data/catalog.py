@@ -18,16 +18,24 @@ SPLITS = ("train", "val")
 EXTRA_HINT = 'pip install "checkbox_dist[formats]"'
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ref:
-    """One encoded image: a whole file, a byte range of a tar shard, or a row of a saved HF dataset."""
+    """One encoded image: a whole file, a byte range of a tar shard, or a row of a saved HF dataset.
+
+    Small by design (a root may list millions): its key and a record of slots; `base` is one object shared by
+    every ref of a folder, shard or dataset, and a whole file's Path is made only when it is read."""
 
     key: str  # stable, relative to the root: what split files, exclusions and out-of-fold tables name
-    path: Path  # the image file; the tar shard; the HF dataset folder
+    base: Path  # a whole file: the folder `key` is relative to; the tar shard; the HF dataset folder
     offset: int = -1  # tar: first byte of the member's data; -1: the whole file
     size: int = 0  # tar: the member's length
     row: int = -1  # hf: the row in `part`
     part: str = ""  # hf: the DatasetDict split ("" for a single Dataset)
+
+    @property
+    def path(self) -> Path:
+        """The image file (base / key); the tar shard; the HF dataset folder."""
+        return self.base / self.key if self.offset < 0 and self.row < 0 else self.base
 
     @property
     def name(self) -> str:

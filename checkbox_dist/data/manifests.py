@@ -64,7 +64,7 @@ def scan_manifest(root: Path, kind: str) -> Catalog:
             bad.append(f"{where}: {problem}")
             continue
         seen.add(key)
-        good.append((Ref(key, base / path), label, split, group))
+        good.append((Ref(key, base), label, split, group))
     return make_catalog(root, kind, good, bad)
 
 

@@ -107,7 +107,7 @@ def scan_classes(folder: Path) -> dict[str, list[Path]]:
 
 
 def file_ref(path: Path, base: Path) -> Ref:
-    return Ref(path.relative_to(base).as_posix(), path)
+    return Ref(path.relative_to(base).as_posix(), base)
 
 
 def _scan_folder(root: Path, kind: str) -> Catalog:
@@ -176,7 +176,7 @@ def _from_index(root: Path, payload: dict) -> Catalog:
         refs = [Ref(k, root, row=r, part=p) for k, r, p in zip(keys, payload["rows"], payload["parts"])]
     else:
         base = root if kind == "folder" else root.parent
-        refs = [Ref(k, base / k) for k in keys]
+        refs = [Ref(k, base) for k in keys]
     return Catalog(root, kind, payload["classes"], refs, payload["labels"], payload["splits"] or [""] * n,
                    payload["groups"] or [""] * n, payload["bad"], scanned=False)
 

@@ -255,3 +255,24 @@ def test_a_saved_hf_dataset_is_read_through_its_mapping_not_copied_per_process(t
     assert got["read_kb"] >= 0.9 * size_kb
     assert got["mapped_kb"] >= 0.8 * size_kb, f"the Arrow files are not read through a mapping: {got}, {size_kb} kB"
     assert got["anon_kb"] < 0.25 * size_kb, f"anonymous memory grew with the dataset: {got}, {size_kb} kB"
+
+
+def test_the_catalog_holds_a_sample_in_about_a_hundred_bytes_besides_its_key():
+    """A million-sample root costs each process its catalog: a ref is its key plus a small fixed record (the
+    folder, shard or dataset it is read from is shared by every ref), no per-sample Path object or __dict__."""
+    import tracemalloc
+
+    from checkbox_dist.data.sources import _from_index
+
+    n = 20_000
+    keys = [f"{('checked', 'other', 'unchecked')[i % 3]}/crop_{i:07d}.png" for i in range(n)]
+    payload = {"kind": "folder", "keys": keys, "classes": ["checked", "other", "unchecked"],
+               "labels": [i % 3 for i in range(n)], "splits": None, "groups": None, "bad": []}
+    tracemalloc.start()
+    try:
+        catalog = _from_index(Path("/data/crops"), payload)
+        per_sample = tracemalloc.get_traced_memory()[0] / n
+    finally:
+        tracemalloc.stop()
+    assert catalog.refs[7].path == Path("/data/crops") / keys[7] and catalog.refs[7].key == keys[7]
+    assert per_sample < 200, f"{per_sample:.0f} bytes per sample besides its key"
