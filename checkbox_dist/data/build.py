@@ -22,7 +22,7 @@ from checkbox_dist import synth
 from checkbox_dist.core.distributed import from_local_main
 from checkbox_dist.core.memory import free_bytes
 from checkbox_dist.data.cache import KEY_BYTES, cache_key, load_decoded
-from checkbox_dist.data.datasets import FileImages, TensorImages, make_loader
+from checkbox_dist.data.datasets import FileImages, ItemNames, TensorImages, make_loader
 from checkbox_dist.data.shards import shard_ranks
 from checkbox_dist.data.sources import Catalog, file_ref, indexed_catalog, resolve_root
 from checkbox_dist.data.split import Item, Split, build_split
@@ -208,7 +208,7 @@ def build_data(cfg, accelerator, say=print, micro_batch: int = 0, epoch_multiple
     for items in [split.train] + ([split.val] if not refit else []) + ([split.probe] if split.probe else []):
         if on_device:
             decoded = host_decoded(items, spec, data_cfg, accelerator, split.skipped)
-            names = [str(items[i][0]) for i in decoded["kept"]]
+            names = ItemNames(items, decoded["kept"])
             sets.append(TensorImages(on_device_of(decoded["images"], accelerator.device),
                                      on_device_of(decoded["labels"], accelerator.device), names))
         else:

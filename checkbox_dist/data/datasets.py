@@ -9,6 +9,7 @@ and results are identical.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -18,10 +19,26 @@ from checkbox_dist.core.errors import UserError
 from checkbox_dist.data.images import PreprocessSpec, decode
 
 
+class ItemNames(Sequence):
+    """The names of `items` (each ref as text), in the order of `kept` (default: all), made when read: only
+    evaluation's predictions read them, so a million-sample training split never builds its million strings."""
+
+    def __init__(self, items: list[tuple[Path, int]], kept: list[int] | None = None):
+        self.items, self.kept = items, kept
+
+    def __len__(self) -> int:
+        return len(self.items) if self.kept is None else len(self.kept)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return str(self.items[index if self.kept is None else self.kept[index]][0])
+
+
 class TensorImages(Dataset):
     """Index dataset: yields sample indices; images live in `self.images` (possibly on the device)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, names: list[str]):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, names: Sequence[str]):
         self.images, self.labels, self.names = images, labels, names
 
     def __len__(self) -> int:
@@ -41,7 +58,7 @@ class FileImages(Dataset):
 
     def __init__(self, items: list[tuple[Path, int]], spec: PreprocessSpec):
         self.items, self.spec = items, spec
-        self.names = [str(p) for p, _ in items]
+        self.names = ItemNames(items)
         self.labels = torch.tensor([y for _, y in items], dtype=torch.long)
 
     def __len__(self) -> int:
